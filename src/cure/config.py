@@ -1,0 +1,183 @@
+"""One typed config for the whole pipeline.
+
+Every field carries its default and a help text. Defaults are the CURE paper's / reference code's values
+(Gen-Verse/CURE, `optimization/optimization_config.py` and `evaluation/evaluation_config.py`) unless the help
+says otherwise. The CLI and the KFP pipeline parameters are generated from / checked against these models, so a
+hyperparameter is documented once, here.
+
+Load with :func:`load_config` (YAML file + ``section.field=value`` overrides).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    path: str = Field("Qwen/Qwen2.5-7B-Instruct", description="Policy model: a HF hub name or a save_pretrained folder (paper: Qwen2.5-7B/14B-Instruct).")
+    trust_remote_code: bool = Field(False, description="Passed to from_pretrained.")
+
+
+class DataConfig(_Section):
+    max_gt_tests: int = Field(8, ge=1, description="Ground-truth tests used per task (reference: max_ground_truth_test=8).")
+    tasks_per_step: int = Field(100, ge=1, description="Tasks sampled per training step (reference: n_sample_per_step=100).")
+    default_time_limit_s: float = Field(1.0, gt=0, description="Time limit when a task has none (reference: 1 s).")
+
+
+class RolloutConfig(_Section):
+    engine: Literal["hf", "vllm", "openai"] = Field("vllm", description="Sampling engine: vllm on GPU pods, hf (transformers) on CPU, openai for an HTTP API.")
+    k_code: int = Field(16, ge=1, description="Programs sampled per task (paper: 16).")
+    k_test: int = Field(16, ge=0, description="Unit tests sampled per task (paper: 16; reference name k_case).")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature (paper: 1.0 in training).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (paper: 1.0).")
+    top_k: int = Field(-1, description="Top-k sampling, -1 = off (reference: -1).")
+    max_new_tokens: int = Field(10000, ge=1, description="Generation token limit (reference: max_generation_token=10000).")
+    max_model_len: int = Field(20000, ge=1, description="vLLM context length (reference: 20000).")
+    stop: list[str] = Field(
+        default_factory=lambda: ["</answer>", "User:", "Human:", "Assistant:", "<|im_end|>", "<|endoftext|>"],
+        description="Stop strings (reference sample.py).",
+    )
+    p_give_example: float = Field(1.0, ge=0, le=1, description="Probability of showing public examples in the tester prompt (reference: 1.0; 0 in post stage).")
+    max_input_examples: int = Field(1, ge=0, description="Public examples shown in the tester prompt (reference: 1).")
+    seed: int = Field(0, description="Sampling seed.")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism per engine.")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM GPU memory share (reference: 0.85).")
+    dtype: str = Field("bfloat16", description="vLLM / transformers dtype (reference: bfloat16).")
+    batch_size: int = Field(64, ge=1, description="hf engine: sequences generated per forward batch.")
+    api_base_url: str = Field("https://api.openai.com/v1", description="openai engine: base URL of an OpenAI-compatible API.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai engine: environment variable holding the API key.")
+    api_max_concurrency: int = Field(20, ge=1, description="openai engine: concurrent requests (reference: max_workers=20).")
+    api_rpm_limit: int = Field(100, ge=1, description="openai engine: requests per minute (reference: rpm_limit=100).")
+    api_timeout_s: float = Field(120.0, gt=0, description="openai engine: per-request timeout.")
+    api_max_retries: int = Field(5, ge=0, description="openai engine: retries on 429/5xx/timeouts.")
+
+
+class ExecuteConfig(_Section):
+    isolation: Literal["auto", "gvisor", "none"] = Field("auto", description="Sandbox: gvisor (runsc), none (development only), auto = gvisor, error if runsc is missing.")
+    workers: int = Field(0, ge=0, description="Parallel sandboxes; 0 = number of CPU cores.")
+    memory_mb: int = Field(1024, ge=16, description="Address-space limit per program.")
+    output_limit_bytes: int = Field(1 << 20, ge=1024, description="Stdout cap per execution.")
+    wall_factor: float = Field(3.0, ge=1, description="Wall-clock safety limit = wall_factor x time limit + 1 s (catches sleepers).")
+
+
+class RewardConfig(_Section):
+    separate_training: bool = Field(True, description="Coder and tester data trained in separate updates (reference default True).")
+    enable_efficient: bool = Field(False, description="Response-length-guided reward for long-CoT models (reference default False).")
+    max_len_threshold: int = Field(8000, description="enable_efficient: responses at least this long get a negative reward.")
+    min_len_threshold: int = Field(1000, description="enable_efficient: responses at most this long get no length penalty.")
+    post_stage: bool = Field(False, description="Eq. 4 with any/all instead of shares (reference: suggest True after 100+ steps).")
+
+
+class TrainConfig(_Section):
+    engine: Literal["deepspeed", "torch"] = Field("deepspeed", description="Training engine.")
+    zero_stage: int = Field(3, ge=0, le=3, description="DeepSpeed ZeRO stage (reference: 3).")
+    offload: bool = Field(False, description="DeepSpeed CPU offload of optimizer/params.")
+    bf16: bool = Field(True, description="bf16 on GPU (ignored on CPU).")
+    gradient_checkpointing: bool = Field(True, description="Activation checkpointing.")
+    learning_rate: float = Field(1e-6, gt=0, description="AdamW learning rate (paper: 1e-6).")
+    adam_betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas (reference: 0.9, 0.95).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (reference: 0).")
+    warmup_steps: int = Field(0, ge=0, description="LR warm-up steps (reference num_warmup_steps=0).")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip (reference: 1.0).")
+    policy_update_steps: int = Field(1, ge=1, description="Updates per step over the same data (reference: 1). >1 uses the PPO clipped ratio.")
+    clip_eps: float = Field(0.2, gt=0, description="PPO clip range (reference: 0.2).")
+    use_kl_loss: bool = Field(True, description="KL loss to the reference policy (reference: True).")
+    kl_coef: float = Field(0.01, ge=0, description="KL loss coefficient (reference: 0.01).")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator (reference: k3).")
+    reference: Literal["initial", "step_start"] = Field("step_start", description="KL reference: the initial model, or the policy at the start of the step (reference code).")
+    prompt_max_len: int = Field(2000, ge=1, description="Prompt truncation (reference: 2000).")
+    generate_max_len: int = Field(8000, ge=1, description="Response truncation (reference: 8000).")
+    packing_max_len: int = Field(20000, ge=1, description="Maximum packed sequence length (reference: 20000).")
+    micro_batch_tokens: int = Field(20000, ge=1, description="Tokens per micro batch (one packed sequence).")
+    max_epochs: int = Field(1, ge=1, description="Epochs over one step's data (reference: 1).")
+    seed: int = Field(0, description="Training seed.")
+
+
+class EvalConfig(_Section):
+    k_code: int = Field(16, ge=1, description="Programs per task at evaluation (reference eval_k_code=16).")
+    k_test: int = Field(16, ge=0, description="Tests per task at evaluation (reference eval_k_case=16).")
+    scales: list[tuple[int, int]] = Field(default_factory=lambda: [(4, 4), (16, 16)], description="Best-of-N (codes, tests) grid (reference: (4,4), (16,16)).")
+    temperature: float = Field(1.0, ge=0, description="Evaluation temperature (training-time eval in the reference uses the training sampler).")
+    no_example: bool = Field(True, description="Hide public examples from the tester prompt at evaluation (reference: True).")
+    max_test: int = Field(8, ge=1, description="Ground-truth tests per task at evaluation (reference: 8).")
+
+
+class PipelineConfig(_Section):
+    rounds: int = Field(120, ge=0, description="Training rounds (reference total_steps=120).")
+    eval_every: int = Field(10, ge=1, description="Evaluate every N rounds (reference eval_interval=10).")
+    save_every: int = Field(40, ge=1, description="Promote a checkpoint every N rounds (reference save_interval=40).")
+    experiment: str = Field("cure", description="Experiment name: the store prefix for checkpoints and history.")
+    store_uri: str = Field("file://./runs", description="Artifact store: file://DIR or s3://bucket (MinIO).")
+
+
+class CureConfig(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    execute: ExecuteConfig = Field(default_factory=ExecuteConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message says where and what."""
+
+
+def _parse_value(text: str) -> Any:
+    """Parse an override value as YAML (so 1e-6, true, [1, 2] work), falling back to the raw string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.field=value`` overrides to a nested dict (in place) and return it."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected section.field=value, e.g. train.learning_rate=1e-5")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or parts[0] not in CureConfig.model_fields:
+            sections = ", ".join(CureConfig.model_fields)
+            raise ConfigError(f"override {item!r}: key must be section.field with section one of: {sections}")
+        data.setdefault(parts[0], {})[parts[1]] = _parse_value(value)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> CureConfig:
+    """Load the config from an optional YAML file plus ``section.field=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p}: not valid YAML: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p}: top level must be a mapping of sections")
+        data = loaded
+    apply_overrides(data, overrides or [])
+    try:
+        return CureConfig.model_validate(data)
+    except ValidationError as e:
+        where = f"config file {path}" if path else "config"
+        lines = [f"{where}: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("\n".join(lines)) from e
+
+
+def dump_config(cfg: CureConfig) -> str:
+    """The config as YAML (tuples as lists), loadable by :func:`load_config`."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

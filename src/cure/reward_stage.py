@@ -1,0 +1,108 @@
+"""The reward stage: rollouts + executions -> training examples (``cure reward``).
+
+Each example is ``{prompt, response, reward, role, task_id, truncated}``; ``role`` is ``coder`` or ``tester``.
+As in the reference, the training stage appends the end-of-sequence token to a response unless it was truncated at
+the generation limit (``truncated``). Tasks whose rewards are all equal, or (tester) with no correct program,
+contribute nothing (their rewards are ``None``); the summary counts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cure.config import CureConfig, RewardConfig
+from cure.reward import task_rewards
+from cure.tasks import read_jsonl, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+def _truncated(rollout: dict[str, Any], role: str, max_new_tokens: int) -> list[bool]:
+    key = "code" if role == "coder" else "test"
+    flags = rollout.get(f"{key}_truncated")
+    if flags is not None:
+        return [bool(x) for x in flags]
+    return [n >= max_new_tokens for n in rollout[f"{key}_lengths"]]
+
+
+def assemble(
+    rollouts: Sequence[dict[str, Any]],
+    executions: Sequence[dict[str, Any]],
+    cfg: RewardConfig,
+    max_new_tokens: int,
+    seed: int = 0,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+    """Build (coder examples, tester examples, counts). Executions are matched to rollouts by ``task_id``."""
+    by_id = {e["task_id"]: e for e in executions}
+    missing = [r["task_id"] for r in rollouts if r["task_id"] not in by_id]
+    if missing:
+        raise ValueError(f"no execution record for {len(missing)} rollout task(s), e.g. {missing[:3]}")
+    code_data: list[dict[str, Any]] = []
+    test_data: list[dict[str, Any]] = []
+    counts = {"tasks": 0, "coder_tasks": 0, "tester_tasks": 0, "coder_none": 0, "tester_none": 0}
+    for r in rollouts:
+        e = by_id[r["task_id"]]
+        counts["tasks"] += 1
+        passed = np.asarray(e["passed"], dtype=bool)
+        t = int(e["num_gt"])
+        code_r, test_r = task_rewards(
+            passed[:, :t],
+            passed[:, t:],
+            post_stage=cfg.post_stage,
+            enable_efficient=cfg.enable_efficient,
+            code_lengths=r.get("code_lengths"),
+            test_lengths=r.get("test_lengths"),
+            max_len_threshold=cfg.max_len_threshold,
+            min_len_threshold=cfg.min_len_threshold,
+        )
+        for role, rewards, prompt, responses in (
+            ("coder", code_r, r["code_prompt"], r["code_responses"]),
+            ("tester", test_r, r["test_prompt"], r["test_responses"]),
+        ):
+            if rewards is None:
+                counts[f"{role}_none"] += 1
+                continue
+            if len(rewards) != len(responses):
+                raise ValueError(f"{r['task_id']}: {len(rewards)} {role} rewards for {len(responses)} responses")
+            counts[f"{role}_tasks"] += 1
+            truncated = _truncated(r, role, max_new_tokens)
+            target = code_data if role == "coder" else test_data
+            for resp, rew, trunc in zip(responses, rewards.tolist(), truncated):
+                target.append(
+                    {"prompt": prompt, "response": resp, "reward": rew, "role": role, "task_id": r["task_id"], "truncated": trunc}
+                )
+    rng = random.Random(seed)
+    rng.shuffle(code_data)
+    rng.shuffle(test_data)
+    return code_data, test_data, counts
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rollouts", required=True)
+    p.add_argument("--executions", required=True)
+    p.add_argument("--out", required=True, help="rewards.jsonl (coder then tester examples when separate_training)")
+    p.add_argument("--summary", help="write counts as JSON here")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+    code, test, counts = assemble(
+        read_jsonl(args.rollouts), read_jsonl(args.executions), cfg.reward, cfg.rollout.max_new_tokens, args.seed
+    )
+    records = code + test
+    if not cfg.reward.separate_training:
+        random.Random(args.seed).shuffle(records)
+    write_jsonl(args.out, records)
+    counts.update(coder_examples=len(code), tester_examples=len(test))
+    if args.summary:
+        with open(args.summary, "w") as f:
+            json.dump(counts, f, indent=2)
+    print(json.dumps(counts))
+    return 0

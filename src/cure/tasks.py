@@ -1,0 +1,238 @@
+"""Task records: the Stdio format of the datasets released with CURE, validation, and sources.
+
+A task is one JSON object: ``task_id``, ``source``, ``question``, ``test_time_limit`` (seconds),
+``example_input``/``example_output`` (public examples shown in prompts) and ``test_input``/``test_output``
+(ground-truth tests), each a list of strings fed to / expected from the program's stdin/stdout.
+
+Bad input never disappears silently: :func:`load_tasks` either rejects the whole file (``on_error="raise"``,
+the default) naming the file, row and field, or keeps the good rows and returns every bad row with its reason
+(``on_error="skip"``), so the caller reports and counts them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+OnError = Literal["raise", "skip"]
+
+
+class Task(BaseModel):
+    """One coding task in CURE's Stdio format."""
+
+    model_config = ConfigDict(extra="allow")
+
+    task_id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    question: str = Field(min_length=1)
+    test_time_limit: float = Field(1.0, gt=0)
+    example_input: list[str] = Field(default_factory=list)
+    example_output: list[str] = Field(default_factory=list)
+    test_input: list[str]
+    test_output: list[str]
+
+    @field_validator("test_time_limit", mode="before")
+    @classmethod
+    def _time_limit_number(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("must be a number of seconds, not a boolean")
+        return v
+
+    @model_validator(mode="after")
+    def _paired(self) -> Task:
+        if len(self.example_input) != len(self.example_output):
+            raise ValueError(
+                f"example_input has {len(self.example_input)} items but example_output has {len(self.example_output)}"
+            )
+        if len(self.test_input) != len(self.test_output):
+            raise ValueError(f"test_input has {len(self.test_input)} items but test_output has {len(self.test_output)}")
+        if not self.test_input:
+            raise ValueError("test_input is empty: a task needs at least one ground-truth test")
+        return self
+
+
+class TaskFormatError(ValueError):
+    """A task file or record is invalid. The message names the file, row, field and problem."""
+
+
+@dataclass(frozen=True)
+class BadRow:
+    where: str  # "file:line"
+    field: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: field {self.field!r}: {self.problem}"
+
+
+def _describe(e: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(record)"
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append((loc, msg))
+    return out
+
+
+def validate_record(record: Any, where: str) -> Task:
+    """Validate one record; raise :class:`TaskFormatError` naming ``where`` (file:row), the field and the problem."""
+    if not isinstance(record, dict):
+        raise TaskFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    # CURE's released files carry no task_id/source: derive them rather than reject the file.
+    try:
+        return Task.model_validate(record)
+    except ValidationError as e:
+        problems = "; ".join(f"field {f!r}: {m}" for f, m in _describe(e))
+        raise TaskFormatError(f"{where}: {problems}") from e
+
+
+def _iter_raw(path: Path) -> Iterator[tuple[str, Any]]:
+    """Yield (where, record) from a JSON list file or a JSON Lines file."""
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise TaskFormatError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from e
+        for i, rec in enumerate(data):
+            yield f"{path}:item {i}", rec
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield f"{path}:{lineno}", json.loads(line)
+        except json.JSONDecodeError as e:
+            yield f"{path}:{lineno}", _JsonError(e.msg)
+
+
+@dataclass
+class _JsonError:
+    msg: str
+
+
+def _fill_ids(record: Any, default_source: str, index: int) -> Any:
+    if isinstance(record, dict):
+        record = dict(record)
+        record.setdefault("source", default_source)
+        record.setdefault("task_id", f"{record['source']}/{index}")
+    return record
+
+
+def load_tasks(path: str | Path, on_error: OnError = "raise") -> tuple[list[Task], list[BadRow]]:
+    """Load and validate a CURE-format JSON or JSONL file.
+
+    Records without ``task_id``/``source`` (as in CURE's released files) get ``<file stem>/<index>``.
+    ``on_error="raise"`` rejects the whole file at the first bad row; ``"skip"`` keeps the good rows and returns
+    the bad ones, which the caller must report.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise TaskFormatError(f"{p}: no such file")
+    tasks: list[Task] = []
+    bad: list[BadRow] = []
+    seen: dict[str, str] = {}
+    for index, (where, raw) in enumerate(_iter_raw(p)):
+        try:
+            if isinstance(raw, _JsonError):
+                raise TaskFormatError(f"{where}: not valid JSON: {raw.msg}")
+            task = validate_record(_fill_ids(raw, p.stem, index), where)
+            if task.task_id in seen:
+                raise TaskFormatError(f"{where}: field 'task_id': duplicate {task.task_id!r} (first at {seen[task.task_id]})")
+            seen[task.task_id] = where
+            tasks.append(task)
+        except TaskFormatError as e:
+            if on_error == "raise":
+                raise
+            msg = str(e).removeprefix(f"{where}: ")
+            field = msg.split("'")[1] if msg.startswith("field '") else "(record)"
+            bad.append(BadRow(where, field, msg))
+    return tasks, bad
+
+
+def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict[str, Any]]) -> int:
+    """Write records as JSON Lines atomically (temp file + rename): a crash never leaves a half-written artifact."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for rec in records:
+                obj = rec.model_dump(mode="json") if isinstance(rec, BaseModel) else rec
+                f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+                n += 1
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSON Lines artifact; a bad line raises naming the file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file")
+    out = []
+    with p.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p}:{lineno}: not valid JSON: {e.msg}") from e
+    return out
+
+
+# --- Hugging Face datasets -------------------------------------------------------------------------------
+
+
+def load_hf_tasks(
+    name_or_path: str, split: str = "train", on_error: OnError = "raise", source: str | None = None
+) -> tuple[list[Task], list[BadRow]]:
+    """Load tasks from a Hugging Face dataset: a ``save_to_disk`` folder, a local data file, or a hub name.
+
+    The rows must carry CURE's Stdio fields (as the datasets released with CURE do).
+    """
+    import datasets
+
+    p = Path(name_or_path)
+    if p.is_dir() and (p / "dataset_dict.json").exists() or (p / "state.json").exists():
+        ds = datasets.load_from_disk(str(p))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise TaskFormatError(f"{p}: no split {split!r} (has: {', '.join(ds)})")
+            ds = ds[split]
+    elif p.is_file():
+        fmt = "json" if p.suffix in (".json", ".jsonl") else p.suffix.lstrip(".")
+        ds = datasets.load_dataset(fmt, data_files=str(p), split="train")
+    else:
+        try:
+            ds = datasets.load_dataset(name_or_path, split=split)
+        except Exception as e:  # network or hub errors: say what to do
+            raise TaskFormatError(
+                f"could not load dataset {name_or_path!r} split {split!r} from the hub ({type(e).__name__}: {e}); "
+                "without a network, pass a local save_to_disk folder or data file instead"
+            ) from e
+    src = source or p.name or name_or_path
+    tasks: list[Task] = []
+    bad: list[BadRow] = []
+    for i, row in enumerate(ds):
+        where = f"{name_or_path}[{split}] row {i}"
+        try:
+            tasks.append(validate_record(_fill_ids(dict(row), src, i), where))
+        except TaskFormatError as e:
+            if on_error == "raise":
+                raise
+            bad.append(BadRow(where, "(record)", str(e).removeprefix(f"{where}: ")))
+    return tasks, bad
