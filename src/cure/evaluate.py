@@ -1,0 +1,142 @@
+"""The evaluation stage: sample, execute in the sandbox, and score with CURE's metrics (``cure evaluate``).
+
+For each benchmark (a tasks file), the model samples ``eval.k_code`` programs and ``eval.k_test`` unit tests per
+task (public examples hidden when ``eval.no_example``, as the reference's evaluation), every program runs on the
+first ``eval.max_test`` ground-truth tests and on every generated test, and :func:`cure.metrics.summarize` scores the
+tables: one-shot code accuracy, unit-test accuracy, p01/p00, Best-of-N on the ``eval.scales`` grid.
+
+Evaluation noise is measured by evaluating the same model with several seeds (``seeds``): the report shows the
+spread, so a change across rounds can be compared with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cure.config import CureConfig
+from cure.metrics import summarize, tables_from_executions
+from cure.tasks import Task, load_tasks, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+def eval_config(cfg: CureConfig, seed: int) -> CureConfig:
+    """The config used for sampling at evaluation: the eval section's k, temperature and test count."""
+    c = cfg.model_copy(deep=True)
+    c.rollout.k_code = cfg.eval.k_code
+    c.rollout.k_test = cfg.eval.k_test
+    c.rollout.temperature = cfg.eval.temperature
+    c.rollout.seed = seed
+    c.data.max_gt_tests = cfg.eval.max_test
+    return c
+
+
+def evaluate_tasks(
+    model: str, tasks: list[Task], cfg: CureConfig, seed: int = 0, engine: Any = None, tokenizer: Any = None
+) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Evaluate one model on one benchmark; returns (metrics, rollouts, executions)."""
+    from cure.execute import execute_rollouts
+    from cure.rollout.engine import make_engine
+    from cure.rollout.stage import rollout_tasks
+
+    c = eval_config(cfg, seed)
+    if c.rollout.prompt_dir is None and (Path(model) / "prompts").is_dir():
+        c.rollout.prompt_dir = str(Path(model) / "prompts")
+    if engine is None:
+        engine = make_engine(c.rollout.engine, model, c.rollout)
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    rollouts = rollout_tasks(tasks, engine, engine, c, tokenizer, give_example=not cfg.eval.no_example)
+    executions = execute_rollouts(rollouts, c.execute)
+    metrics = summarize(tables_from_executions(executions), cfg.eval.scales)
+    mean_len = lambda key: float(np.mean([x for r in rollouts for x in r[key]])) if rollouts else 0.0  # noqa: E731
+    metrics["code_response_length"] = mean_len("code_lengths")
+    metrics["test_response_length"] = mean_len("test_lengths") if cfg.eval.k_test else 0.0
+    return metrics, rollouts, executions
+
+
+def noise_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Spread of each metric over repeated evaluations of the same model (max - min)."""
+    if len(runs) < 2:
+        return {}
+    return {k: float(max(r[k] for r in runs) - min(r[k] for r in runs)) for k in runs[0]}
+
+
+def evaluate_benchmarks(
+    model: str,
+    benchmarks: dict[str, list[Task]],
+    cfg: CureConfig,
+    round_: int,
+    seeds: list[int],
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """One history entry: ``round``, per-benchmark metrics (first seed), and the noise over the seeds.
+
+    The first benchmark's metrics are also written at the top level, so ``history.json`` entries carry the keys of
+    :func:`cure.metrics.summarize` for the primary benchmark directly.
+    """
+    from cure.rollout.engine import make_engine
+
+    c0 = eval_config(cfg, seeds[0])
+    if c0.rollout.prompt_dir is None and (Path(model) / "prompts").is_dir():
+        c0.rollout.prompt_dir = str(Path(model) / "prompts")
+    engine = make_engine(c0.rollout.engine, model, c0.rollout)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model) if c0.rollout.engine != "openai" else None
+    entry: dict[str, Any] = {"round": round_, "benchmarks": {}, "noise": {}, "seeds": list(seeds)}
+    t0 = time.monotonic()
+    for name, tasks in benchmarks.items():
+        runs = []
+        for seed in seeds:
+            metrics, rollouts, executions = evaluate_tasks(model, tasks, cfg, seed, engine, tokenizer)
+            runs.append(metrics)
+            log.info("round %d %s seed %d: code_acc %.3f unit_test_acc %.3f", round_, name, seed,
+                     metrics["code_acc"], metrics["unit_test_acc"])
+            if out_dir is not None and seed == seeds[0]:
+                write_jsonl(Path(out_dir) / f"{name}.rollouts.jsonl", rollouts)
+                write_jsonl(Path(out_dir) / f"{name}.executions.jsonl", executions)
+        entry["benchmarks"][name] = runs[0]
+        if len(runs) > 1:
+            entry["noise"][name] = noise_of(runs)
+            entry.setdefault("repeats", {})[name] = runs
+    primary = next(iter(benchmarks))
+    entry.update(entry["benchmarks"][primary])
+    entry["primary_benchmark"] = primary
+    entry["eval_seconds"] = round(time.monotonic() - t0, 1)
+    return entry
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model folder or hub name")
+    p.add_argument("--tasks", nargs="+", required=True, metavar="NAME=FILE", help="benchmarks, e.g. heldout=tasks.jsonl")
+    p.add_argument("--engine", choices=["hf", "vllm", "openai"], help="sampling engine (default: rollout.engine)")
+    p.add_argument("--round", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="more than one measures evaluation noise")
+    p.add_argument("--out", required=True, help="folder: metrics.json, rollouts and executions per benchmark")
+
+
+def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+    if args.engine:
+        cfg.rollout.engine = args.engine
+    benchmarks = {}
+    for item in args.tasks:
+        name, _, path = item.partition("=")
+        if not path:
+            name, path = Path(item).stem, item
+        benchmarks[name] = load_tasks(path)[0]
+    entry = evaluate_benchmarks(args.model, benchmarks, cfg, args.round, args.seeds, args.out)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "metrics.json").write_text(json.dumps(entry, indent=2))
+    for name, m in entry["benchmarks"].items():
+        print(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if not k.endswith("_accumulate")))
+    return 0

@@ -1,0 +1,156 @@
+"""``cure run``: the training pipeline on this machine, through ``kfp.local`` (the offline main job).
+
+The same pipeline that runs in a cluster runs here with ``kfp.local.SubprocessRunner(use_venv=False)``: each
+component is a subprocess of this Python environment (container images, GPUs and resource requests are ignored
+locally). The ``demo`` preset uses the offline tiny model (``tiny:0``, built and cached on first use), synthetic
+tasks, the hf engine and the gVisor sandbox. At the end the run folder holds ``history.json`` (one object per
+evaluated round), the report (``report/report.md``, ``report/report.html``, plots) and KFP's outputs (``kfp/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from cure.config import CureConfig, load_config
+
+log = logging.getLogger("cure.run")
+
+# Overrides of the paper's defaults that make the method run on a 2-core CPU in minutes (documented in the README).
+PRESETS: dict[str, dict[str, Any]] = {
+    "demo": {
+        "rounds": 12,
+        "eval_every": 4,
+        "save_every": 12,
+        "base_model": "tiny:0",
+        "train_data": "synthetic:train:512:0",
+        "eval_benchmarks": ["synthetic_heldout=synthetic:heldout:64:1"],
+        "noise_seeds": [101, 102],
+        "eval_seed": 101,
+        "set": [
+            "rollout.engine=hf",
+            "rollout.dtype=float32",
+            "rollout.max_new_tokens=160",
+            "rollout.max_model_len=1024",
+            "rollout.batch_size=256",
+            "data.tasks_per_step=16",
+            "execute.isolation=gvisor",
+            "train.engine=torch",
+            "train.learning_rate=1e-4",
+            "train.gradient_checkpointing=false",
+            "train.bf16=false",
+            "eval.k_code=8",
+            "eval.k_test=8",
+            "eval.scales=[[4, 4], [8, 8]]",
+        ],
+    },
+    "smoke": {  # one round, few tasks: what CI runs
+        "rounds": 1,
+        "eval_every": 1,
+        "save_every": 1,
+        "base_model": "tiny:0",
+        "train_data": "synthetic:train:64:0",
+        "eval_benchmarks": ["synthetic_heldout=synthetic:heldout:8:1"],
+        "noise_seeds": [101],
+        "eval_seed": 101,
+        "set": [
+            "rollout.engine=hf",
+            "rollout.dtype=float32",
+            "rollout.max_new_tokens=160",
+            "rollout.max_model_len=1024",
+            "rollout.k_code=4",
+            "rollout.k_test=4",
+            "data.tasks_per_step=4",
+            "execute.isolation=gvisor",
+            "train.engine=torch",
+            "train.learning_rate=1e-4",
+            "train.gradient_checkpointing=false",
+            "train.bf16=false",
+            "eval.k_code=4",
+            "eval.k_test=4",
+            "eval.scales=[[4, 4]]",
+        ],
+    },
+}
+
+
+def pipeline_arguments(cfg: CureConfig, run: dict[str, Any], store_uri: str, experiment: str) -> dict[str, Any]:
+    """Pipeline inputs: every config field as ``section__field``, plus the run fields."""
+    from pipelines.params import config_parameters
+
+    args: dict[str, Any] = {}
+    for name, section, field, _, _, _ in config_parameters(cfg):
+        value = getattr(getattr(cfg, section), field)
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, list):
+            value = [list(x) if isinstance(x, tuple) else x for x in value]
+        args[name] = "" if value is None else value
+    args["pipeline__store_uri"] = store_uri
+    args["pipeline__experiment"] = experiment
+    args.update(run)
+    return args
+
+
+def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, overrides: list[str] | None = None,
+              rounds: int | None = None, eval_every: int | None = None) -> dict[str, Any]:
+    """Run the training pipeline locally; returns {"history": [...], "run_dir": Path, "seconds": float}."""
+    from kfp import local
+
+    from cure.kfp_compile import import_pipelines
+    from cure.report import format_round_table, write_report
+    from cure.store import open_store
+
+    if preset not in PRESETS:
+        raise SystemExit(f"error: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    p = dict(PRESETS[preset])
+    cfg = load_config(cfg_file, p.pop("set") + list(overrides or []))  # the user's overrides win
+    rounds = p.pop("rounds") if rounds is None else rounds
+    eval_every = p.pop("eval_every") if eval_every is None else eval_every
+    p.pop("eval_every", None)
+    save_every = p.pop("save_every")
+    run_dir = Path(out_dir).resolve()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    store_uri = f"file://{run_dir / 'store'}"
+    experiment = f"local-{preset}"
+    training = import_pipelines()
+    pipeline = training.build_training_pipeline(
+        rounds, eval_every, save_every, gpus=0, base_model=p["base_model"], train_data=p["train_data"],
+        eval_benchmarks=tuple(p["eval_benchmarks"]), cfg=cfg, name=f"cure-{preset}",
+    )
+    (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"), raise_on_error=True)
+    log.info("running %d rounds locally (evaluate every %d) -> %s", rounds, eval_every, run_dir)
+    t0 = time.monotonic()
+    pipeline(**pipeline_arguments(cfg, {**p, "resume": False}, store_uri, experiment))
+    seconds = time.monotonic() - t0
+    store = open_store(store_uri)
+    keys = [k for k in store.list(f"{experiment}/runs/") if k.endswith("history.json")]
+    if not keys:
+        raise RuntimeError(f"the pipeline finished but wrote no history under {store_uri}/{experiment}/runs/")
+    history = store.get_json(sorted(keys)[-1])
+    (run_dir / "history.json").write_text(json.dumps(history, indent=2))
+    noise = history[0].get("noise", {}).get(history[0].get("primary_benchmark", ""), None)
+    write_report(history, run_dir / "report", title=f"CURE local run ({preset})", noise=noise)
+    print(format_round_table(history))
+    print(f"\nfinished in {seconds / 60:.1f} min; report: {run_dir / 'report' / 'report.html'}; history: {run_dir / 'history.json'}")
+    return {"history": history, "run_dir": run_dir, "seconds": seconds}
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="demo: the offline main job; smoke: one tiny round")
+    p.add_argument("--out", help="run folder (default runs/<preset>)")
+    p.add_argument("--rounds", type=int, help="override the preset's number of rounds")
+    p.add_argument("--eval-every", type=int, help="override the preset's evaluation interval")
+
+
+def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+    run_local(args.preset, args.out or f"runs/{args.preset}", args.config, args.overrides, args.rounds, args.eval_every)
+    return 0

@@ -1,0 +1,216 @@
+"""The pipeline's steps as plain functions: what each KFP component calls, testable without KFP.
+
+Every step reads and writes files (the component's artifact paths) and takes the run's config as the nested dict
+the pipeline passes (:func:`config_from_pipeline`). A step returns a small dict of numbers that the component logs
+as its ``Metrics`` artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from cure.config import CureConfig, _parse_value
+from cure.tasks import Task, load_tasks, read_jsonl, write_jsonl
+
+log = logging.getLogger("cure.steps")
+
+
+def config_from_pipeline(values: dict[str, Any] | str) -> CureConfig:
+    """The run's config from the pipeline's nested dict of parameters.
+
+    KFP hands parameters inside a dict over as strings ("3.0", "true", "[[4, 4]]"), so string values are parsed as
+    YAML before validation.
+    """
+    if isinstance(values, str):
+        values = json.loads(values)
+
+    def parse(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: parse(x) for k, x in v.items()}
+        return _parse_value(v) if isinstance(v, str) else v
+
+    return CureConfig.model_validate(parse(values))
+
+
+# --- data and models ------------------------------------------------------------------------------------
+
+
+def prepare_data(spec: str, out_path: str) -> dict[str, Any]:
+    """Tasks from a source spec: ``synthetic:SPLIT:N[:SEED]``, ``humaneval[:N]``, ``file:PATH``, ``hf:NAME[:SPLIT]``."""
+    from cure.data import prepare
+
+    kind, _, rest = spec.partition(":")
+    parts = rest.split(":") if rest else []
+    if kind == "synthetic":
+        split = parts[0] if parts else "train"
+        n = int(parts[1]) if len(parts) > 1 else 64
+        seed = int(parts[2]) if len(parts) > 2 else 0
+        tasks, bad = prepare("synthetic", split=split, n=n, seed=seed)
+    elif kind == "humaneval":
+        tasks, bad = prepare("humaneval", limit=int(parts[0]) if parts else None)
+    elif kind == "file":
+        tasks, bad = prepare("file", path=rest)
+    elif kind == "hf":
+        tasks, bad = prepare("hf", path=parts[0], split=parts[1] if len(parts) > 1 else "train")
+    else:
+        raise ValueError(f"unknown data spec {spec!r}: use synthetic:SPLIT:N[:SEED], humaneval[:N], file:PATH or hf:NAME[:SPLIT]")
+    write_jsonl(out_path, tasks)
+    return {"tasks": len(tasks), "bad_rows": len(bad)}
+
+
+def _copy_model(src: str | Path, dst: str | Path) -> None:
+    dst = Path(dst)
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+
+
+def init_model(base_model: str, out_dir: str, store_uri: str = "", experiment: str = "", resume: bool = False) -> dict[str, Any]:
+    """The starting policy: the experiment's latest checkpoint when ``resume`` and one exists, else ``base_model``.
+
+    ``base_model`` is a model folder, ``tiny`` / ``tiny:SEED`` (the offline tiny model, built once and cached), or a
+    hub name (needs a network). The model is copied into ``out_dir`` (the component's Model artifact).
+    """
+    if resume and store_uri:
+        from cure.store import open_store
+
+        store = open_store(store_uri)
+        latest = store.latest_checkpoint(experiment)
+        if latest:
+            store.fetch_checkpoint(experiment, latest, out_dir)
+            log.info("resuming experiment %s from checkpoint %s", experiment, latest)
+            return {"resumed": 1, "checkpoint": latest}
+    if base_model.startswith("tiny"):
+        from cure.tiny import build_tiny_model
+
+        seed = int(base_model.split(":")[1]) if ":" in base_model else 0
+        _copy_model(build_tiny_model(Path.home() / ".cache" / "cure" / f"tiny-seed{seed}", seed=seed), out_dir)
+    elif Path(base_model).is_dir():
+        _copy_model(base_model, out_dir)
+    else:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(base_model, local_dir=out_dir)
+    return {"resumed": 0, "checkpoint": base_model}
+
+
+def promote_checkpoint(model_dir: str, store_uri: str, experiment: str, name: str) -> dict[str, Any]:
+    """Store a checkpoint under the experiment and move its ``latest`` pointer (only once the upload is complete)."""
+    from cure.store import open_store
+
+    key = open_store(store_uri).commit_checkpoint(experiment, name, model_dir)
+    return {"key": key}
+
+
+# --- one training round ---------------------------------------------------------------------------------
+
+
+def select_tasks(tasks: list[Task], n: int, seed: int) -> list[Task]:
+    """The step's tasks: ``n`` drawn without replacement (all when fewer), seeded by the round."""
+    if n >= len(tasks):
+        return list(tasks)
+    return random.Random(seed).sample(tasks, n)
+
+
+def rollout(model_dir: str, tasks_path: str, cfg: CureConfig, round_: int, out_path: str) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    from cure.rollout.engine import make_engine
+    from cure.rollout.stage import rollout_tasks
+    from cure.rollout.stage import summarize as summarize_rollouts
+
+    tasks = select_tasks(load_tasks(tasks_path)[0], cfg.data.tasks_per_step, seed=1000 * cfg.rollout.seed + round_)
+    c = cfg.model_copy(deep=True)
+    c.rollout.seed = 1000 * cfg.rollout.seed + round_
+    if c.rollout.prompt_dir is None and (Path(model_dir) / "prompts").is_dir():
+        c.rollout.prompt_dir = str(Path(model_dir) / "prompts")
+    engine = make_engine(c.rollout.engine, model_dir, c.rollout)
+    t0 = time.monotonic()
+    records = rollout_tasks(tasks, engine, engine, c, AutoTokenizer.from_pretrained(model_dir))
+    write_jsonl(out_path, records)
+    stats = summarize_rollouts(records)
+    stats["seconds"] = time.monotonic() - t0
+    return {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+
+
+def execute(rollouts_path: str, cfg: CureConfig, out_path: str) -> dict[str, Any]:
+    from cure.execute import execute_rollouts
+    from cure.metrics import summarize, tables_from_executions
+
+    t0 = time.monotonic()
+    records = execute_rollouts(read_jsonl(rollouts_path), cfg.execute)
+    write_jsonl(out_path, records)
+    m = summarize(tables_from_executions(records), cfg.eval.scales)
+    m["seconds"] = time.monotonic() - t0
+    return {f"train_{k}" if k != "seconds" else k: v for k, v in m.items()}
+
+
+def reward(rollouts_path: str, executions_path: str, cfg: CureConfig, out_path: str, seed: int = 0) -> dict[str, Any]:
+    from cure.reward_stage import assemble
+
+    code, test, counts = assemble(
+        read_jsonl(rollouts_path), read_jsonl(executions_path), cfg.reward, cfg.rollout.max_new_tokens, seed
+    )
+    records = code + test
+    if not cfg.reward.separate_training:
+        random.Random(seed).shuffle(records)
+    write_jsonl(out_path, records)
+    counts.update(coder_examples=len(code), tester_examples=len(test))
+    return counts
+
+
+def train(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, ref_model_dir: str | None, round_: int,
+          log_dir: str | None = None) -> dict[str, Any]:
+    from cure.train.stage import train_step
+
+    records = read_jsonl(rewards_path)
+    if not records:
+        log.warning("round %d: no training examples (every task's rewards were all equal); the model is unchanged", round_)
+        _copy_model(model_dir, out_dir)
+        return {"examples": 0}
+    ref = ref_model_dir if cfg.train.reference == "initial" else None
+    metrics = train_step(model_dir, records, cfg, out_dir, ref_model_dir=ref, log_dir=log_dir)
+    metrics["examples"] = len(records)
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+# --- evaluation and history -----------------------------------------------------------------------------
+
+
+def evaluate(
+    model_dir: str,
+    benchmark_paths: dict[str, str],
+    cfg: CureConfig,
+    round_: int,
+    seeds: list[int],
+    history_in: str | None,
+    history_out: str,
+    report_dir: str,
+    store_uri: str = "",
+    experiment: str = "",
+    run_name: str = "",
+) -> dict[str, Any]:
+    """Evaluate, append to the run's history, rewrite the report; also saves the history to the store."""
+    from cure.evaluate import evaluate_benchmarks
+    from cure.report import write_report
+
+    benchmarks = {name: load_tasks(p)[0] for name, p in benchmark_paths.items()}
+    entry = evaluate_benchmarks(model_dir, benchmarks, cfg, round_, seeds, out_dir=Path(report_dir) / f"round-{round_:03d}")
+    history = json.loads(Path(history_in).read_text()) if history_in else []
+    history.append(entry)
+    Path(history_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(history_out).write_text(json.dumps(history, indent=2))
+    noise = history[0].get("noise", {}).get(history[0].get("primary_benchmark", ""), None)
+    write_report(history, report_dir, title=f"CURE training run {run_name or experiment}".strip(), noise=noise)
+    if store_uri:
+        from cure.store import open_store
+
+        open_store(store_uri).put_json(f"{experiment}/runs/{run_name or 'run'}/history.json", history)
+    primary = entry["benchmarks"][entry["primary_benchmark"]]
+    return {k: v for k, v in primary.items() if isinstance(v, (int, float))}
