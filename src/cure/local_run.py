@@ -98,7 +98,7 @@ def pipeline_arguments(cfg: CureConfig, run: dict[str, Any], store_uri: str, exp
 
 
 def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, overrides: list[str] | None = None,
-              rounds: int | None = None, eval_every: int | None = None) -> dict[str, Any]:
+              rounds: int | None = None, eval_every: int | None = None, base_model: str | None = None) -> dict[str, Any]:
     """Run the training pipeline locally; returns {"history": [...], "run_dir": Path, "seconds": float}."""
     from kfp import local
 
@@ -109,6 +109,8 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     if preset not in PRESETS:
         raise SystemExit(f"error: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     p = dict(PRESETS[preset])
+    if base_model:
+        p["base_model"] = base_model
     cfg = load_config(cfg_file, p.pop("set") + list(overrides or []))  # the user's overrides win
     rounds = p.pop("rounds") if rounds is None else rounds
     eval_every = p.pop("eval_every") if eval_every is None else eval_every
@@ -149,8 +151,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run folder (default runs/<preset>)")
     p.add_argument("--rounds", type=int, help="override the preset's number of rounds")
     p.add_argument("--eval-every", type=int, help="override the preset's evaluation interval")
+    p.add_argument("--base-model", help="override the preset's starting model (folder, hub name, tiny[:SEED[:STEPS]])")
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
-    run_local(args.preset, args.out or f"runs/{args.preset}", args.config, args.overrides, args.rounds, args.eval_every)
+    run_local(args.preset, args.out or f"runs/{args.preset}", args.config, args.overrides, args.rounds, args.eval_every, args.base_model)
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -74,7 +75,7 @@ def _copy_model(src: str | Path, dst: str | Path) -> None:
 def init_model(base_model: str, out_dir: str, store_uri: str = "", experiment: str = "", resume: bool = False) -> dict[str, Any]:
     """The starting policy: the experiment's latest checkpoint when ``resume`` and one exists, else ``base_model``.
 
-    ``base_model`` is a model folder, ``tiny`` / ``tiny:SEED`` (the offline tiny model, built once and cached), or a
+    ``base_model`` is a model folder, ``tiny[:SEED[:STEPS]]`` (the offline tiny model, built once and cached under ``$CURE_CACHE``), or a
     hub name (needs a network). The model is copied into ``out_dir`` (the component's Model artifact).
     """
     if resume and store_uri:
@@ -89,8 +90,12 @@ def init_model(base_model: str, out_dir: str, store_uri: str = "", experiment: s
     if base_model.startswith("tiny"):
         from cure.tiny import build_tiny_model
 
-        seed = int(base_model.split(":")[1]) if ":" in base_model else 0
-        _copy_model(build_tiny_model(Path.home() / ".cache" / "cure" / f"tiny-seed{seed}", seed=seed), out_dir)
+        parts = base_model.split(":")
+        seed = int(parts[1]) if len(parts) > 1 else 0
+        steps = int(parts[2]) if len(parts) > 2 else None
+        cache = Path(os.environ.get("CURE_CACHE", Path.home() / ".cache" / "cure"))
+        name = f"tiny-seed{seed}" + (f"-steps{steps}" if steps else "")
+        _copy_model(build_tiny_model(cache / name, seed=seed, steps=steps), out_dir)
     elif Path(base_model).is_dir():
         _copy_model(base_model, out_dir)
     else:
@@ -167,6 +172,10 @@ def reward(rollouts_path: str, executions_path: str, cfg: CureConfig, out_path: 
 
 def train(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, ref_model_dir: str | None, round_: int,
           log_dir: str | None = None) -> dict[str, Any]:
+    """One training step; ``out_dir`` receives a flat ``save_pretrained`` folder (with the trainer state and the
+    model's prompt templates), loadable by the rollout engines as it is."""
+    import tempfile
+
     from cure.train.stage import train_step
 
     records = read_jsonl(rewards_path)
@@ -175,9 +184,15 @@ def train(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, ref_
         _copy_model(model_dir, out_dir)
         return {"examples": 0}
     ref = ref_model_dir if cfg.train.reference == "initial" else None
-    metrics = train_step(model_dir, records, cfg, out_dir, ref_model_dir=ref, log_dir=log_dir)
+    with tempfile.TemporaryDirectory(prefix="cure-train-", dir=Path(out_dir).parent) as tmp:
+        metrics = train_step(model_dir, records, cfg.train, tmp, ref_model_dir=ref, log_dir=log_dir,
+                             separate_training=cfg.reward.separate_training)
+        _copy_model(metrics["checkpoint"], out_dir)
+    prompts = Path(model_dir) / "prompts"
+    if prompts.is_dir() and not (Path(out_dir) / "prompts").exists():
+        shutil.copytree(prompts, Path(out_dir) / "prompts")
     metrics["examples"] = len(records)
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 # --- evaluation and history -----------------------------------------------------------------------------
