@@ -1,0 +1,204 @@
+"""Execute stage: rollouts -> pass tables, every program against every test, in the sandbox.
+
+For each task the table has one row per sampled program (``codes``) and one column per test: the ground-truth
+tests (``gt_tests``) first, then the generated tests (``tests``), as in CURE (``num_gt`` says where the split is).
+Each cell has a ``status``:
+
+=============== =====================================================================================
+``pass``        the program ran to the end (or called ``sys.exit``) and its output matches
+``fail``        it ran to the end but the output differs
+``error``       it raised (its output is lost, as in CURE), did not compile, or crashed
+``timeout``     it used more CPU time than the task's ``time_limit_s`` (or slept past the wall-clock limit)
+``memory``      it ran out of its address-space limit
+``output_limit`` it printed more than the output cap
+``no_code``     no program could be extracted from the response (the whole row)
+``no_test``     no test could be extracted / the test is malformed (the whole column)
+=============== =====================================================================================
+
+``passed`` is ``status == "pass"``. **Output comparison** is CURE's (reference ``optimization/execute.py``,
+``test_if_eq``): whitespace-normalised exact match, ``" ".join(out.split()) == " ".join(expected.split())``; so
+line breaks, runs of spaces and trailing newlines do not matter, everything else (case, ``1.0`` vs ``1``) does.
+A program's input arrives through a patched ``input()`` and ``sys.stdin``, its output is what it printed to
+``sys.stdout`` (see :mod:`cure.sandbox.worker` for the exact semantics and the limits).
+
+Identical programs within a task are run once and their row is copied (programs are deterministic under these
+semantics up to their own use of randomness, which a fresh process would not reproduce either).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from cure.sandbox.pool import Job, Limits, SandboxPool
+
+if TYPE_CHECKING:  # the sandbox image runs this module with the standard library only (no pydantic)
+    from cure.config import CureConfig, ExecuteConfig
+
+log = logging.getLogger(__name__)
+
+# A program's tests are split into jobs of at most this many, so that a few slow programs spread over the
+# sandboxes instead of queueing behind each other. Each job costs a few host round trips (~2 ms under gVisor),
+# so CURE's 8 + 16 tests stay one job.
+TESTS_PER_JOB = 32
+
+STATUSES = ("pass", "fail", "error", "timeout", "memory", "output_limit", "no_code", "no_test")
+
+
+class RolloutFormatError(ValueError):
+    """A rollout record lacks a field this stage needs; the message names the task and the field."""
+
+
+def _valid_test(t: Any) -> bool:
+    return isinstance(t, dict) and isinstance(t.get("input"), str) and isinstance(t.get("output"), str)
+
+
+def _columns(rec: dict[str, Any], where: str) -> tuple[list[dict[str, str] | None], int]:
+    gt = rec.get("gt_tests")
+    gen = rec.get("tests", [])
+    if not isinstance(gt, list) or not all(_valid_test(t) for t in gt):
+        raise RolloutFormatError(f"{where}: field 'gt_tests' must be a list of {{'input': str, 'output': str}}")
+    if not isinstance(gen, list):
+        raise RolloutFormatError(f"{where}: field 'tests' must be a list (entries may be null)")
+    return list(gt) + [t if _valid_test(t) else None for t in gen], len(gt)
+
+
+def _plan(rollouts: list[dict[str, Any]], default_time_limit: float) -> tuple[list[dict], list[Job]]:
+    """Turn rollout records into empty tables plus the jobs (one per distinct program per task) that fill them."""
+    tables, jobs = [], []
+    for i, rec in enumerate(rollouts):
+        where = f"rollout record {i} (task {rec.get('task_id', '?')!r})"
+        if "task_id" not in rec or not isinstance(rec.get("codes"), list):
+            raise RolloutFormatError(f"{where}: needs 'task_id' and 'codes' (list of programs or null)")
+        cols, num_gt = _columns(rec, where)
+        try:
+            limit = float(rec.get("time_limit_s") or default_time_limit)
+        except (TypeError, ValueError):
+            limit = -1.0
+        if not 0 < limit <= 3600:
+            raise RolloutFormatError(f"{where}: field 'time_limit_s' must be seconds in (0, 3600], got {rec.get('time_limit_s')!r}")
+        codes = rec["codes"]
+        status = [["no_test" if c is None else "" for c in cols] for _ in codes]
+        table = {"task_id": rec["task_id"], "num_gt": num_gt, "status": status}
+        tables.append(table)
+        live = [k for k, c in enumerate(cols) if c is not None]
+        by_code: dict[str, list[Job]] = {}
+        for row, code in enumerate(codes):
+            if not isinstance(code, str) or not code.strip():
+                status[row] = ["no_code"] * len(cols)
+                continue
+            if code not in by_code:
+                by_code[code] = []
+                for start in range(0, len(live), TESTS_PER_JOB):
+                    part = live[start : start + TESTS_PER_JOB]
+                    tests = [(cols[k]["input"], cols[k]["output"]) for k in part]  # type: ignore[index]
+                    by_code[code].append(Job(code=code, tests=tests, time_limit=limit, key=(len(tables) - 1, part, [])))
+                jobs.extend(by_code[code])
+            for job in by_code[code]:
+                job.key[2].append(row)  # type: ignore[index]
+    return tables, jobs
+
+
+def execute_rollouts(rollouts: list[dict[str, Any]], cfg: ExecuteConfig, progress: bool = True) -> list[dict[str, Any]]:
+    """Run every program of every rollout record against its tests; return one execution record per task.
+
+    Records keep their order; each is ``{"task_id", "num_gt", "passed", "status"}`` (see the module docstring).
+    """
+    tables, jobs = _plan(rollouts, default_time_limit=1.0)
+    total = sum(len(j.tests) * len(j.key[2]) for j in jobs)  # type: ignore[index]
+    limits = Limits(memory_mb=cfg.memory_mb, output_limit=cfg.output_limit_bytes, wall_factor=cfg.wall_factor)
+    report = _Progress(total, enabled=progress)
+    if jobs:
+        with SandboxPool(cfg.isolation, workers=cfg.workers, limits=limits) as pool:
+            pool.run(jobs, on_done=lambda job: report.add(len(job.tests) * len(job.key[2])))  # type: ignore[index]
+    report.close()
+    for job in jobs:
+        t, live, rows = job.key  # type: ignore[misc]
+        for row in rows:
+            for k, st in zip(live, job.status):
+                tables[t]["status"][row][k] = st
+    out = []
+    for table in tables:
+        status = table["status"]
+        out.append(
+            {
+                "task_id": table["task_id"],
+                "num_gt": table["num_gt"],
+                "passed": [[s == "pass" for s in row] for row in status],
+                "status": status,
+            }
+        )
+    return out
+
+
+class _Progress:
+    """A tqdm bar on a terminal; plain log lines (every ~10 s) otherwise, e.g. in a pod's log."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.start, self.last = total, 0, time.monotonic(), 0.0
+        self.bar = None
+        self.enabled = enabled and total > 0
+        if self.enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="exec", desc="execute")
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.enabled and time.monotonic() - self.last > 10:
+            self.last = time.monotonic()
+            rate = self.done / max(self.last - self.start, 1e-9)
+            log.info("executed %d/%d (%.0f/s)", self.done, self.total, rate)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            elapsed = time.monotonic() - self.start
+            log.info("executed %d in %.1fs (%.0f/s)", self.done, elapsed, self.done / max(elapsed, 1e-9))
+
+
+def summarize_status(executions: list[dict[str, Any]]) -> dict[str, int]:
+    """Count of cells per status over all tables (for logs and reports)."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for rec in executions:
+        for row in rec["status"]:
+            for s in row:
+                counts[s] = counts.get(s, 0) + 1
+    return counts
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rollouts", required=True, help="rollouts.jsonl (from `cure rollout`)")
+    parser.add_argument("--out", required=True, help="executions.jsonl to write")
+    parser.add_argument(
+        "--isolation",
+        choices=["auto", "gvisor", "none"],
+        help="sandbox: gvisor (default where runsc is installed; an error if it is not), none = development only",
+    )
+    parser.add_argument("--workers", type=int, help="parallel sandboxes (0 = CPU cores)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar / progress log lines")
+
+
+def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+    from cure.tasks import read_jsonl, write_jsonl
+
+    if args.isolation is not None:
+        cfg.execute.isolation = args.isolation
+    if args.workers is not None:
+        cfg.execute.workers = args.workers
+    try:
+        rollouts = read_jsonl(args.rollouts)
+        executions = execute_rollouts(rollouts, cfg.execute, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"cure execute: {e}", file=sys.stderr)
+        return 2
+    write_jsonl(args.out, executions)
+    counts = summarize_status(executions)
+    log.info("wrote %d tables to %s; cells: %s", len(executions), args.out, ", ".join(f"{k}={v}" for k, v in counts.items() if v))
+    return 0

@@ -1,0 +1,298 @@
+"""Host side: start N long-lived sandboxed workers and feed them jobs (one program + its tests per job).
+
+A sandbox is started once and serves many jobs, so its start-up (~0.5 s for gVisor) is paid once per pool, not
+per execution. Jobs are handed out dynamically (a thread per sandbox pulls the next job), so a slow program does
+not hold up the others. A sandbox that dies or stops answering is replaced; its job's tests get ``error``
+(or ``timeout`` when the host-side backstop fired), and the pool keeps serving the next jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cure.sandbox import gvisor
+
+log = logging.getLogger(__name__)
+
+Isolation = str  # "gvisor" | "none"
+
+
+@dataclass
+class Job:
+    """One program and the tests it runs against. ``code`` None means there is no program (status no_code)."""
+
+    code: str | None
+    tests: list[tuple[str, str]]  # (input, expected output)
+    time_limit: float = 1.0
+    key: object = None
+    status: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int = 1024
+    output_limit: int = 1 << 20
+    wall_factor: float = 3.0
+
+    def wall(self, time_limit: float) -> float:
+        return self.wall_factor * time_limit + 1.0
+
+
+def resolve_isolation(isolation: str) -> str:
+    """``auto``/``gvisor`` -> "gvisor" (error if runsc is unusable, never a silent fallback); ``none`` -> "none"."""
+    if isolation in ("auto", "gvisor"):
+        gvisor.find_runsc()
+        return "gvisor"
+    if isolation == "none":
+        return "none"
+    raise ValueError(f"isolation {isolation!r}: expected one of auto, gvisor, none")
+
+
+NONE_WARNING = (
+    "\n" + "!" * 100 + "\n"
+    "!!! --isolation none: UNTRUSTED PROGRAMS RUN ON THIS MACHINE WITHOUT A SANDBOX (only rlimits and an\n"
+    "!!! unprivileged uid). For development only; never use it on model output you do not trust.\n" + "!" * 100
+)
+
+
+class _Sandbox:
+    """One worker process (inside ``runsc run`` or bare) and its pipes."""
+
+    def __init__(self, isolation: str, workdir: Path, index: int) -> None:
+        self.isolation = isolation
+        self.workdir = workdir
+        self.index = index
+        self.proc: subprocess.Popen | None = None
+        self.container_id = ""
+        self.start()
+
+    def start(self) -> None:
+        if self.isolation == "gvisor":
+            runsc = gvisor.find_runsc()
+            bundle = self.workdir / "bundle"
+            self.container_id = f"cure-{uuid.uuid4().hex[:12]}"
+            argv = gvisor.runsc_argv(runsc, self.workdir / "state", bundle, self.container_id)
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        else:
+            tmp = self.workdir / f"tmp{self.index}-{uuid.uuid4().hex[:6]}"
+            tmp.mkdir(mode=0o711)
+            argv = [sys.executable, "-s", "-S", "-B", str(gvisor.WORKER_DIR / "worker.py")]
+            env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "CURE_SANDBOX_TMP": str(tmp)}
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
+        )
+        threading.Thread(target=self._drain_stderr, args=(self.proc,), daemon=True).start()
+        line = self._readline(timeout=60.0)
+        if line is None or b"ready" not in line:
+            self.close()
+            raise RuntimeError(
+                f"sandbox {self.index} ({self.isolation}) did not start: {self.stderr_tail or 'no output'}"
+                + (" (is runsc working? try `runsc --network=none do /bin/true` as root)" if self.isolation == "gvisor" else "")
+            )
+
+    stderr_tail = ""
+
+    def _drain_stderr(self, proc: subprocess.Popen) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.stderr_tail = (self.stderr_tail + line.decode("utf-8", "replace"))[-2000:]
+
+    def _readline(self, timeout: float) -> bytes | None:
+        """Read one line from the worker, or None on EOF / timeout (a thread, so the host never blocks forever)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        box: list[bytes] = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if reader.is_alive() or not box or not box[0]:
+            return None
+        return box[0]
+
+    def run(self, job: Job, limits: Limits) -> list[str]:
+        """Run one job; on a dead or hung worker, restart it and report the job's tests as error/timeout."""
+        assert self.proc is not None and self.proc.stdin is not None
+        msg = {
+            "id": 0,
+            "code": job.code,
+            "tests": job.tests,
+            "time_limit": job.time_limit,
+            "wall_limit": limits.wall(job.time_limit),
+            "memory_mb": limits.memory_mb,
+            "output_limit": limits.output_limit,
+            "confirm_cpu": self.isolation == "gvisor",
+        }
+        # The worker enforces every limit itself; this only catches a hung worker. A CPU timeout may be re-run
+        # up to 3 times with a 3x stretched budget (see worker.Worker._confirm_timeout), hence the factor 10.
+        backstop = len(job.tests) * 10 * (limits.wall(job.time_limit) + 0.5) + 30.0
+        try:
+            self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+            self.proc.stdin.flush()
+            line = self._readline(timeout=backstop)
+            while line is not None and line.startswith(b'{"cpu?"'):
+                self.proc.stdin.write(json.dumps({"cpu": self.host_cpu()}).encode() + b"\n")
+                self.proc.stdin.flush()
+                line = self._readline(timeout=backstop)
+        except (BrokenPipeError, OSError):
+            line = None
+        if line is None:
+            hung = self.proc.poll() is None
+            log.warning("sandbox %d %s; restarting it. stderr: %s", self.index, "hung" if hung else "died", self.stderr_tail[-500:])
+            self.close()
+            self.start()
+            return ["timeout" if hung else "error"] * len(job.tests)
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"sandbox worker failed on a job: {answer['error']}")
+        return answer["status"]
+
+    def host_cpu(self) -> float:
+        """Real CPU seconds used so far by this sandbox's host processes (sentry, gofer, program stubs)."""
+        assert self.proc is not None
+        return _tree_cpu(self.proc.pid)
+
+    def close(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin:
+                proc.stdin.close()
+            proc.wait(timeout=5)
+        except (subprocess.TimeoutExpired, OSError):
+            try:
+                os.killpg(proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        if self.isolation == "gvisor" and self.container_id:
+            subprocess.run(
+                [gvisor.find_runsc(), f"--root={self.workdir / 'state'}", "delete", "--force", self.container_id],
+                capture_output=True,
+            )
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu(root: int) -> float:
+    """utime+stime (+ those of reaped children) of ``root`` and all its live descendants, in seconds."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry)] = int(fields[1])
+        ticks[int(entry)] = sum(int(x) for x in fields[11:15])
+    total, frontier = 0, {root}
+    while frontier:
+        total += sum(ticks.get(p, 0) for p in frontier)
+        frontier = {p for p, pp in parent.items() if pp in frontier}
+    return total / _TICK
+
+
+class SandboxPool:
+    """N sandboxed workers. Use as a context manager; :meth:`run` executes jobs and fills ``job.status``."""
+
+    def __init__(self, isolation: str = "auto", workers: int = 0, limits: Limits | None = None) -> None:
+        self.isolation = resolve_isolation(isolation)
+        if self.isolation == "none":
+            outer = os.environ.get("CURE_SANDBOX_OUTER")
+            if outer:  # e.g. a pod with runtimeClassName gvisor: the sandbox is the pod itself
+                log.info("isolation none inside an outer sandbox (%s)", outer)
+            else:
+                log.warning(NONE_WARNING)
+        self.workers = workers or os.cpu_count() or 1
+        self.limits = limits or Limits()
+        self._dir = Path(tempfile.mkdtemp(prefix="cure-sandbox-"))
+        self._dir.chmod(0o711)  # --isolation none: the unprivileged program must reach its temp dir below
+        if self.isolation == "gvisor":
+            gvisor.write_bundle(self._dir / "bundle")
+        self._boxes: list[_Sandbox] = []
+
+    def __enter__(self) -> SandboxPool:
+        starters = [threading.Thread(target=self._start_one, args=(i,)) for i in range(self.workers)]
+        self._errors: list[BaseException] = []
+        for t in starters:
+            t.start()
+        for t in starters:
+            t.join()
+        if self._errors:
+            self.close()
+            raise self._errors[0]
+        return self
+
+    def _start_one(self, i: int) -> None:
+        try:
+            box = _Sandbox(self.isolation, self._dir, i)
+            self._boxes.append(box)
+        except BaseException as e:  # reported by __enter__
+            self._errors.append(e)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for box in self._boxes:
+            box.close()
+        self._boxes = []
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def run(self, jobs: Iterable[Job], on_done: Callable[[Job], None] | None = None) -> list[Job]:
+        """Run every job (longest first, so the tail is short); return them with ``status`` filled."""
+        jobs = list(jobs)
+        todo: queue.Queue[Job] = queue.Queue()
+        for job in sorted(jobs, key=lambda j: -len(j.tests) * j.time_limit):
+            if job.code is None:
+                job.status = ["no_code"] * len(job.tests)
+                if on_done:
+                    on_done(job)
+            elif not job.tests:
+                job.status = []
+            else:
+                todo.put(job)
+        failures: list[BaseException] = []
+        lock = threading.Lock()
+
+        def serve(box: _Sandbox) -> None:
+            while not failures:
+                try:
+                    job = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    job.status = box.run(job, self.limits)
+                except BaseException as e:
+                    failures.append(e)
+                    return
+                if on_done:
+                    with lock:
+                        on_done(job)
+
+        threads = [threading.Thread(target=serve, args=(box,), daemon=True) for box in self._boxes]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failures:
+            raise failures[0]
+        log.debug("ran %d jobs in %.2fs", len(jobs), time.monotonic() - start)
+        return jobs

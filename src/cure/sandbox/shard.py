@@ -1,0 +1,77 @@
+"""Entry point of one sandbox pod of the cluster Job: run one shard of rollouts, print its execution records.
+
+The pod itself is the gVisor sandbox (``runtimeClassName: gvisor``), so the worker runs without a nested
+``runsc`` (``isolation none`` inside an outer sandbox, which ``CURE_SANDBOX_OUTER`` records). The pod has no
+network at all (NetworkPolicy deny-all) and no credentials: its shard arrives as a file of a mounted ConfigMap
+(gzip JSON Lines), chosen by ``JOB_COMPLETION_INDEX``, and its results leave through the container log between
+two marker lines, which the launcher (:mod:`cure.sandbox.k8s`) reads through the Kubernetes API.
+
+    python -m cure.sandbox.shard --dir /shard
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+BEGIN = "----- cure-sandbox-results-begin -----"
+END = "----- cure-sandbox-results-end -----"
+
+
+def encode_records(records: list[dict]) -> bytes:
+    """gzip JSON Lines (what a shard ConfigMap holds as binaryData, base64-encoded by the API)."""
+    return gzip.compress("".join(json.dumps(r) + "\n" for r in records).encode(), mtime=0)
+
+
+def decode_records(data: bytes) -> list[dict]:
+    return [json.loads(line) for line in gzip.decompress(data).decode().splitlines() if line.strip()]
+
+
+def results_block(records: list[dict]) -> str:
+    """The log block carrying a shard's results: base64 of gzip JSON Lines between marker lines."""
+    payload = base64.b64encode(encode_records(records)).decode()
+    lines = [payload[i : i + 16384] for i in range(0, len(payload), 16384)]
+    return "\n".join([BEGIN, *lines, END]) + "\n"
+
+
+def parse_results_block(log_text: str) -> list[dict]:
+    """Inverse of :func:`results_block`; raises ValueError naming what is missing."""
+    if BEGIN not in log_text or END not in log_text:
+        raise ValueError("the pod log has no complete results block (did the shard finish?)")
+    body = log_text.split(BEGIN, 1)[1].split(END, 1)[0]
+    return decode_records(base64.b64decode("".join(body.split())))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cure.sandbox.shard")
+    ap.add_argument("--dir", default="/shard", help="folder holding shard-<index>.jsonl.gz")
+    ap.add_argument("--index", type=int, default=None, help="shard index (default: $JOB_COMPLETION_INDEX)")
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--memory-mb", type=int, default=1024)
+    ap.add_argument("--output-limit", type=int, default=1 << 20)
+    ap.add_argument("--wall-factor", type=float, default=3.0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    index = args.index if args.index is not None else int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+    rollouts = decode_records((Path(args.dir) / f"shard-{index}.jsonl.gz").read_bytes())
+    os.environ.setdefault("CURE_SANDBOX_OUTER", "gvisor-pod")
+    from cure.execute import execute_rollouts
+
+    # The sandbox image holds the standard library and cure's code only: no pydantic, so no ExecuteConfig here.
+    cfg = SimpleNamespace(isolation="none", workers=args.workers, memory_mb=args.memory_mb,
+                          output_limit_bytes=args.output_limit, wall_factor=args.wall_factor)
+    records = execute_rollouts(rollouts, cfg, progress=True)  # type: ignore[arg-type]
+    sys.stdout.write(results_block(records))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,432 @@
+"""The Kubernetes manifests (manifests/), checked offline: no cluster is reachable from here.
+
+Each overlay is rendered with a real kustomize (the one built into kubectl, or a standalone `kustomize`) and
+every object it yields is validated with kubernetes-validate against the strict schemas (unknown fields are
+errors) of one pinned Kubernetes version. Then the properties the pipeline depends on are asserted: RBAC that
+covers exactly what the components create at run time, the sandbox NetworkPolicy, the gVisor RuntimeClass,
+MinIO with its bucket Job, quotas and priorities.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFESTS = ROOT / "manifests"
+OVERLAYS = ("standalone", "minio")
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+OPERATOR_GUIDE = ROOT / "docs" / "operator.md"
+KFP_EXAMPLE = MANIFESTS / "examples" / "kfp-runs.sh"
+
+# The Kubernetes version the manifests are validated against. kubernetes-validate 1.37.0 ships schemas for
+# 1.25 through 1.37; 1.32 is the oldest release still common on managed clusters that has every API used here.
+K8S_VERSION = "1.32"
+
+# Modules whose Kubernetes objects are created at run time, each exposing RBAC_RULES.
+RBAC_MODULES = ("cure.sandbox.k8s", "cure.train.k8s")
+SANDBOX_LABEL = ("app.kubernetes.io/component", "cure-sandbox")
+
+
+# --- rendering and validation ---------------------------------------------------------------------------------
+
+
+def _kustomize_command() -> list[str]:
+    """A real kustomize: a standalone binary, else the one built into kubectl (v1.14+)."""
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    pytest.fail(
+        "no kustomize found: install kubectl (it has kustomize built in) or a kustomize binary on PATH; "
+        "the manifests cannot be rendered without one"
+    )
+
+
+@functools.cache
+def render(overlay: str) -> tuple[dict[str, Any], ...]:
+    """The objects `kustomize build manifests/overlays/<overlay>` yields."""
+    cmd = [*_kustomize_command(), str(MANIFESTS / "overlays" / overlay)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)
+
+
+def object_name(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{obj.get('kind')} {where}{meta.get('name')}"
+
+
+def validation_errors(objects: list[dict[str, Any]] | tuple[dict[str, Any], ...], source: str) -> list[str]:
+    """One line per invalid object: the source, the object, the field path and what is wrong."""
+    errors = []
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path = ".".join(str(p) for p in e.path) or "(top level)"
+            errors.append(
+                f"{source}: {object_name(obj)} ({obj.get('apiVersion')}) is invalid against Kubernetes "
+                f"{e.version}: at {path}: {e.message}"
+            )
+        except kubernetes_validate.SchemaNotFoundError as e:
+            errors.append(f"{source}: {object_name(obj)}: {e.message} (not a built-in kind?)")
+    return errors
+
+
+def all_objects() -> list[dict[str, Any]]:
+    seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for overlay in OVERLAYS:
+        for obj in render(overlay):
+            key = (obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+            seen[key] = obj
+    return list(seen.values())
+
+
+def find(objects: Any, kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def pod_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = obj.get("spec") or {}
+    if obj["kind"] == "Pod":
+        return [spec]
+    template = (spec.get("template") or {}).get("spec")
+    return [template] if template else []
+
+
+# --- rendering and schema validation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_builds_and_every_object_validates(overlay: str) -> None:
+    objects = render(overlay)
+    assert objects, f"kustomize rendered nothing for overlay {overlay}"
+    errors = validation_errors(objects, f"manifests/overlays/{overlay}")
+    assert not errors, "\n".join(errors)
+
+
+def test_every_manifest_file_is_part_of_an_overlay() -> None:
+    """Every object written under manifests/ reaches a cluster through some overlay (so it is validated)."""
+    rendered = {(o["kind"], o["metadata"]["name"]) for o in all_objects()}
+    orphans = []
+    for path in sorted(MANIFESTS.rglob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and (doc["kind"], doc["metadata"]["name"]) not in rendered:
+                orphans.append(f"{path.relative_to(ROOT)}: {doc['kind']} {doc['metadata']['name']}")
+    assert not orphans, "objects no overlay renders (add the file to a kustomization.yaml):\n" + "\n".join(orphans)
+
+
+def test_broken_manifest_fails_validation_with_a_clear_message() -> None:
+    source = "tests/fixtures/broken-manifest.yaml"
+    objects = [d for d in yaml.safe_load_all((FIXTURES / "broken-manifest.yaml").read_text()) if d]
+    errors = validation_errors(objects, source)
+    assert len(errors) == len(objects) == 2, errors
+    typo, wrong_type = errors
+    assert typo.startswith(f"{source}: NetworkPolicy cure/typo-policy (networking.k8s.io/v1) is invalid")
+    assert f"Kubernetes {K8S_VERSION}" in typo
+    assert "at spec:" in typo and "'policyType' was unexpected" in typo
+    assert wrong_type.startswith(f"{source}: Job cure/bad-backoff (batch/v1) is invalid")
+    assert "at spec.backoffLimit:" in wrong_type and "'six' is not of type 'integer'" in wrong_type
+
+
+def test_validation_is_pinned_to_a_supported_kubernetes_version() -> None:
+    supported = kubernetes_validate.utils.all_versions()
+    assert any(v.startswith(K8S_VERSION + ".") for v in supported), (
+        f"kubernetes-validate {kubernetes_validate.__version__} has no schemas for {K8S_VERSION}: {supported}"
+    )
+
+
+def test_every_container_image_is_pinned() -> None:
+    for obj in all_objects():
+        for spec in pod_specs(obj):
+            for c in spec.get("containers", []) + spec.get("initContainers", []):
+                image = c["image"]
+                tag = image.rsplit("/", 1)[-1].partition(":")[2]
+                assert tag and tag != "latest" and re.search(r"\d", tag), (
+                    f"{object_name(obj)}: container {c['name']} image {image!r} must carry a pinned version tag"
+                )
+
+
+def test_pods_run_unprivileged() -> None:
+    for obj in all_objects():
+        for spec in pod_specs(obj):
+            assert spec.get("securityContext", {}).get("runAsNonRoot") is True, object_name(obj)
+            for c in spec["containers"]:
+                sc = c.get("securityContext", {})
+                assert sc.get("allowPrivilegeEscalation") is False, f"{object_name(obj)}/{c['name']}"
+                assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{object_name(obj)}/{c['name']}"
+
+
+# --- RBAC -----------------------------------------------------------------------------------------------------------
+
+
+def _triples(rules: list[dict[str, Any]], source: str) -> set[tuple[str, str, str]]:
+    out = set()
+    for rule in rules:
+        for key in ("apiGroups", "resources", "verbs"):
+            assert isinstance(rule.get(key), list) and rule[key], f"{source}: rule {rule} needs a non-empty {key} list"
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    out.add((group, resource, verb))
+    return out
+
+
+def _component_rules() -> set[tuple[str, str, str]]:
+    union: set[tuple[str, str, str]] = set()
+    for name in RBAC_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:
+            pytest.fail(
+                f"{name} cannot be imported ({e}): it must define RBAC_RULES (the Kubernetes permissions its "
+                f"stage needs at run time) so the shipped Role can be checked against it"
+            )
+        rules = getattr(module, "RBAC_RULES", None)
+        assert isinstance(rules, list) and rules, f"{name}.RBAC_RULES must be a non-empty list of rule dicts"
+        union |= _triples(rules, f"{name}.RBAC_RULES")
+    return union
+
+
+def test_role_is_exactly_what_the_components_need() -> None:
+    """Covers every RBAC_RULES entry of the stages that create objects, and grants nothing more."""
+    roles = find(render("standalone"), "Role", "cure-pipeline")
+    assert len(roles) == 1
+    role = roles[0]
+    assert role["metadata"]["namespace"] == "cure"
+    granted = _triples(role["rules"], "Role cure-pipeline")
+    needed = _component_rules()
+    missing = sorted(needed - granted)
+    extra = sorted(granted - needed)
+    assert not missing, f"manifests/base/role.yaml lacks (apiGroup, resource, verb): {missing}"
+    assert not extra, f"manifests/base/role.yaml grants more than the components need: {extra}"
+
+
+def test_rbac_is_namespaced_and_has_no_wildcards() -> None:
+    objects = all_objects()
+    assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
+    for role in find(objects, "Role"):
+        for group, resource, verb in _triples(role["rules"], object_name(role)):
+            assert "*" not in (group, resource, verb), f"{object_name(role)} uses a wildcard"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rolebinding_binds_the_pipeline_accounts(overlay: str) -> None:
+    objects = render(overlay)
+    (binding,) = find(objects, "RoleBinding", "cure-pipeline")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cure-pipeline"}
+    subjects = {(s["kind"], s["namespace"], s["name"]) for s in binding["subjects"]}
+    assert ("ServiceAccount", "cure", "cure-pipeline") in subjects
+    assert ("ServiceAccount", "kubeflow", "pipeline-runner") in subjects  # KFP standalone's run identity
+    assert find(objects, "ServiceAccount", "cure-pipeline")
+
+
+def test_sandbox_and_train_accounts_get_no_api_token() -> None:
+    objects = render("standalone")
+    for name in ("cure-sandbox", "cure-train"):
+        (sa,) = find(objects, "ServiceAccount", name)
+        assert sa["automountServiceAccountToken"] is False, name
+
+
+# --- sandbox isolation, scheduling -----------------------------------------------------------------------------
+
+
+def test_networkpolicy_denies_all_traffic_of_sandbox_pods() -> None:
+    policies = [
+        p for p in find(render("standalone"), "NetworkPolicy")
+        if p["spec"]["podSelector"].get("matchLabels") == {SANDBOX_LABEL[0]: SANDBOX_LABEL[1]}
+    ]
+    assert len(policies) == 1, "exactly one NetworkPolicy must select the sandbox pods by their label"
+    spec = policies[0]["spec"]
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    assert not spec.get("egress") and not spec.get("ingress"), "any rule would allow some traffic"
+    assert policies[0]["metadata"]["namespace"] == "cure"
+
+
+def test_sandbox_label_matches_the_job_builder() -> None:
+    """The label the NetworkPolicy selects is the one cure.sandbox.k8s puts on sandbox pods."""
+    try:
+        module = importlib.import_module("cure.sandbox.k8s")
+    except ImportError as e:
+        pytest.fail(f"cure.sandbox.k8s cannot be imported ({e}); it builds the sandbox Jobs")
+    label = getattr(module, "COMPONENT_LABEL", None)
+    assert label == {SANDBOX_LABEL[0]: SANDBOX_LABEL[1]}, (
+        f"cure.sandbox.k8s.COMPONENT_LABEL is {label!r}; manifests/base/networkpolicy-sandbox.yaml selects "
+        f"sandbox pods by {SANDBOX_LABEL[0]}: {SANDBOX_LABEL[1]}"
+    )
+
+
+def test_gvisor_runtime_class() -> None:
+    (rc,) = find(render("standalone"), "RuntimeClass", "gvisor")
+    assert rc["handler"] == "runsc"
+    assert "namespace" not in rc["metadata"], "RuntimeClass is cluster-scoped"
+
+
+def test_quotas_and_priority_classes() -> None:
+    objects = render("standalone")
+    classes = {p["metadata"]["name"]: p for p in find(objects, "PriorityClass")}
+    assert {"cure-gpu", "cure-sandbox"} <= set(classes)
+    for pc in classes.values():
+        assert pc["globalDefault"] is False and pc["value"] < 1_000_000_000  # below system-critical
+    quotas = {q["metadata"]["name"]: q["spec"] for q in find(objects, "ResourceQuota")}
+    assert "requests.nvidia.com/gpu" in quotas["cure-gpu"]["hard"]
+    for spec in quotas.values():
+        for expr in (spec.get("scopeSelector") or {}).get("matchExpressions", []):
+            if expr["scopeName"] == "PriorityClass":
+                assert set(expr["values"]) <= set(classes), f"quota scoped to an unknown PriorityClass: {expr}"
+
+
+# --- MinIO ------------------------------------------------------------------------------------------------------
+
+
+def test_minio_overlay_has_store_service_and_bucket_job() -> None:
+    objects = render("minio")
+    (sts,) = find(objects, "StatefulSet", "minio")
+    (svc,) = find(objects, "Service", "minio")
+    (secret,) = find(objects, "Secret", "cure-minio")
+    (job,) = find(objects, "Job", "minio-create-bucket")
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+    assert 9000 in {p["port"] for p in svc["spec"]["ports"]}
+    assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    assert {"/data"} == {m["mountPath"] for m in sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+                         if m["name"] == "data"}
+    # Every secret key referenced exists in the Secret (a typo would leave the pod in CreateContainerConfigError).
+    keys = set(secret["stringData"])
+    assert {"CURE_S3_ENDPOINT", "CURE_S3_ACCESS_KEY", "CURE_S3_SECRET_KEY"} <= keys
+    for obj in (sts, job):
+        for c in pod_specs(obj)[0]["containers"]:
+            for env in c.get("env", []):
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] == "cure-minio" and ref["key"] in keys, f"{object_name(obj)}: {env}"
+    command = " ".join(pod_specs(job)[0]["containers"][0]["args"])
+    assert "mc mb --ignore-existing store/cure" in command and "http://minio:9000" in command
+    assert not find(render("standalone"), "StatefulSet"), "the standalone overlay must not deploy MinIO"
+
+
+# --- submitting runs: the documented kfp CLI lines parse with the installed kfp CLI --------------------------
+
+
+_FAKE_KFP = """#!{python}
+import json, sys
+import click
+from kfp.cli.cli import cli
+
+args = sys.argv[1:]
+group_opts = {{o for p in cli.params for o in p.opts}}
+while args and args[0] in group_opts:
+    args = args[2:]
+try:
+    command = cli.commands[args[0]].commands[args[1]]
+    ctx = command.make_context("kfp " + " ".join(args[:2]), args[2:])
+except click.ClickException as e:
+    e.show()
+    sys.exit(2)
+print(json.dumps({{"command": args[:2], "params": ctx.params}}, default=str))
+"""
+
+
+def _run_example(mode: str, tmp_path: Path) -> dict[str, Any]:
+    """Run manifests/examples/kfp-runs.sh with a `kfp` that parses its arguments with the real CLI, offline."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    fake = bindir / "kfp"
+    fake.write_text(_FAKE_KFP.format(python=sys.executable))
+    fake.chmod(0o755)
+    package = tmp_path / "cure-train.yaml"
+    package.write_text("{}\n")
+    env = {
+        **os.environ,
+        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+        "KFP_ENDPOINT": "http://127.0.0.1:9",
+        "EXPERIMENT": "cure-test",
+        "PACKAGE": str(package),
+        "MODE": mode,
+    }
+    proc = subprocess.run(["bash", str(KFP_EXAMPLE)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"{KFP_EXAMPLE} MODE={mode} failed:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_example_recurring_run_parses_with_max_concurrency_one(tmp_path: Path) -> None:
+    parsed = _run_example("recurring", tmp_path)
+    assert parsed["command"] == ["recurring-run", "create"]
+    params = parsed["params"]
+    assert params["max_concurrency"] == 1
+    assert params["catchup"] is False
+    assert params["experiment_name"] == "cure-test"
+    assert len(params["cron_expression"].split()) == 6  # KFP cron has a seconds field
+
+
+def test_example_run_from_ci_parses_and_waits(tmp_path: Path) -> None:
+    parsed = _run_example("run", tmp_path)
+    assert parsed["command"] == ["run", "create"]
+    assert parsed["params"]["watch"] is True
+    assert parsed["params"]["experiment_name"] == "cure-test"
+
+
+def test_example_needs_an_endpoint(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KFP_ENDPOINT"}
+    proc = subprocess.run(["bash", str(KFP_EXAMPLE)], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0 and "KFP_ENDPOINT" in proc.stderr
+
+
+def _doc_commands(prefix: str) -> list[list[str]]:
+    """Shell commands in the operator guide's code blocks that start with `prefix` (continuations joined)."""
+    text = OPERATOR_GUIDE.read_text()
+    commands = []
+    for block in re.findall(r"```(?:bash|sh|shell)\n(.*?)```", text, re.DOTALL):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith(prefix):
+                commands.append(shlex.split(line))
+    return commands
+
+
+def test_operator_guide_kfp_commands_parse(tmp_path: Path) -> None:
+    from kfp.cli.cli import cli
+
+    package = tmp_path / "cure-train.yaml"
+    package.write_text("{}\n")
+    commands = _doc_commands("kfp ")
+    kinds = {tuple(c[1:3]) for c in commands if len(c) > 2 and not c[1].startswith("-")} | {
+        tuple(c[3:5]) for c in commands if len(c) > 4 and c[1] == "--endpoint"
+    }
+    assert {("run", "create"), ("recurring-run", "create")} <= kinds, f"guide must show both: {commands}"
+    for argv in commands:
+        args = argv[1:]
+        if args[0] == "--endpoint":
+            args = args[2:]
+        if args[:2] not in (["run", "create"], ["recurring-run", "create"]):
+            continue
+        args = [str(package) if a.endswith((".yaml", ".yml")) else a for a in args]
+        command = cli.commands[args[0]].commands[args[1]]
+        ctx = command.make_context("kfp", args[2:])  # raises click.UsageError on an unknown or bad option
+        if args[0] == "recurring-run":
+            assert ctx.params["max_concurrency"] == 1, f"recurring runs must not overlap: {' '.join(argv)}"
+
+
+def test_operator_guide_applies_existing_overlays() -> None:
+    applied = [c[c.index("-k") + 1] for c in _doc_commands("kubectl apply") if "-k" in c]
+    assert applied, "the guide must show `kubectl apply -k manifests/overlays/...`"
+    for path in applied:
+        assert (ROOT / path / "kustomization.yaml").is_file(), f"guide applies {path}, which has no kustomization"
