@@ -42,7 +42,6 @@ def evaluate_tasks(
     model: str, tasks: list[Task], cfg: CureConfig, seed: int = 0, engine: Any = None, tokenizer: Any = None
 ) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]]]:
     """Evaluate one model on one benchmark; returns (metrics, rollouts, executions)."""
-    from cure.execute import execute_rollouts
     from cure.rollout.engine import make_engine
     from cure.rollout.stage import rollout_tasks
 
@@ -56,7 +55,9 @@ def evaluate_tasks(
 
         tokenizer = AutoTokenizer.from_pretrained(model)
     rollouts = rollout_tasks(tasks, engine, engine, c, tokenizer, give_example=not cfg.eval.no_example)
-    executions = execute_rollouts(rollouts, c.execute)
+    from cure.steps import run_sandbox
+
+    executions = run_sandbox(rollouts, c)
     metrics = summarize(tables_from_executions(executions), cfg.eval.scales)
     mean_len = lambda key: float(np.mean([x for r in rollouts for x in r[key]])) if rollouts else 0.0  # noqa: E731
     metrics["code_response_length"] = mean_len("code_lengths")

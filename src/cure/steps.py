@@ -144,12 +144,42 @@ def rollout(model_dir: str, tasks_path: str, cfg: CureConfig, round_: int, out_p
     return {k: v for k, v in stats.items() if isinstance(v, (int, float))}
 
 
-def execute(rollouts_path: str, cfg: CureConfig, out_path: str) -> dict[str, Any]:
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def execute_backend(cfg: CureConfig) -> str:
+    """``kubernetes`` inside a pod (the component launches a gVisor Job), ``local`` elsewhere, unless configured."""
+    if cfg.execute.backend != "auto":
+        return cfg.execute.backend
+    return "kubernetes" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
+
+
+def _execute_on_cluster(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[dict[str, Any]]:
+    import uuid
+
+    from cure.sandbox.k8s import run_on_cluster
+    from cure.store import open_store
+
+    namespace = cfg.execute.namespace or (SA_NAMESPACE.read_text().strip() if SA_NAMESPACE.is_file() else "cure")
+    prefix = f"{cfg.pipeline.experiment}/sandbox/{uuid.uuid4().hex[:12]}"
+    return run_on_cluster(rollouts, open_store(cfg.pipeline.store_uri), prefix, cfg.execute.shards,
+                          namespace=namespace, memory_mb=cfg.execute.memory_mb)
+
+
+def run_sandbox(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[dict[str, Any]]:
+    """Execution records for ``rollouts``, on the configured backend."""
     from cure.execute import execute_rollouts
+
+    if execute_backend(cfg) == "kubernetes":
+        return _execute_on_cluster(rollouts, cfg)
+    return execute_rollouts(rollouts, cfg.execute)
+
+
+def execute(rollouts_path: str, cfg: CureConfig, out_path: str) -> dict[str, Any]:
     from cure.metrics import summarize, tables_from_executions
 
     t0 = time.monotonic()
-    records = execute_rollouts(read_jsonl(rollouts_path), cfg.execute)
+    records = run_sandbox(read_jsonl(rollouts_path), cfg)
     write_jsonl(out_path, records)
     m = summarize(tables_from_executions(records), cfg.eval.scales)
     m["seconds"] = time.monotonic() - t0

@@ -95,6 +95,8 @@ def build_job(
     }
     pod_spec = {
         "runtimeClassName": "gvisor",
+        "serviceAccountName": "cure-sandbox",  # no RBAC, no token (manifests/base/serviceaccounts.yaml)
+        "priorityClassName": "cure-sandbox",  # the cure-sandbox ResourceQuota applies to this class
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,

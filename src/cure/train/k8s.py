@@ -141,7 +141,7 @@ def build_pytorchjob(
     mount_path: str = "/workspace",
     env: dict[str, str] | None = None,
     secret_env_from: list[str] | None = None,
-    service_account: str | None = None,
+    service_account: str | None = "cure-train",
     node_selector: dict[str, str] | None = None,
     tolerations: list[dict[str, Any]] | None = None,
     image_pull_policy: str = "IfNotPresent",
