@@ -1,0 +1,10 @@
+"""Rollout: sample programs and unit tests per task with one of three engines (hf, vllm, openai).
+
+``cure.rollout.engine`` holds the interface (:class:`SamplingParams`, :class:`Completion`, :class:`Engine`,
+:func:`make_engine`); ``cure.rollout.stage`` the stage (:func:`rollout_tasks`, ``cure rollout``). Engines are
+imported lazily, so importing this package does not import torch or vllm.
+"""
+
+from cure.rollout.engine import Completion, Engine, SamplingParams, make_engine
+
+__all__ = ["Completion", "Engine", "SamplingParams", "make_engine"]

@@ -1,0 +1,275 @@
+"""The rollout stage: per task, ``k_code`` programs and ``k_test`` unit tests -> rollouts.jsonl.
+
+This is CURE's ``sample.py`` as a library function plus the ``cure rollout`` command. Per task:
+
+- the coder prompt asks for a program; ``k_code`` responses are sampled, and the last fenced ```` ```python ````
+  block of each is extracted (``None`` when there is none);
+- the tester prompt asks for one unit test; with probability ``p_give_example`` (a Bernoulli draw per task, as
+  the reference, seeded by the seed and task id) it shows the first ``max_input_examples`` public examples, otherwise none;
+  ``k_test`` responses are sampled and their ``**Test Input:**``/``**Test Output:**`` blocks extracted;
+- the first ``data.max_gt_tests`` ground-truth tests are attached for the execute stage.
+
+Every response is recorded with its token length, counted with the *policy's* tokenizer (the one passed in,
+as the reference counts ``len(tokenizer.encode(text, add_special_tokens=False))``), and whether it was cut by
+the token limit (``code_truncated``/``test_truncated``: the reward stage appends the end-of-sequence token only
+to responses that were not truncated, as the reference does). The coder and the tester may be different
+engines or models; each gets its prompts rendered with its own chat template, while the record keeps the
+prompts as the policy's tokenizer renders them (what training sees).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from cure.config import CureConfig
+from cure.prompts import PromptTemplates, code_prompt, extract_code, extract_test, test_prompt
+from cure.rollout.engine import ENGINES, Engine, SamplingParams
+from cure.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+class _MessageRecorder:
+    """Stands in for a tokenizer so that :mod:`cure.prompts` returns the chat messages instead of a string."""
+
+    chat_template = "messages"
+
+    @staticmethod
+    def apply_chat_template(messages: list[dict[str, str]], **_: Any) -> list[dict[str, str]]:
+        return messages
+
+
+def _render_for(engine: Engine, render: Any) -> Any:
+    """The prompt in the form ``engine`` takes: chat messages for chat APIs, else text in its own chat template."""
+    return render(_MessageRecorder() if engine.chat else engine.tokenizer)
+
+
+def _examples(task: Task, give: bool, max_examples: int) -> tuple[list[str], list[str]]:
+    if not give:
+        return [], []
+    k = min(max_examples, len(task.example_input))
+    return task.example_input[:k], task.example_output[:k]
+
+
+def _draw_example(seed: int, task_id: str, p: float) -> bool:
+    """The reference's Bernoulli(p_give_example) per task, seeded by (seed, task id) so that sharding the tasks
+    across pods does not change any task's draw."""
+    return random.Random(f"{seed}/{task_id}").random() < p
+
+
+def _time_limit(task: Task, cfg: CureConfig) -> float:
+    if "test_time_limit" in task.model_fields_set:
+        return float(task.test_time_limit)
+    return cfg.data.default_time_limit_s
+
+
+def rollout_tasks(
+    tasks: list[Task],
+    coder: Engine,
+    tester: Engine,
+    cfg: CureConfig,
+    tokenizer: Any,
+    templates: PromptTemplates | None = None,
+    give_example: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Sample and extract programs and unit tests for ``tasks``; one rollout record per task (ARCHITECTURE.md).
+
+    ``tokenizer`` is the policy's: it renders the recorded prompts and counts response lengths.
+    ``give_example`` forces the tester prompt's public examples on or off; None draws them per task with
+    probability ``cfg.rollout.p_give_example`` (seeded by ``cfg.rollout.seed`` and the task id).
+    """
+    rc = cfg.rollout
+    templates = templates or PromptTemplates.load(rc.prompt_dir)
+    gives = [give_example if give_example is not None else _draw_example(rc.seed, t.task_id, rc.p_give_example)
+             for t in tasks]
+
+    def code_render(task: Task):
+        return lambda tok: code_prompt(task.question, tok, templates)
+
+    def test_render(task: Task, give: bool):
+        ex_in, ex_out = _examples(task, give, rc.max_input_examples)
+        return lambda tok: test_prompt(task.question, ex_in, ex_out, tok, templates)
+
+    code_renders = [code_render(t) for t in tasks]
+    test_renders = [test_render(t, g) for t, g in zip(tasks, gives)]
+
+    t0 = time.monotonic()
+    code_out = coder.generate([_render_for(coder, r) for r in code_renders], SamplingParams.from_config(rc, rc.k_code))
+    if rc.k_test > 0:
+        test_out = tester.generate([_render_for(tester, r) for r in test_renders], SamplingParams.from_config(rc, rc.k_test))
+    else:
+        test_out = [[] for _ in tasks]
+    log.info("rollout: %d tasks x (%d programs + %d tests) sampled in %.1f s",
+             len(tasks), rc.k_code, rc.k_test, time.monotonic() - t0)
+
+    records = []
+    for task, give, crender, trender, codes, tests in zip(tasks, gives, code_renders, test_renders, code_out, test_out):
+        code_resp = [c.text for c in codes]
+        test_resp = [c.text for c in tests]
+        code_ex = [extract_code(r) for r in code_resp]
+        test_ex = [extract_test(r) for r in test_resp]
+        code_reasons = Counter(why for _, why in code_ex if why)
+        test_reasons = Counter(why for _, why in test_ex if why)
+        k = min(cfg.data.max_gt_tests, len(task.test_input))
+        records.append({
+            "task_id": task.task_id,
+            "code_prompt": crender(tokenizer),
+            "test_prompt": trender(tokenizer),
+            "code_responses": code_resp,
+            "code_lengths": [len(tokenizer.encode(r, add_special_tokens=False)) for r in code_resp],
+            "codes": [code for code, _ in code_ex],
+            "code_truncated": [c.finish_reason == "length" for c in codes],
+            "test_responses": test_resp,
+            "test_lengths": [len(tokenizer.encode(r, add_special_tokens=False)) for r in test_resp],
+            "tests": [test for test, _ in test_ex],
+            "test_truncated": [c.finish_reason == "length" for c in tests],
+            "gt_tests": [{"input": i, "output": o} for i, o in zip(task.test_input[:k], task.test_output[:k])],
+            "time_limit_s": _time_limit(task, cfg),
+            "give_example": give,
+            "extract_failures": {"code": sum(code_reasons.values()), "test": sum(test_reasons.values())},
+            "extract_failure_reasons": {"code": dict(code_reasons), "test": dict(test_reasons)},
+        })
+    return records
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts for the log line: responses, extraction failures, truncations, mean lengths."""
+    def mean(xs: list[int]) -> float:
+        return sum(xs) / len(xs) if xs else 0.0
+
+    code_lengths = [n for r in records for n in r["code_lengths"]]
+    test_lengths = [n for r in records for n in r["test_lengths"]]
+    return {
+        "tasks": len(records),
+        "programs": len(code_lengths),
+        "tests": len(test_lengths),
+        "programs_extracted": sum(c is not None for r in records for c in r["codes"]),
+        "tests_extracted": sum(t is not None for r in records for t in r["tests"]),
+        "programs_truncated": sum(sum(r["code_truncated"]) for r in records),
+        "tests_truncated": sum(sum(r["test_truncated"]) for r in records),
+        "mean_code_length": round(mean(code_lengths), 1),
+        "mean_test_length": round(mean(test_lengths), 1),
+    }
+
+
+# --- CLI ------------------------------------------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tasks", required=True, help="tasks.jsonl (CURE's Stdio task format)")
+    parser.add_argument("--out", required=True, help="rollouts.jsonl to write (atomically)")
+    parser.add_argument("--model", help="coder model: a folder or hub name (hf, vllm), or the API's model name (openai); default model.path")
+    parser.add_argument("--engine", choices=ENGINES, help="coder engine (default rollout.engine)")
+    parser.add_argument("--tester-model", help="tester model (default: the coder's)")
+    parser.add_argument("--tester-engine", choices=ENGINES, help="tester engine (default: the coder's)")
+    parser.add_argument("--tokenizer", help="policy tokenizer for the recorded prompts and lengths "
+                        "(default: the first local model among coder, tester)")
+    parser.add_argument("--k-code", type=int, help="programs per task (rollout.k_code, paper: 16)")
+    parser.add_argument("--k-test", type=int, help="unit tests per task (rollout.k_test, paper: 16)")
+    parser.add_argument("--seed", type=int, help="sampling and example-draw seed (rollout.seed)")
+    parser.add_argument("--max-new-tokens", type=int, help="generation token limit (rollout.max_new_tokens)")
+    parser.add_argument("--temperature", type=float, help="sampling temperature (rollout.temperature)")
+    parser.add_argument("--batch-size", type=int, help="hf engine sequences per batch (rollout.batch_size)")
+    parser.add_argument("--prompt-dir", help="coder/tester templates (*.j2); default: the model folder's prompts/ if any")
+    parser.add_argument("--give-example", choices=["draw", "always", "never"], default="draw",
+                        help="public example in the tester prompt: drawn with rollout.p_give_example (default), always, never")
+    parser.add_argument("--limit", type=int, help="only the first N tasks (smoke runs)")
+    parser.add_argument("--shard", metavar="K/N", help="only the K-th (0-based) of N contiguous slices of the tasks: "
+                        "data parallelism across pods; concatenating the N outputs in order gives the full artifact")
+
+
+_FLAGS = {"k_code": "k_code", "k_test": "k_test", "seed": "seed", "max_new_tokens": "max_new_tokens",
+          "temperature": "temperature", "batch_size": "batch_size", "prompt_dir": "prompt_dir", "engine": "engine"}
+
+
+def _apply_flags(args: argparse.Namespace, cfg: CureConfig) -> None:
+    for flag, field in _FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            setattr(cfg.rollout, field, value)
+    if args.model:
+        cfg.model.path = args.model
+
+
+def _is_local(engine: str, model: str) -> bool:
+    return engine != "openai" or Path(model).is_dir()
+
+
+def _default_prompt_dir(*models: str) -> str | None:
+    for m in models:
+        if (Path(m) / "prompts").is_dir():
+            return str(Path(m) / "prompts")
+    return None
+
+
+def shard(items: list[Any], spec: str) -> list[Any]:
+    """The K-th of N contiguous, near-equal slices (``spec`` = "K/N"), as the reference splits prompts."""
+    try:
+        k, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {spec!r}: expected K/N with integers, e.g. 0/4") from None
+    if not 0 <= k < n:
+        raise ValueError(f"--shard {spec!r}: need 0 <= K < N")
+    size, extra = divmod(len(items), n)
+    start = k * size + min(k, extra)
+    return items[start : start + size + (1 if k < extra else 0)]
+
+
+def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+    from transformers import AutoTokenizer
+
+    from cure.rollout.engine import make_engine
+    from cure.rollout.openai_engine import ApiError
+    from cure.tasks import TaskFormatError, load_tasks, write_jsonl
+
+    _apply_flags(args, cfg)
+    rc = cfg.rollout
+    coder_model, coder_kind = cfg.model.path, rc.engine
+    tester_model = args.tester_model or coder_model
+    tester_kind = args.tester_engine or coder_kind
+    local = [m for m, k in ((coder_model, coder_kind), (tester_model, tester_kind)) if _is_local(k, m)]
+    tok_path = args.tokenizer or (local[0] if local else None)
+    if tok_path is None:
+        raise SystemExit("cure rollout: both engines are remote (openai): pass --tokenizer DIR (the policy's) "
+                         "to render the recorded prompts and count response lengths")
+    if rc.prompt_dir is None:
+        rc.prompt_dir = _default_prompt_dir(*local)
+        if rc.prompt_dir:
+            log.info("using the model's prompt templates in %s", rc.prompt_dir)
+
+    try:
+        tasks, _ = load_tasks(args.tasks)
+        if args.limit is not None:
+            tasks = tasks[: args.limit]
+        if args.shard:
+            tasks = shard(tasks, args.shard)
+    except (TaskFormatError, ValueError) as e:
+        log.error("cure rollout: %s", e)
+        return 2
+    give = {"draw": None, "always": True, "never": False}[args.give_example]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_path)
+        coder = make_engine(coder_kind, coder_model, rc)
+        try:
+            same = tester_kind == coder_kind and tester_model == coder_model
+            tester = coder if same else make_engine(tester_kind, tester_model, rc)
+            try:
+                records = rollout_tasks(tasks, coder, tester, cfg, tokenizer, PromptTemplates.load(rc.prompt_dir), give)
+            finally:
+                if tester is not coder:
+                    tester.close()
+        finally:
+            coder.close()
+    except (ApiError, ImportError, OSError) as e:  # their messages say what to check; no traceback needed
+        log.error("cure rollout: %s", e)
+        return 1
+    n = write_jsonl(args.out, records)
+    stats = summarize(records)
+    log.info("wrote %d rollout records to %s: %s", n, args.out, ", ".join(f"{k}={v}" for k, v in stats.items()))
+    return 0
