@@ -44,6 +44,10 @@ PRESETS: dict[str, dict[str, Any]] = {
             "train.learning_rate=1e-4",
             "train.gradient_checkpointing=false",
             "train.bf16=false",
+            "train.prompt_max_len=384",
+            "train.generate_max_len=160",
+            "train.packing_max_len=1024",
+            "train.micro_batch_tokens=1024",
             "eval.k_code=8",
             "eval.k_test=8",
             "eval.scales=[[4, 4], [8, 8]]",
@@ -71,6 +75,10 @@ PRESETS: dict[str, dict[str, Any]] = {
             "train.learning_rate=1e-4",
             "train.gradient_checkpointing=false",
             "train.bf16=false",
+            "train.prompt_max_len=384",
+            "train.generate_max_len=160",
+            "train.packing_max_len=1024",
+            "train.micro_batch_tokens=1024",
             "eval.k_code=4",
             "eval.k_test=4",
             "eval.scales=[[4, 4]]",
@@ -81,7 +89,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def pipeline_arguments(cfg: CureConfig, run: dict[str, Any], store_uri: str, experiment: str) -> dict[str, Any]:
     """Pipeline inputs: every config field as ``section__field``, plus the run fields."""
-    from pipelines.params import config_parameters
+    from pipelines.params import config_parameters, list_text
 
     args: dict[str, Any] = {}
     for name, section, field, _, _, _ in config_parameters(cfg):
@@ -90,7 +98,7 @@ def pipeline_arguments(cfg: CureConfig, run: dict[str, Any], store_uri: str, exp
             value = list(value)
         if isinstance(value, list):
             value = [list(x) if isinstance(x, tuple) else x for x in value]
-        args[name] = "" if value is None else value
+        args[name] = "" if value is None else (list_text(value) if isinstance(value, list) else value)
     args["pipeline__store_uri"] = store_uri
     args["pipeline__experiment"] = experiment
     args.update(run)

@@ -32,8 +32,8 @@ def config_from_pipeline(values: dict[str, Any] | str) -> CureConfig:
         values = json.loads(values)
 
     def parse(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: parse(x) for k, x in v.items()}
+        if isinstance(v, dict):  # an empty string is an unset parameter: the field keeps its default
+            return {k: parse(x) for k, x in v.items() if x != ""}
         return _parse_value(v) if isinstance(v, str) else v
 
     return CureConfig.model_validate(parse(values))

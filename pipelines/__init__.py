@@ -1,0 +1,1 @@
+"""The pipelines: CURE training rounds (unrolled at compile time) and evaluation-only."""

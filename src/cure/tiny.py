@@ -1,0 +1,534 @@
+"""The offline tiny base model: ``cure model tiny --out DIR``.
+
+No weights can be downloaded offline, so the demo builds its own policy: a byte-level BPE tokenizer trained on
+the synthetic task texts (Qwen2's NFC normalizer and split-regex + ByteLevel pre-tokenizer, so
+``AutoTokenizer.from_pretrained`` rebuilds exactly the tokenizer that was trained), a ~1 M-parameter
+``Qwen2ForCausalLM``, and a short supervised warm start on the synthetic *train* split: coder prompt -> a fenced
+reference program, tester prompt -> a reference test in CURE's ``**Test Input:**``/``**Test Output:**`` layout.
+The warm start is deliberately short so the model starts partly competent and RL has room to improve it.
+
+The folder is a normal ``save_pretrained`` checkpoint (config, safetensors, tokenizer with a chat template,
+generation config whose eos is ``<|im_end|>``), so the rest of the pipeline loads it like Qwen2.5-Instruct.
+The model is trained with SHORT prompt templates (``cure/templates/tiny``, copied to ``DIR/prompts``): the
+paper's long tester instructions would multiply the sequence length and the CPU time. Point the rollout stage's
+prompt directory at ``DIR/prompts`` when using this model.
+
+The build is deterministic given the seed (single-process, fixed thread count) and cached: ``DIR/build_info.json``
+records the seed, step count and a hash of the code and templates; a matching folder is reused as is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import logging
+import math
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cure import synthetic
+from cure.config import CureConfig
+from cure.prompts import PromptTemplates, code_prompt, extract_code, extract_test, test_prompt
+from cure.tasks import Task
+
+log = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(__file__).parent / "templates" / "tiny"
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# Qwen2.5-style ChatML, without the tool-calling branches.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Sizes and warm-start settings. The defaults build in about 2-3 minutes on 2 CPU cores."""
+
+    vocab_size: int = 1024
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 384
+    max_positions: int = 512
+    warm_tasks: int = 6000  # synthetic train-split tasks used for the warm start
+    steps: int = 800  # optimizer steps of the warm start
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    warmup_steps: int = 50
+    p_example: float = 0.5  # share of tester prompts showing the public example
+    threads: int = 2  # fixed so the result does not depend on the machine's core count
+
+
+def _code_version(spec: TinySpec) -> str:
+    h = hashlib.sha256()
+    for path in [Path(__file__), Path(synthetic.__file__), *sorted(TEMPLATES_DIR.glob("*.j2"))]:
+        h.update(path.name.encode() + path.read_bytes())
+    h.update(json.dumps(asdict(spec), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+# --- tokenizer ------------------------------------------------------------------------------------------
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path, min_frequency: int = 40) -> Any:
+    """Train a byte-level BPE with Qwen2's normalizer/pre-tokenizer; save it and reload it with AutoTokenizer.
+
+    The reload is what the pipeline will see, so it is returned (and checked to encode like the trained one).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    tk = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    tk.normalizer = normalizers.NFC()
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        min_frequency=min_frequency,
+        show_progress=False,
+    )
+    tk.train_from_iterator(texts, trainer=trainer)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tk.save(str(out_dir / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "add_prefix_space": False,
+        "errors": "replace",
+        "model_max_length": TinySpec.max_positions,
+        "chat_template": CHAT_TEMPLATE,
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+    }
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    tok = AutoTokenizer.from_pretrained(str(out_dir))
+    probe = texts[0] + " héllo\n\tworld 12345 <|im_end|>"
+    if tok(probe)["input_ids"] != tk.encode(probe).ids:
+        raise RuntimeError(
+            "the tokenizer reloaded by AutoTokenizer encodes differently from the trained one: "
+            "its normalizer/pre-tokenizer no longer match Qwen2's (check the transformers version)"
+        )
+    return tok
+
+
+class _ChatML:
+    """Renders CHAT_TEMPLATE before a tokenizer exists (to train the tokenizer on the final text layout)."""
+
+    chat_template = CHAT_TEMPLATE
+
+    def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool = False, add_generation_prompt: bool = False) -> str:
+        from jinja2 import Template
+
+        return Template(CHAT_TEMPLATE).render(messages=messages, add_generation_prompt=add_generation_prompt)
+
+
+def tokenizer_corpus(tasks: list[Task], templates: PromptTemplates) -> list[str]:
+    """The texts the BPE is trained on: prompts, programs and the test layout, but no free-form data.
+
+    Test inputs/outputs and public examples hold random words; merges learned from them would split the same
+    word differently in different places (``qa`` alone vs ``,qa``), which makes copying a word, the core of
+    the string families, a spelling problem for a tiny model. Learning merges only from the fixed wording
+    (with a minimum frequency) keeps random words in short, context-independent pieces.
+    """
+    chat = _ChatML()
+    texts = [format_test("1\n", "2\n")]
+    for task in tasks:
+        texts.append(code_prompt(task.question, chat, templates) + f"```python\n{synthetic.reference_solution(task)}\n```")
+        texts.append(test_prompt(task.question, None, None, chat, templates))
+    return texts
+
+
+# --- warm-start data ------------------------------------------------------------------------------------
+
+
+def sft_pairs(tasks: list[Task], tokenizer: Any, templates: PromptTemplates, rng: random.Random, p_example: float) -> list[tuple[str, str]]:
+    """(prompt, response) pairs: one coder and one tester example per task, from reference programs/tests."""
+    pairs = []
+    for task in tasks:
+        program = synthetic.reference_solution(task)
+        pairs.append((code_prompt(task.question, tokenizer, templates), f"```python\n{program}\n```"))
+        test = synthetic.reference_test(task, rng)
+        show = rng.random() < p_example
+        prompt = test_prompt(
+            task.question,
+            task.example_input if show else None,
+            task.example_output if show else None,
+            tokenizer,
+            templates,
+        )
+        pairs.append((prompt, format_test(test["input"], test["output"])))
+    return pairs
+
+
+def format_test(test_input: str, test_output: str) -> str:
+    """A tester response in the layout :func:`cure.prompts.extract_test` reads."""
+    return f"**Test Input:**\n```\n{test_input}```\n\n**Test Output:**\n```\n{test_output}```"
+
+
+def _encode_pairs(pairs: list[tuple[str, str]], tokenizer: Any) -> list[tuple[list[int], int]]:
+    """Token ids of prompt + response + <|im_end|>, and where the response starts (loss only after it)."""
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    out = []
+    for prompt, response in pairs:
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        r = tokenizer(response, add_special_tokens=False)["input_ids"]
+        out.append((p + r + [end], len(p)))
+    return out
+
+
+# --- model and warm start -------------------------------------------------------------------------------
+
+
+def new_model(tokenizer: Any, spec: TinySpec, seed: int) -> Any:
+    """A freshly initialised small Qwen2ForCausalLM (tied embeddings)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_positions,
+        tie_word_embeddings=True,
+        rope_theta=10000.0,
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="float32",
+    )
+    return Qwen2ForCausalLM(config)
+
+
+def warm_start(model: Any, examples: list[tuple[list[int], int]], spec: TinySpec, steps: int, seed: int, pad_id: int) -> list[float]:
+    """Supervised training on the response tokens; AdamW, linear warm-up then cosine decay. Returns the losses."""
+    import torch
+
+    if not examples or steps == 0:
+        return []
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
+
+    def lr_at(step: int) -> float:
+        if step < spec.warmup_steps:
+            return (step + 1) / spec.warmup_steps
+        frac = (step - spec.warmup_steps) / max(1, steps - spec.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    batches: list[list[int]] = []
+    losses = []
+    model.train()
+    t0 = time.time()
+    for step in range(steps):
+        if not batches:
+            batches = _length_batches([len(ids) for ids, _ in examples], spec.batch_size, rng)
+        batch = [examples[i] for i in batches.pop()]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (seq, start) in enumerate(batch):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            labels[row, start : len(seq)] = torch.tensor(seq[start:])
+            mask[row, : len(seq)] = 1
+        dev = model.device
+        loss = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 100 == 0 or step == steps - 1:
+            log.info("warm start step %d/%d loss %.3f (%.0f s)", step + 1, steps, losses[-1], time.time() - t0)
+    model.eval()
+    return losses
+
+
+def _length_batches(lengths: list[int], size: int, rng: random.Random) -> list[list[int]]:
+    """One epoch of batches of similar lengths (less padding, so less CPU time), in random order."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    for i in range(0, len(order), 16 * size):
+        chunk = sorted(order[i : i + 16 * size], key=lengths.__getitem__)
+        batches += [chunk[j : j + size] for j in range(0, len(chunk), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def build_tiny_model(out_dir: str | Path, seed: int = 0, steps: int | None = None) -> Path:
+    """Build (or reuse, when cached) the tiny model in ``out_dir``; return the folder.
+
+    Cached: when ``out_dir/build_info.json`` records the same seed, steps and code version, nothing is rebuilt.
+    The folder is written next to its final place and renamed in, so an interrupted build leaves no half model.
+    """
+    import torch
+    from transformers import GenerationConfig
+
+    spec = TinySpec()
+    steps = spec.steps if steps is None else steps
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    out = Path(out_dir)
+    info = {"seed": seed, "steps": steps, "code_version": _code_version(spec)}
+    info_path = out / "build_info.json"
+    if info_path.is_file():
+        old = json.loads(info_path.read_text())
+        if all(old.get(k) == v for k, v in info.items()) and (out / "model.safetensors").is_file():
+            log.info("tiny model in %s is up to date (seed %d, %d steps); reusing it", out, seed, steps)
+            return out
+    if out.exists() and any(out.iterdir()) and not info_path.is_file():
+        raise FileExistsError(f"{out} exists and is not a tiny-model folder (no build_info.json); choose another --out")
+
+    t0 = time.time()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            templates = PromptTemplates.load(TEMPLATES_DIR)
+            # About two passes over the data; short builds (tests) need fewer tasks.
+            n_tasks = min(spec.warm_tasks, max(200, steps * spec.batch_size // 4))
+            tasks = synthetic.generate_tasks(n_tasks, seed, "train")
+            rng = random.Random(seed)
+            tok = train_tokenizer(tokenizer_corpus(tasks[:1500], templates), spec.vocab_size, tmp)
+            pairs = sft_pairs(tasks, tok, templates, rng, spec.p_example)
+            examples = _encode_pairs(pairs, tok)
+            model = new_model(tok, spec, seed)
+            n_params = sum(p.numel() for p in model.parameters())
+            log.info("tiny model: %.2f M parameters, %d warm-start examples, %d steps", n_params / 1e6, len(examples), steps)
+            losses = warm_start(model, examples, spec, steps, seed, tok.pad_token_id)
+            model.generation_config = GenerationConfig(
+                eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                pad_token_id=tok.pad_token_id,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                max_new_tokens=128,
+            )
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            shutil.copytree(TEMPLATES_DIR, tmp / "prompts", dirs_exist_ok=True)
+            (tmp / "README.md").write_text(_readme(n_params, steps, seed))
+            stats = {**info, "parameters": n_params, "examples": len(examples), "spec": asdict(spec),
+                     "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])), "seconds": round(time.time() - t0, 1)}
+            (tmp / "build_info.json").write_text(json.dumps(stats, indent=2))
+            if out.exists():
+                shutil.rmtree(out)
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        torch.set_num_threads(threads_before)
+    log.info("tiny model written to %s in %.0f s", out, time.time() - t0)
+    return out
+
+
+def _readme(n_params: int, steps: int, seed: int) -> str:
+    return (
+        "# CURE offline tiny model\n\n"
+        f"Qwen2ForCausalLM, {n_params / 1e6:.2f} M parameters, byte-level BPE (Qwen2 pre-tokenizer), "
+        f"warm-started for {steps} steps (seed {seed}) on the synthetic train split (cure.synthetic).\n"
+        "It was trained with the short prompt templates in `prompts/`; use them for rollouts "
+        "(PromptTemplates.load('<this folder>/prompts')).\n"
+    )
+
+
+# --- measuring the starting point -----------------------------------------------------------------------
+
+
+def sample(model: Any, tokenizer: Any, prompts: list[str], n: int, max_new_tokens: int = 128, seed: int = 0, batch: int = 64) -> list[list[str]]:
+    """``n`` responses per prompt at temperature 1.0, top-p 1.0 (batched, left padding), stopping at eos."""
+    import torch
+
+    torch.manual_seed(seed)
+    tokenizer.padding_side = "left"
+    flat = [p for p in prompts for _ in range(n)]
+    texts: list[str] = []
+    for i in range(0, len(flat), batch):
+        enc = tokenizer(flat[i : i + batch], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            gen = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens)
+        texts += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+def same_program(code: str, reference: str) -> bool:
+    """True when ``code`` parses to the same AST as the reference: a sound, execution-free check of correctness
+    (it can only under-count: a correct program written differently counts as wrong)."""
+    try:
+        return ast.dump(ast.parse(code)) == ast.dump(ast.parse(reference))
+    except (SyntaxError, ValueError):
+        return False
+
+
+def judge_test(task: Task, test: dict[str, str] | None) -> tuple[bool, bool]:
+    """(correct, discriminative) for a generated test: correct when the reference's output matches;
+    discriminative when it is correct and at least one typical wrong program prints something else."""
+    if test is None:
+        return False, False
+    expected = synthetic.expected_output(task, test["input"])
+    if expected is None or not synthetic.outputs_match(test["output"], expected):
+        return False, False
+    fam, params = synthetic._task_params(task)
+    for m in fam.mutants(params):
+        try:
+            wrong = fam.solve(m, test["input"])
+        except (ValueError, TypeError, IndexError, OverflowError):
+            return True, True
+        if not synthetic.outputs_match(wrong, expected):
+            return True, True
+    return True, False
+
+
+def measure(
+    model_dir: str | Path, n_tasks: int = 64, k: int = 4, seed: int = 1, with_example: bool = False, sandbox: bool = True
+) -> dict[str, Any]:
+    """Starting competence of a built model on held-out synthetic tasks (see :func:`measure_model`)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    torch.set_num_threads(TinySpec.threads)
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    model.eval()
+    templates = PromptTemplates.load(model_dir / "prompts")
+    tasks = synthetic.generate_tasks(n_tasks, seed, "heldout")
+    return measure_model(model, tok, templates, tasks, k, seed, with_example, sandbox=sandbox)
+
+
+def measure_model(
+    model: Any,
+    tok: Any,
+    templates: PromptTemplates,
+    tasks: list[Task],
+    k: int,
+    seed: int,
+    with_example: bool = False,
+    batch: int = 64,
+    sandbox: bool = False,
+) -> dict[str, Any]:
+    """Sample ``k`` programs and ``k`` tests per task (temperature 1.0) and score them without running model code.
+
+    Code accuracy: share of sampled programs whose AST equals the reference's (a lower bound of the executed
+    accuracy); with ``sandbox``, also the share passing every ground-truth test when run by the execute stage
+    in gVisor (``code_acc_executed``). Unit-test accuracy: share of sampled tests whose output matches the reference's output on their
+    input (tests are data; the reference semantics run in-process), and the share of those that are
+    discriminative. Also the share of well-formed responses, and the sampled texts.
+    """
+    code_prompts = [code_prompt(t.question, tok, templates) for t in tasks]
+    tprompts = [
+        test_prompt(t.question, t.example_input if with_example else None, t.example_output if with_example else None, tok, templates)
+        for t in tasks
+    ]
+    codes = sample(model, tok, code_prompts, k, seed=seed, batch=batch)
+    tests = sample(model, tok, tprompts, k, seed=seed + 1, batch=batch)
+    per_family: dict[str, list[float]] = {}
+    n_code_ok = n_code_form = n_test_ok = n_test_disc = n_test_form = 0
+    for task, cs, ts in zip(tasks, codes, tests):
+        ref = synthetic.reference_solution(task)
+        ok = 0
+        for c in cs:
+            code, _ = extract_code(c)
+            n_code_form += code is not None
+            ok += code is not None and same_program(code, ref)
+        n_code_ok += ok
+        per_family.setdefault(task.source, []).append(ok / k)
+        for t in ts:
+            test, _ = extract_test(t)
+            n_test_form += test is not None
+            correct, disc = judge_test(task, test)
+            n_test_ok += correct
+            n_test_disc += disc
+    total = len(tasks) * k
+    executed = _executed_code_acc(tasks, codes) if sandbox else None
+    return {
+        "tasks": len(tasks),
+        "k": k,
+        "code_acc": n_code_ok / total,
+        "code_acc_executed": executed,
+        "code_well_formed": n_code_form / total,
+        "unit_test_acc": n_test_ok / total,
+        "discriminative_share": n_test_disc / max(1, n_test_ok),
+        "test_well_formed": n_test_form / total,
+        "per_family_code_acc": {f: round(sum(v) / len(v), 3) for f, v in sorted(per_family.items())},
+        "responses": {"code": codes, "test": tests},
+    }
+
+
+def _executed_code_acc(tasks: list[Task], responses: list[list[str]]) -> float:
+    """Share of sampled programs passing all ground-truth tests, run only through the gVisor sandbox."""
+    from cure.config import ExecuteConfig
+    from cure.execute import execute_rollouts
+
+    rollouts = [
+        {
+            "task_id": t.task_id,
+            "codes": [extract_code(r)[0] for r in rs],
+            "gt_tests": [{"input": i, "output": o} for i, o in zip(t.test_input, t.test_output)],
+            "tests": [],
+            "time_limit_s": t.test_time_limit,
+        }
+        for t, rs in zip(tasks, responses)
+    ]
+    tables = execute_rollouts(rollouts, ExecuteConfig(isolation="gvisor"), progress=False)
+    rows = [all(row) for table in tables for row in table["passed"]]
+    return sum(rows) / max(1, len(rows))
+
+
+# --- CLI ------------------------------------------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="folder for the model (reused when already built with the same seed/steps/code)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the tokenizer data, initialisation and warm start")
+    parser.add_argument("--steps", type=int, default=None, help=f"warm-start optimizer steps (default {TinySpec.steps})")
+    parser.add_argument("--measure", action="store_true", help="then sample on held-out synthetic tasks and print the starting accuracy")
+    parser.add_argument("--measure-tasks", type=int, default=64, help="--measure: held-out tasks")
+    parser.add_argument("--measure-k", type=int, default=4, help="--measure: programs and tests sampled per task")
+    parser.add_argument("--no-sandbox", action="store_true", help="--measure: skip running programs in gVisor (AST check only)")
+
+
+def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+    out = build_tiny_model(args.out, seed=args.seed, steps=args.steps)
+    print(out)
+    if args.measure:
+        result = measure(out, n_tasks=args.measure_tasks, k=args.measure_k, sandbox=not args.no_sandbox)
+        result.pop("responses")
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+configure_parser_tiny = configure_parser
+run_cli_tiny = run_cli

@@ -1,0 +1,129 @@
+"""The offline tiny model: tokenizer reload through AutoTokenizer, determinism, caching, and a loadable model.
+
+The starting accuracy of the full build is measured in the README/report, not asserted here; this file uses
+short warm starts to stay fast, and checks what must hold at any length: the checkpoint loads through the
+standard ``from_pretrained`` path, generation stops at ``<|im_end|>``, and responses are well formed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+import torch
+from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cure import synthetic, tiny
+from cure.cli import main
+from cure.prompts import PromptTemplates, code_prompt, extract_code, extract_test, test_prompt
+
+PROBES = [
+    "Read an integer n. Print n*7+3.",
+    "```python\nn = int(input())\nprint(n*7+3)\n```",
+    "naïve café, 東京 and tabs\tand\r\nCRLF 1234567890 !!",
+    "e\u0301 composed by NFC",
+    "<|im_start|>user\nhi<|im_end|>\n",
+    "   leading spaces and trailing   ",
+]
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    tasks = synthetic.generate_tasks(120, 0)
+    pairs = tiny.sft_pairs(tasks, tiny._ChatML(), PromptTemplates.load(tiny.TEMPLATES_DIR), random.Random(0), 0.5)
+    out = tmp_path_factory.mktemp("tok")
+    tiny.train_tokenizer([p + r for p, r in pairs], 400, out)
+    return out
+
+
+def test_tokenizer_reloads_identically_through_autotokenizer(tok_dir, tmp_path):
+    raw = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    assert type(tok).__name__ == "Qwen2Tokenizer"
+    for text in PROBES:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert ids == raw.encode(text).ids, text
+        assert tok.decode(ids) == raw.decode(ids, skip_special_tokens=False)
+    assert tok.decode(tok("naïve 東京 1234")["input_ids"]) == "naïve 東京 1234"
+    # Qwen2's pre-tokenizer: digits one by one; NFC normalisation.
+    assert len(tok("12345", add_special_tokens=False)["input_ids"]) == 5
+    assert tok("e\u0301")["input_ids"] == tok("\u00e9")["input_ids"]
+    for special in tiny.SPECIAL_TOKENS:
+        assert len(tok(special, add_special_tokens=False)["input_ids"]) == 1
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
+    chat = tok.apply_chat_template([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}], tokenize=False, add_generation_prompt=True)
+    assert chat == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+    # A save_pretrained -> from_pretrained cycle (what checkpoints go through) keeps the encoding.
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(str(tmp_path))
+    for text in PROBES:
+        assert again(text)["input_ids"] == tok(text)["input_ids"]
+
+
+def test_build_is_deterministic_given_the_seed(tmp_path):
+    a = tiny.build_tiny_model(tmp_path / "a", seed=3, steps=2)
+    b = tiny.build_tiny_model(tmp_path / "b", seed=3, steps=2)
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
+    tok = AutoTokenizer.from_pretrained(str(a))
+    spec = tiny.TinySpec()
+    w3, w4 = (tiny.new_model(tok, spec, s).model.embed_tokens.weight for s in (3, 4))
+    assert not torch.equal(w3, w4)
+
+
+def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a tiny-model folder"):
+        tiny.build_tiny_model(tmp_path, steps=1)
+
+
+def test_cli_builds_a_loadable_model_that_writes_well_formed_answers(tmp_path, capsys):
+    out = tmp_path / "tiny"
+    # 300 steps: enough for the response format (not for the starting accuracy, which the full build gives).
+    assert main(["model", "tiny", "--out", str(out), "--seed", "0", "--steps", "300"]) == 0
+    assert capsys.readouterr().out.strip().endswith(str(out))
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / "prompts").iterdir()) == sorted(p.name for p in tiny.TEMPLATES_DIR.iterdir())
+    info = json.loads((out / "build_info.json").read_text())
+    assert info["steps"] == 300 and info["seed"] == 0
+
+    # Cached: the same seed, steps and code reuse the folder as is.
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    started = time.monotonic()
+    assert tiny.build_tiny_model(out, seed=0, steps=300) == out
+    assert time.monotonic() - started < 5
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+
+    tok = AutoTokenizer.from_pretrained(str(out))
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    assert type(model).__name__ == "Qwen2ForCausalLM"
+    assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 5e6
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert model.generation_config.eos_token_id == end
+
+    templates = PromptTemplates.load(out / "prompts")
+    tasks = synthetic.generate_tasks(16, 0, "heldout")
+    prompts = [code_prompt(t.question, tok, templates) for t in tasks]
+    prompts += [test_prompt(t.question, None, None, tok, templates) for t in tasks]
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        gen = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=96)
+    new = gen[:, enc["input_ids"].shape[1] :]
+    stopped = 0
+    for row in new.tolist():
+        if end in row:
+            stopped += 1
+            # Nothing but padding after the end of the turn.
+            assert set(row[row.index(end) + 1 :]) <= {tok.pad_token_id}
+    assert stopped >= 0.75 * len(prompts)
+    texts = tok.batch_decode(new, skip_special_tokens=True)
+    codes = [extract_code(t)[0] for t in texts[:16]]
+    tests = [extract_test(t)[0] for t in texts[16:]]
+    assert sum(c is not None for c in codes) >= 10, texts[:16]
+    assert sum(t is not None for t in tests) >= 10, texts[16:]
