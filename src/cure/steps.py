@@ -215,8 +215,10 @@ def train(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, ref_
         return {"examples": 0}
     ref = ref_model_dir if cfg.train.reference == "initial" else None
     with tempfile.TemporaryDirectory(prefix="cure-train-", dir=Path(out_dir).parent) as tmp:
+        # With save_optimizer_state the AdamW moments travel with the model from round to round.
+        resume = model_dir if cfg.train.save_optimizer_state else None
         metrics = train_step(model_dir, records, cfg.train, tmp, ref_model_dir=ref, log_dir=log_dir,
-                             separate_training=cfg.reward.separate_training)
+                             separate_training=cfg.reward.separate_training, resume_from=resume)
         _copy_model(metrics["checkpoint"], out_dir)
     prompts = Path(model_dir) / "prompts"
     if prompts.is_dir() and not (Path(out_dir) / "prompts").exists():
