@@ -107,3 +107,17 @@ def test_pipeline_config_round_trip():
     cfg = config_from_pipeline(config_dict(as_strings))
     assert cfg.rollout.k_code == 4 and cfg.train.learning_rate == 3e-4 and cfg.eval.scales == [(2, 2)]
     assert cfg.reward.post_stage is True and cfg.rollout.prompt_dir is None
+
+
+def test_every_component_image_is_built_by_a_dockerfile(compiled):
+    from pathlib import Path
+
+    from cure.images import FAMILIES, image_for
+
+    _, spec = compiled
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    by_image = {image_for(f): f for f in FAMILIES}
+    repo = Path(__file__).resolve().parents[1]
+    for image in images:
+        assert image in by_image, f"{image} is not one of the project's images {sorted(by_image)}"
+        assert (repo / "images" / by_image[image] / "Dockerfile").is_file()
