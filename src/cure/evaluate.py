@@ -27,9 +27,13 @@ from cure.tasks import Task, load_tasks, write_jsonl
 log = logging.getLogger(__name__)
 
 
-def eval_config(cfg: CureConfig, seed: int) -> CureConfig:
-    """The config used for sampling at evaluation: the eval section's k, temperature and test count."""
+def eval_config(cfg: CureConfig, seed: int, model: str) -> CureConfig:
+    """The config used for sampling at evaluation: the eval section's k, temperature and test count, and the
+    model's own prompt templates when it ships them."""
+    from cure.rollout.stage import default_prompt_dir
+
     c = cfg.model_copy(deep=True)
+    c.rollout.prompt_dir = c.rollout.prompt_dir or default_prompt_dir(model)
     c.rollout.k_code = cfg.eval.k_code
     c.rollout.k_test = cfg.eval.k_test
     c.rollout.temperature = cfg.eval.temperature
@@ -43,17 +47,13 @@ def evaluate_tasks(
 ) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]]]:
     """Evaluate one model on one benchmark; returns (metrics, rollouts, executions)."""
     from cure.rollout.engine import make_engine
-    from cure.rollout.stage import rollout_tasks
+    from cure.rollout.stage import policy_tokenizer, rollout_tasks
 
-    c = eval_config(cfg, seed)
-    if c.rollout.prompt_dir is None and (Path(model) / "prompts").is_dir():
-        c.rollout.prompt_dir = str(Path(model) / "prompts")
+    c = eval_config(cfg, seed, model)
     if engine is None:
         engine = make_engine(c.rollout.engine, model, c.rollout)
     if tokenizer is None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(model)
+        tokenizer = policy_tokenizer(engine, model)
     rollouts = rollout_tasks(tasks, engine, engine, c, tokenizer, give_example=not cfg.eval.no_example)
     from cure.steps import run_sandbox
 
@@ -86,14 +86,11 @@ def evaluate_benchmarks(
     :func:`cure.metrics.summarize` for the primary benchmark directly.
     """
     from cure.rollout.engine import make_engine
+    from cure.rollout.stage import policy_tokenizer
 
-    c0 = eval_config(cfg, seeds[0])
-    if c0.rollout.prompt_dir is None and (Path(model) / "prompts").is_dir():
-        c0.rollout.prompt_dir = str(Path(model) / "prompts")
+    c0 = eval_config(cfg, seeds[0], model)
     engine = make_engine(c0.rollout.engine, model, c0.rollout)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model) if c0.rollout.engine != "openai" else None
+    tokenizer = policy_tokenizer(engine, model)
     entry: dict[str, Any] = {"round": round_, "benchmarks": {}, "noise": {}, "seeds": list(seeds)}
     t0 = time.monotonic()
     for name, tasks in benchmarks.items():

@@ -124,20 +124,17 @@ def select_tasks(tasks: list[Task], n: int, seed: int) -> list[Task]:
 
 
 def rollout(model_dir: str, tasks_path: str, cfg: CureConfig, round_: int, out_path: str) -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
     from cure.rollout.engine import make_engine
-    from cure.rollout.stage import rollout_tasks
+    from cure.rollout.stage import default_prompt_dir, policy_tokenizer, rollout_tasks
     from cure.rollout.stage import summarize as summarize_rollouts
 
     tasks = select_tasks(load_tasks(tasks_path)[0], cfg.data.tasks_per_step, seed=1000 * cfg.rollout.seed + round_)
     c = cfg.model_copy(deep=True)
     c.rollout.seed = 1000 * cfg.rollout.seed + round_
-    if c.rollout.prompt_dir is None and (Path(model_dir) / "prompts").is_dir():
-        c.rollout.prompt_dir = str(Path(model_dir) / "prompts")
+    c.rollout.prompt_dir = c.rollout.prompt_dir or default_prompt_dir(model_dir)
     engine = make_engine(c.rollout.engine, model_dir, c.rollout)
     t0 = time.monotonic()
-    records = rollout_tasks(tasks, engine, engine, c, AutoTokenizer.from_pretrained(model_dir))
+    records = rollout_tasks(tasks, engine, engine, c, policy_tokenizer(engine, model_dir))
     write_jsonl(out_path, records)
     stats = summarize_rollouts(records)
     stats["seconds"] = time.monotonic() - t0

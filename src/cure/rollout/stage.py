@@ -201,11 +201,21 @@ def _is_local(engine: str, model: str) -> bool:
     return engine != "openai" or Path(model).is_dir()
 
 
-def _default_prompt_dir(*models: str) -> str | None:
+def default_prompt_dir(*models: str) -> str | None:
+    """The first model folder's ``prompts/`` templates (the tiny model ships its own), or None."""
     for m in models:
         if (Path(m) / "prompts").is_dir():
             return str(Path(m) / "prompts")
     return None
+
+
+def policy_tokenizer(engine: Engine, model: str) -> Any:
+    """The policy's tokenizer: the engine's own when it holds the model, else loaded from ``model``."""
+    if engine.tokenizer is not None:
+        return engine.tokenizer
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model)
 
 
 def shard(items: list[Any], spec: str) -> list[Any]:
@@ -239,7 +249,7 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
         raise SystemExit("cure rollout: both engines are remote (openai): pass --tokenizer DIR (the policy's) "
                          "to render the recorded prompts and count response lengths")
     if rc.prompt_dir is None:
-        rc.prompt_dir = _default_prompt_dir(*local)
+        rc.prompt_dir = default_prompt_dir(*local)
         if rc.prompt_dir:
             log.info("using the model's prompt templates in %s", rc.prompt_dir)
 

@@ -29,6 +29,17 @@ log = logging.getLogger(__name__)
 NO_DECAY = ("bias", "norm.weight", "layernorm.weight", "layer_norm.weight")
 
 
+def _model_inputs(dev, input_ids, position_ids, attention_mask, logits_to_keep) -> dict:
+    """The causal-LM call's keyword arguments on ``dev`` (both engines feed the model the same way)."""
+    return {
+        "input_ids": input_ids.to(dev),
+        "position_ids": position_ids.to(dev),
+        "attention_mask": None if attention_mask is None else attention_mask.to(dev),
+        "logits_to_keep": logits_to_keep.to(dev) if isinstance(logits_to_keep, torch.Tensor) else logits_to_keep,
+        "use_cache": False,
+    }
+
+
 @dataclass(frozen=True)
 class DistInfo:
     """Where this process sits in the job."""
@@ -165,14 +176,7 @@ class TorchEngine(Engine):
     def forward(self, input_ids, position_ids, attention_mask, logits_to_keep=0):
         dev = self.dist.device
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.model(
-                input_ids=input_ids.to(dev),
-                position_ids=position_ids.to(dev),
-                attention_mask=None if attention_mask is None else attention_mask.to(dev),
-                logits_to_keep=logits_to_keep.to(dev) if isinstance(logits_to_keep, torch.Tensor) else logits_to_keep,
-                use_cache=False,
-            )
-        return out.logits
+            return self.model(**_model_inputs(dev, input_ids, position_ids, attention_mask, logits_to_keep)).logits
 
     def backward(self, loss, is_last):
         loss.backward()
@@ -283,14 +287,7 @@ class DeepSpeedEngine(Engine):
 
     def forward(self, input_ids, position_ids, attention_mask, logits_to_keep=0):
         dev = self.dist.device
-        out = self.engine(
-            input_ids=input_ids.to(dev),
-            position_ids=position_ids.to(dev),
-            attention_mask=None if attention_mask is None else attention_mask.to(dev),
-            logits_to_keep=logits_to_keep.to(dev) if isinstance(logits_to_keep, torch.Tensor) else logits_to_keep,
-            use_cache=False,
-        )
-        return out.logits
+        return self.engine(**_model_inputs(dev, input_ids, position_ids, attention_mask, logits_to_keep)).logits
 
     def backward(self, loss, is_last):
         self.engine.set_gradient_accumulation_boundary(is_last)
