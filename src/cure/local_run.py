@@ -22,6 +22,21 @@ from cure.config import CureConfig, load_config
 log = logging.getLogger("cure.run")
 
 # Overrides of the paper's defaults that make the method run on a 2-core CPU in minutes (documented in the README).
+_CPU_TINY = [
+    "rollout.engine=hf",
+    "rollout.dtype=float32",
+    "rollout.max_new_tokens=160",
+    "rollout.max_model_len=1024",
+    "execute.isolation=gvisor",
+    "train.engine=torch",
+    "train.gradient_checkpointing=false",
+    "train.bf16=false",
+    "train.prompt_max_len=384",
+    "train.generate_max_len=160",
+    "train.packing_max_len=1024",
+    "train.micro_batch_tokens=1024",
+]
+
 PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "rounds": 12,
@@ -32,23 +47,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_benchmarks": ["synthetic_heldout=synthetic:heldout:64:1"],
         "noise_seeds": [101, 102],
         "eval_seed": 101,
-        "set": [
-            "rollout.engine=hf",
-            "rollout.dtype=float32",
-            "rollout.max_new_tokens=160",
-            "rollout.max_model_len=1024",
+        "set": _CPU_TINY + [
             "rollout.batch_size=256",
             "data.tasks_per_step=32",
-            "execute.isolation=gvisor",
-            "train.engine=torch",
             "train.learning_rate=2e-4",
             "train.save_optimizer_state=true",
-            "train.gradient_checkpointing=false",
-            "train.bf16=false",
-            "train.prompt_max_len=384",
-            "train.generate_max_len=160",
-            "train.packing_max_len=1024",
-            "train.micro_batch_tokens=1024",
             "eval.k_code=8",
             "eval.k_test=8",
             "eval.scales=[[4, 4], [8, 8]]",
@@ -63,23 +66,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_benchmarks": ["synthetic_heldout=synthetic:heldout:8:1"],
         "noise_seeds": [101],
         "eval_seed": 101,
-        "set": [
-            "rollout.engine=hf",
-            "rollout.dtype=float32",
-            "rollout.max_new_tokens=160",
-            "rollout.max_model_len=1024",
+        "set": _CPU_TINY + [
             "rollout.k_code=4",
             "rollout.k_test=4",
             "data.tasks_per_step=4",
-            "execute.isolation=gvisor",
-            "train.engine=torch",
             "train.learning_rate=1e-4",
-            "train.gradient_checkpointing=false",
-            "train.bf16=false",
-            "train.prompt_max_len=384",
-            "train.generate_max_len=160",
-            "train.packing_max_len=1024",
-            "train.micro_batch_tokens=1024",
             "eval.k_code=4",
             "eval.k_test=4",
             "eval.scales=[[4, 4]]",
@@ -121,10 +112,10 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     if base_model:
         p["base_model"] = base_model
     cfg = load_config(cfg_file, p.pop("set") + list(overrides or []))  # the user's overrides win
-    rounds = p.pop("rounds") if rounds is None else rounds
-    eval_every = p.pop("eval_every") if eval_every is None else eval_every
-    p.pop("eval_every", None)
-    save_every = p.pop("save_every")
+    # compile-time options leave p, which keeps only pipeline inputs
+    preset_rounds, preset_eval_every, save_every = p.pop("rounds"), p.pop("eval_every"), p.pop("save_every")
+    rounds = preset_rounds if rounds is None else rounds
+    eval_every = preset_eval_every if eval_every is None else eval_every
     run_dir = Path(out_dir).resolve()
     if run_dir.exists():
         shutil.rmtree(run_dir)
