@@ -92,15 +92,21 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+def write_rewards(rollouts_path: str, executions_path: str, cfg: CureConfig, out_path: str, seed: int = 0) -> dict[str, int]:
+    """The stage from files to file: coder then tester examples (shuffled together unless trained separately)."""
     code, test, counts = assemble(
-        read_jsonl(args.rollouts), read_jsonl(args.executions), cfg.reward, cfg.rollout.max_new_tokens, args.seed
+        read_jsonl(rollouts_path), read_jsonl(executions_path), cfg.reward, cfg.rollout.max_new_tokens, seed
     )
     records = code + test
     if not cfg.reward.separate_training:
-        random.Random(args.seed).shuffle(records)
-    write_jsonl(args.out, records)
+        random.Random(seed).shuffle(records)
+    write_jsonl(out_path, records)
     counts.update(coder_examples=len(code), tester_examples=len(test))
+    return counts
+
+
+def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+    counts = write_rewards(args.rollouts, args.executions, cfg, args.out, args.seed)
     if args.summary:
         with open(args.summary, "w") as f:
             json.dump(counts, f, indent=2)

@@ -184,17 +184,9 @@ def execute(rollouts_path: str, cfg: CureConfig, out_path: str) -> dict[str, Any
 
 
 def reward(rollouts_path: str, executions_path: str, cfg: CureConfig, out_path: str, seed: int = 0) -> dict[str, Any]:
-    from cure.reward_stage import assemble
+    from cure.reward_stage import write_rewards
 
-    code, test, counts = assemble(
-        read_jsonl(rollouts_path), read_jsonl(executions_path), cfg.reward, cfg.rollout.max_new_tokens, seed
-    )
-    records = code + test
-    if not cfg.reward.separate_training:
-        random.Random(seed).shuffle(records)
-    write_jsonl(out_path, records)
-    counts.update(coder_examples=len(code), tester_examples=len(test))
-    return counts
+    return write_rewards(rollouts_path, executions_path, cfg, out_path, seed)
 
 
 def train(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, ref_model_dir: str | None, round_: int,
