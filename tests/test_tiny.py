@@ -127,3 +127,25 @@ def test_cli_builds_a_loadable_model_that_writes_well_formed_answers(tmp_path, c
     tests = [extract_test(t)[0] for t in texts[16:]]
     assert sum(c is not None for c in codes) >= 10, texts[:16]
     assert sum(t is not None for t in tests) >= 10, texts[16:]
+
+
+def test_warm_start_pairs_hold_correct_discriminative_tests():
+    tasks = synthetic.generate_tasks(40, 5)
+    templates = PromptTemplates.load(tiny.TEMPLATES_DIR)
+    pairs = tiny.sft_pairs(tasks, tiny._ChatML(), templates, random.Random(1), 0.5, tests_per_task=2)
+    assert len(pairs) == 3 * len(tasks)
+    shown = 0
+    for i, task in enumerate(tasks):
+        code, test_a, test_b = pairs[3 * i : 3 * i + 3]
+        assert extract_code(code[1])[0] == synthetic.reference_solution(task)
+        for prompt, response in (test_a, test_b):
+            test = extract_test(response)[0]
+            # Every warm-start test is one the judge counts as correct and discriminative.
+            assert tiny.judge_test(task, test) == (True, True), (task.question, test)
+            shown += "We already have one test sample" in prompt
+    assert 0 < shown < 2 * len(tasks)  # the public example is shown in some tester prompts, not all
+    # code_share: coder examples for the first share of the tasks only, which still cover every family.
+    half = tiny.sft_pairs(tasks, tiny._ChatML(), templates, random.Random(1), 0.5, tests_per_task=1, code_share=0.5)
+    coder = [p for p in half if p[1].startswith("```python")]
+    assert len(coder) == 20 and len(half) == 60
+    assert {t.family for t in tasks[:20]} == set(synthetic.FAMILIES)

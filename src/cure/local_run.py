@@ -49,8 +49,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_seed": 101,
         "set": _CPU_TINY + [
             "rollout.batch_size=256",
+            "rollout.p_give_example=0.0",
             "data.tasks_per_step=32",
-            "train.learning_rate=2e-4",
+            "train.learning_rate=5e-4",
+            "train.policy_update_steps=2",
             "train.save_optimizer_state=true",
             "eval.k_code=8",
             "eval.k_test=8",

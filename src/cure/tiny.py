@@ -5,7 +5,10 @@ the synthetic task texts (Qwen2's NFC normalizer and split-regex + ByteLevel pre
 ``AutoTokenizer.from_pretrained`` rebuilds exactly the tokenizer that was trained), a ~1 M-parameter
 ``Qwen2ForCausalLM``, and a short supervised warm start on the synthetic *train* split: coder prompt -> a fenced
 reference program, tester prompt -> a reference test in CURE's ``**Test Input:**``/``**Test Output:**`` layout.
-The warm start is deliberately short so the model starts partly competent and RL has room to improve it.
+Computing a test's output is the harder skill (the model must run the task in its head), so every task gives
+two tester examples and one coder example (``TinySpec.code_share`` can give coder examples for only a share of
+the tasks). The tester needs about 1,800 steps before it writes correct tests at all (800 steps gave about 1%
+correct tests); the warm start stops there, with the tester partly competent and room for RL to improve it.
 
 The folder is a normal ``save_pretrained`` checkpoint (config, safetensors, tokenizer with a chat template,
 generation config whose eos is ``<|im_end|>``), so the rest of the pipeline loads it like Qwen2.5-Instruct.
@@ -63,7 +66,9 @@ class TinySpec:
     intermediate_size: int = 384
     max_positions: int = 512
     warm_tasks: int = 6000  # synthetic train-split tasks used for the warm start
-    steps: int = 800  # optimizer steps of the warm start
+    steps: int = 1800  # optimizer steps of the warm start
+    tests_per_task: int = 2  # tester examples per warm-start task (computing a test's output is the harder skill)
+    code_share: float = 1.0  # share of warm-start tasks with a coder example (1.0: all)
     batch_size: int = 32
     learning_rate: float = 3e-3
     warmup_steps: int = 50
@@ -163,22 +168,35 @@ def tokenizer_corpus(tasks: list[Task], templates: PromptTemplates) -> list[str]
 # --- warm-start data ------------------------------------------------------------------------------------
 
 
-def sft_pairs(tasks: list[Task], tokenizer: Any, templates: PromptTemplates, rng: random.Random, p_example: float) -> list[tuple[str, str]]:
-    """(prompt, response) pairs: one coder and one tester example per task, from reference programs/tests."""
+def sft_pairs(
+    tasks: list[Task],
+    tokenizer: Any,
+    templates: PromptTemplates,
+    rng: random.Random,
+    p_example: float,
+    tests_per_task: int = 1,
+    code_share: float = 1.0,
+) -> list[tuple[str, str]]:
+    """(prompt, response) pairs from reference programs/tests: a coder example for the first ``code_share`` of
+    the tasks (tasks cycle through the families, so every family gets its share) and ``tests_per_task`` tester
+    examples for every task (each draws its own test and whether the prompt shows the public example)."""
     pairs = []
-    for task in tasks:
-        program = synthetic.reference_solution(task)
-        pairs.append((code_prompt(task.question, tokenizer, templates), f"```python\n{program}\n```"))
-        test = synthetic.reference_test(task, rng)
-        show = rng.random() < p_example
-        prompt = test_prompt(
-            task.question,
-            task.example_input if show else None,
-            task.example_output if show else None,
-            tokenizer,
-            templates,
-        )
-        pairs.append((prompt, format_test(test["input"], test["output"])))
+    n_code = round(code_share * len(tasks))
+    for i, task in enumerate(tasks):
+        if i < n_code:
+            program = synthetic.reference_solution(task)
+            pairs.append((code_prompt(task.question, tokenizer, templates), f"```python\n{program}\n```"))
+        for _ in range(tests_per_task):
+            test = synthetic.reference_test(task, rng)
+            show = rng.random() < p_example
+            prompt = test_prompt(
+                task.question,
+                task.example_input if show else None,
+                task.example_output if show else None,
+                tokenizer,
+                templates,
+            )
+            pairs.append((prompt, format_test(test["input"], test["output"])))
     return pairs
 
 
@@ -321,7 +339,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, steps: int | None = Non
             tasks = synthetic.generate_tasks(n_tasks, seed, "train")
             rng = random.Random(seed)
             tok = train_tokenizer(tokenizer_corpus(tasks[:1500], templates), spec.vocab_size, tmp)
-            pairs = sft_pairs(tasks, tok, templates, rng, spec.p_example)
+            pairs = sft_pairs(tasks, tok, templates, rng, spec.p_example, spec.tests_per_task, spec.code_share)
             examples = _encode_pairs(pairs, tok)
             model = new_model(tok, spec, seed)
             n_params = sum(p.numel() for p in model.parameters())
