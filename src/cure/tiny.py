@@ -87,13 +87,10 @@ def _code_version(spec: TinySpec) -> str:
 # --- tokenizer ------------------------------------------------------------------------------------------
 
 
-def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path, min_frequency: int = 40) -> Any:
-    """Train a byte-level BPE with Qwen2's normalizer/pre-tokenizer; save it and reload it with AutoTokenizer.
-
-    The reload is what the pipeline will see, so it is returned (and checked to encode like the trained one).
-    """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import AutoTokenizer
+def qwen2_bpe() -> Any:
+    """An untrained byte-level BPE ``tokenizers.Tokenizer`` with Qwen2's pipeline (NFC normalizer, split-regex +
+    ByteLevel pre-tokenizer, ByteLevel decoder), so that ``AutoTokenizer`` reloads exactly what was trained."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     tk = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
@@ -105,6 +102,18 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path, min_freque
         ]
     )
     tk.decoder = decoders.ByteLevel()
+    return tk
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path, min_frequency: int = 40) -> Any:
+    """Train a byte-level BPE with Qwen2's normalizer/pre-tokenizer; save it and reload it with AutoTokenizer.
+
+    The reload is what the pipeline will see, so it is returned (and checked to encode like the trained one).
+    """
+    from tokenizers import pre_tokenizers, trainers
+    from transformers import AutoTokenizer
+
+    tk = qwen2_bpe()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=list(SPECIAL_TOKENS),
