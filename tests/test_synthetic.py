@@ -120,6 +120,15 @@ def test_reference_tests_are_correct_and_reject_wrong_programs():
             assert run_program(code, [test["input"]])[0].split() != test["output"].split(), (task.task_id, code, test)
 
 
+def test_wrong_tests_fail_the_reference_and_pass_a_wrong_program():
+    rng = random.Random(3)
+    for task in one_per_family("train", seed=4) + one_per_family("heldout", seed=6):
+        test = synthetic.wrong_test(task, rng)
+        assert run_program(synthetic.reference_solution(task), [test["input"]])[0].split() != test["output"].split()
+        passed = [c for c in synthetic.wrong_solutions(task) if run_program(c, [test["input"]])[0].split() == test["output"].split()]
+        assert passed, (task.task_id, test)
+
+
 def test_wrong_programs_fail_almost_every_ground_truth_test():
     """A neighbouring constant or another operation changes the output on almost every input."""
     agree = total = 0

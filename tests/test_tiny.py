@@ -149,3 +149,28 @@ def test_warm_start_pairs_hold_correct_discriminative_tests():
     coder = [p for p in half if p[1].startswith("```python")]
     assert len(coder) == 20 and len(half) == 60
     assert {t.family for t in tasks[:20]} == set(synthetic.FAMILIES)
+
+
+def test_warm_start_can_show_typical_wrong_programs():
+    """wrong_code_share / wrong_test_share: that share of coder examples shows one of the task's typical wrong
+    programs, and that share of tester examples a wrong program's output (so both roles start imperfect the way a
+    base model is); the rest show the reference program and correct, discriminative tests."""
+    tasks = synthetic.generate_tasks(400, 5)
+    templates = PromptTemplates.load(tiny.TEMPLATES_DIR)
+    pairs = tiny.sft_pairs(
+        tasks, tiny._ChatML(), templates, random.Random(1), 0.5, tests_per_task=1, wrong_code_share=0.3, wrong_test_share=0.2
+    )
+    wrong = wrong_tests = 0
+    for i, task in enumerate(tasks):
+        (_, code), (_, test) = pairs[2 * i : 2 * i + 2]
+        program = extract_code(code)[0]
+        if program != synthetic.reference_solution(task):
+            assert program in synthetic.wrong_solutions(task), (task.question, program)
+            wrong += 1
+        verdict = tiny.judge_test(task, extract_test(test)[0])
+        if verdict[0]:
+            assert verdict == (True, True)
+        else:
+            wrong_tests += 1
+    assert 0.25 < wrong / len(tasks) < 0.35, wrong
+    assert 0.15 < wrong_tests / len(tasks) < 0.25, wrong_tests

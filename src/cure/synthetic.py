@@ -400,3 +400,19 @@ def reference_test(task: Task | dict[str, Any], rng: random.Random) -> dict[str,
     if fallback is None:
         raise RuntimeError(f"family {fam.name} {p}: no discriminative small input found")  # a family design bug
     return fallback
+
+
+def wrong_test(task: Task | dict[str, Any], rng: random.Random) -> dict[str, str]:
+    """A plausible but incorrect test: a :func:`reference_test` input with the output of a typical wrong program.
+
+    For a tiny model's warm start (a tester that sometimes computes a neighbouring task, as base models do); it
+    fails the reference program and passes the wrong program it came from.
+    """
+    fam, p = _task_params(task)
+    test = reference_test(task, rng)
+    outputs = [fam.solve(m, test["input"]) for m in fam.mutants(p) if m != p]
+    outputs = [o for o in outputs if not outputs_match(o, test["output"])]
+    if not outputs:
+        raise RuntimeError(f"family {fam.name} {p}: no wrong program differs on {test['input']!r}")  # a design bug
+    return {"input": test["input"], "output": rng.choice(outputs)}
+

@@ -8,7 +8,14 @@ reference program, tester prompt -> a reference test in CURE's ``**Test Input:**
 Computing a test's output is the harder skill (the model must run the task in its head), so every task gives
 two tester examples and one coder example (``TinySpec.code_share`` can give coder examples for only a share of
 the tasks). The tester needs about 1,800 steps before it writes correct tests at all (800 steps gave about 1%
-correct tests); the warm start stops there, with the tester partly competent and room for RL to improve it.
+correct tests); the warm start runs 2,400.
+
+A base model is imperfect in a particular way: it writes plausible programs and tests that are subtly wrong. The
+warm start imitates that: 35% of the coder examples show one of the task's typical wrong programs (a neighbouring
+constant, another operation of the family: :func:`cure.synthetic.wrong_solutions`) and 35% of the tester examples
+give the output such a program prints (:func:`cure.synthetic.wrong_test`). So both roles start partly competent,
+and RL, rewarded by ground-truth tests and by the execution matrix alone, has to learn which of its habits are
+right. Without these shares the coder starts at its ceiling (0.96 one-shot accuracy) and has nothing to learn.
 
 The folder is a normal ``save_pretrained`` checkpoint (config, safetensors, tokenizer with a chat template,
 generation config whose eos is ``<|im_end|>``), so the rest of the pipeline loads it like Qwen2.5-Instruct.
@@ -56,7 +63,7 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class TinySpec:
-    """Sizes and warm-start settings. The defaults build in about 2-3 minutes on 2 CPU cores."""
+    """Sizes and warm-start settings. The defaults build in about 7.5 minutes on 2 CPU cores."""
 
     vocab_size: int = 1024
     hidden_size: int = 128
@@ -66,9 +73,11 @@ class TinySpec:
     intermediate_size: int = 384
     max_positions: int = 512
     warm_tasks: int = 6000  # synthetic train-split tasks used for the warm start
-    steps: int = 1800  # optimizer steps of the warm start
+    steps: int = 2400  # optimizer steps of the warm start
     tests_per_task: int = 2  # tester examples per warm-start task (computing a test's output is the harder skill)
     code_share: float = 1.0  # share of warm-start tasks with a coder example (1.0: all)
+    wrong_code_share: float = 0.35  # share of coder examples that show a typical wrong program instead
+    wrong_test_share: float = 0.35  # share of tester examples whose output is a typical wrong program's
     batch_size: int = 32
     learning_rate: float = 3e-3
     warmup_steps: int = 50
@@ -185,6 +194,8 @@ def sft_pairs(
     p_example: float,
     tests_per_task: int = 1,
     code_share: float = 1.0,
+    wrong_code_share: float = 0.0,
+    wrong_test_share: float = 0.0,
 ) -> list[tuple[str, str]]:
     """(prompt, response) pairs from reference programs/tests: a coder example for the first ``code_share`` of
     the tasks (tasks cycle through the families, so every family gets its share) and ``tests_per_task`` tester
@@ -194,9 +205,14 @@ def sft_pairs(
     for i, task in enumerate(tasks):
         if i < n_code:
             program = synthetic.reference_solution(task)
+            if wrong_code_share and rng.random() < wrong_code_share:
+                program = rng.choice(synthetic.wrong_solutions(task))
             pairs.append((code_prompt(task.question, tokenizer, templates), f"```python\n{program}\n```"))
         for _ in range(tests_per_task):
-            test = synthetic.reference_test(task, rng)
+            if wrong_test_share and rng.random() < wrong_test_share:
+                test = synthetic.wrong_test(task, rng)
+            else:
+                test = synthetic.reference_test(task, rng)
             show = rng.random() < p_example
             prompt = test_prompt(
                 task.question,
@@ -348,7 +364,10 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, steps: int | None = Non
             tasks = synthetic.generate_tasks(n_tasks, seed, "train")
             rng = random.Random(seed)
             tok = train_tokenizer(tokenizer_corpus(tasks[:1500], templates), spec.vocab_size, tmp)
-            pairs = sft_pairs(tasks, tok, templates, rng, spec.p_example, spec.tests_per_task, spec.code_share)
+            pairs = sft_pairs(
+                tasks, tok, templates, rng, spec.p_example, spec.tests_per_task,
+                spec.code_share, spec.wrong_code_share, spec.wrong_test_share,
+            )
             examples = _encode_pairs(pairs, tok)
             model = new_model(tok, spec, seed)
             n_params = sum(p.numel() for p in model.parameters())
