@@ -40,7 +40,7 @@ _CPU_TINY = [
 PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "rounds": 12,
-        "eval_every": 4,
+        "eval_every": 6,
         "save_every": 12,
         "base_model": "tiny:0",
         "train_data": "synthetic:train:512:0",
