@@ -415,4 +415,3 @@ def wrong_test(task: Task | dict[str, Any], rng: random.Random) -> dict[str, str
     if not outputs:
         raise RuntimeError(f"family {fam.name} {p}: no wrong program differs on {test['input']!r}")  # a design bug
     return {"input": test["input"], "output": rng.choice(outputs)}
-

@@ -199,7 +199,10 @@ def sft_pairs(
 ) -> list[tuple[str, str]]:
     """(prompt, response) pairs from reference programs/tests: a coder example for the first ``code_share`` of
     the tasks (tasks cycle through the families, so every family gets its share) and ``tests_per_task`` tester
-    examples for every task (each draws its own test and whether the prompt shows the public example)."""
+    examples for every task (each draws its own test and whether the prompt shows the public example).
+
+    ``wrong_code_share`` of the coder examples show one of the task's typical wrong programs instead, and
+    ``wrong_test_share`` of the tester examples a wrong program's output (:func:`cure.synthetic.wrong_test`)."""
     pairs = []
     n_code = round(code_share * len(tasks))
     for i, task in enumerate(tasks):
