@@ -1,18 +1,27 @@
 """The cluster path: the Job spec (validated offline against the Kubernetes schemas), sharding, and the
-launcher's whole flow against an in-memory stand-in for the Kubernetes API whose "pods" run the real shard entry
-point (the pod is the sandbox there, so the workload's own trusted programs run with isolation none)."""
+launcher's whole flow against an in-memory stand-in for the Kubernetes API and against a fake API server on
+loopback (tests/fake_k8s.py) driven by the real ``kubernetes`` client, whose "pods" run the real shard entry
+point (the pod is the sandbox there, so the workload's own trusted programs run with isolation none): owner
+references, every execute setting, results over the pod-log limit, and cleanup on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import kubernetes_validate
 import pytest
+from fake_k8s import FakeKubernetes
 
+from cure.config import ExecuteConfig
 from cure.sandbox import k8s, shard, workload
 
 K8S_VERSION = "1.30.0"
@@ -97,6 +106,9 @@ class _FakeCluster:
     def create_namespaced_config_map(self, namespace, body):
         self.configmaps[body["metadata"]["name"]] = body
 
+    def patch_namespaced_config_map(self, name, namespace, body):
+        self.configmaps[name]["metadata"].update(body["metadata"])
+
     def create_namespaced_job(self, namespace, body):
         kubernetes_validate.validate(body, K8S_VERSION, strict=True)
         name = body["metadata"]["name"]
@@ -114,6 +126,7 @@ class _FakeCluster:
             with contextlib.redirect_stdout(out):
                 assert shard.main([a if a != "/shard" else str(mount) for a in args]) == 0
             self.logs[f"{name}-{i}"] = "log line\n" + out.getvalue()
+        return {**body, "metadata": {**body["metadata"], "uid": f"uid-{name}"}}
 
     def read_namespaced_job_status(self, name, namespace):
         n = self.jobs[name]["spec"]["completions"]
@@ -142,7 +155,7 @@ def test_run_on_cluster_end_to_end(tmp_path, monkeypatch):
     store = _DirStore(tmp_path / "store")
     got = k8s.run_on_cluster(
         rollouts, store, "runs/r1/execute", shards=2, image="registry.example/cure-sandbox:1",
-        workers=1, apis=(cluster, cluster), poll_s=0,
+        workers=1, apis=(cluster, cluster), poll_s=0, owner=None,
     )
     assert [r["task_id"] for r in got] == [r["task_id"] for r in rollouts]
     assert [r["status"] for r in got] == expected
@@ -167,3 +180,180 @@ def test_pod_entry_point_needs_only_the_standard_library():
     )
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- namespace, owners, settings, large results, cancellation: the real client against a fake API on loopback ---
+
+IMAGE = "registry.example/cure-sandbox:1"
+
+
+def test_job_owner_is_the_launching_pod_in_its_own_namespace():
+    pod = k8s.PodRef("cure-launcher-xyz", "cure", "1234-uid")
+    job = _job(owner=pod)
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    assert job["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": "cure-launcher-xyz", "uid": "1234-uid", "blockOwnerDeletion": False}
+    ]
+    # Kubernetes has no cross-namespace owners (the garbage collector would delete the Job at once): a launcher
+    # in kubeflow is recorded, not made the owner.
+    other = _job(owner=k8s.PodRef("runner-pod", "kubeflow", "5678-uid"))
+    assert "ownerReferences" not in other["metadata"]
+    assert other["metadata"]["annotations"] == {"cure.dev/launcher-pod": "kubeflow/runner-pod",
+                                                "cure.dev/launcher-uid": "5678-uid"}
+
+
+def test_launcher_pod_from_downward_api_env_or_hostname():
+    env = {"CURE_POD_NAME": "p", "CURE_POD_NAMESPACE": "cure", "CURE_POD_UID": "u"}
+    assert k8s.launcher_pod(None, "cure", env) == k8s.PodRef("p", "cure", "u")
+    assert k8s.launcher_pod(None, "cure", {}) is None  # not in a pod
+    lookups = []
+
+    class Core:
+        def read_namespaced_pod(self, name, namespace):
+            lookups.append((name, namespace))
+            return SimpleNamespace(metadata=SimpleNamespace(uid="from-api"))
+
+    env = {"HOSTNAME": "p2", "CURE_POD_NAMESPACE": "cure"}
+    assert k8s.launcher_pod(Core(), "cure", env) == k8s.PodRef("p2", "cure", "from-api")
+    assert k8s.launcher_pod(Core(), "elsewhere", env) == k8s.PodRef("p2", "cure", "")  # no owner possible: no read
+    assert lookups == [("p2", "cure")]
+
+
+def test_every_execute_setting_reaches_the_pods():
+    cfg = ExecuteConfig(workers=0, memory_mb=512, output_limit_bytes=4096, wall_factor=2.5, shards=3,
+                        pod_cpu="3500m", pod_memory="6Gi", job_timeout_s=900, namespace="sandboxes")
+    settings = k8s.settings_from_config(cfg)
+    assert settings["namespace"] == "sandboxes" and settings["shards"] == 3 and settings["timeout_s"] == 900
+    job = k8s.build_job("j", 1, ["cm"], image=IMAGE, namespace=settings["namespace"], cpu=settings["cpu"],
+                        memory=settings["memory"], workers=settings["workers"], memory_mb=settings["memory_mb"],
+                        output_limit_bytes=settings["output_limit_bytes"], wall_factor=settings["wall_factor"],
+                        deadline_s=int(settings["timeout_s"]))
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    [c] = job["spec"]["template"]["spec"]["containers"]
+    args = dict(zip(c["args"][::2], c["args"][1::2], strict=True))
+    # workers 0 = one sandbox per whole CPU of the pod's limit, not os.cpu_count() of the node
+    assert args == {"--dir": "/shard", "--workers": "3", "--memory-mb": "512", "--output-limit": "4096",
+                    "--wall-factor": "2.5", "--log-limit": str(k8s.LOG_RESULT_LIMIT)}
+    assert c["resources"]["limits"] == {"cpu": "3500m", "memory": "6Gi"}
+    assert job["spec"]["activeDeadlineSeconds"] == 900 and job["metadata"]["namespace"] == "sandboxes"
+    assert ExecuteConfig().namespace == "cure"
+    with pytest.raises(ValueError, match="pod_cpu"):
+        k8s.cpu_count("two")
+
+
+def test_output_limit_is_applied_in_the_pod(tmp_path, capsys):
+    noisy = {"task_id": "t", "codes": ["print('x' * 50000)\n"], "gt_tests": [{"input": "", "output": "x"}],
+             "tests": [], "time_limit_s": 2.0}
+    (tmp_path / "shard-0.jsonl.gz").write_bytes(shard.encode_records([noisy]))
+    assert shard.main(["--dir", str(tmp_path), "--index", "0", "--workers", "1", "--output-limit", "4096"]) == 0
+    [rec] = shard.parse_results_block(capsys.readouterr().out)
+    assert rec["status"] == [["output_limit"]]
+
+
+def test_loopback_run_owner_references_and_cleanup(tmp_path, monkeypatch):
+    rollouts, expected, _ = workload.make_rollouts(4, workload.KINDS_OVERHEAD, n_programs=4, n_gt=2, n_gen=2)
+    with FakeKubernetes(tmp_path / "nodes") as api:
+        uid = api.add_pod("cure", "launcher-0")
+        monkeypatch.setenv("CURE_POD_NAME", "launcher-0")
+        monkeypatch.setenv("CURE_POD_NAMESPACE", "cure")
+        monkeypatch.delenv("CURE_POD_UID", raising=False)
+        patched: list[dict] = []
+        route = api.route
+
+        def spy(method, p, query, body):
+            if method == "PATCH":
+                patched.append(body)
+            return route(method, p, query, body)
+
+        api.route = spy  # type: ignore[method-assign]
+        got = k8s.run_on_cluster(rollouts, _DirStore(tmp_path / "store"), "x/sandbox", shards=2, image=IMAGE,
+                                 workers=1, api_client=api.api_client(), poll_s=0.05)
+        assert [r["status"] for r in got] == expected
+        [job] = [api_job for kind, _, api_job in api.deleted if kind == "Job"]
+        assert ("GET", "/api/v1/namespaces/cure/pods/launcher-0") in api.requests  # uid read from the API
+        [created] = api.created_jobs
+        assert created["metadata"]["ownerReferences"] == [
+            {"apiVersion": "v1", "kind": "Pod", "name": "launcher-0", "uid": uid, "blockOwnerDeletion": False}
+        ]
+        # the Job was owned by the launching pod, the ConfigMaps by the Job; all three deleted at the end
+        assert len(patched) == 2
+        for body in patched:
+            [ref] = body["metadata"]["ownerReferences"]
+            assert ref["kind"] == "Job" and ref["name"] == job and ref["uid"]
+        assert not api.jobs and not api.configmaps
+        assert sorted(k for k, _, _ in api.deleted) == ["ConfigMap", "ConfigMap", "Job"]
+    creates = [p for m, p in api.requests if m == "POST"]
+    assert all(p.startswith(("/api/v1/namespaces/cure/", "/apis/batch/v1/namespaces/cure/")) for p in creates)
+
+
+def test_results_over_the_log_limit_split_the_shard(tmp_path, monkeypatch):
+    """A shard whose results exceed the pod-log limit is re-run as halves until every part fits.
+
+    The limit is lowered to a third of the results here so that a small, fast workload is "large"; in a cluster
+    it is 8 MiB."""
+    monkeypatch.delenv("CURE_POD_NAME", raising=False)
+    rollouts, expected, _ = workload.make_rollouts(6, workload.KINDS_OVERHEAD, n_programs=4, n_gt=3, n_gen=3)
+    records = [{"task_id": r["task_id"], "num_gt": 3, "passed": [[c == "pass" for c in row] for row in table],
+                "status": table} for r, table in zip(rollouts, expected, strict=True)]
+    limit = max(len(shard.results_block(records)) // 3, max(len(shard.results_block([r])) for r in records))
+    with FakeKubernetes(tmp_path / "nodes") as api:
+        store = _DirStore(tmp_path / "store")
+        got = k8s.run_on_cluster(rollouts, store, "big", shards=1, image=IMAGE, workers=1, owner=None,
+                                 api_client=api.api_client(), poll_s=0.05, log_limit_bytes=limit)
+        assert [r["status"] for r in got] == expected
+        jobs = [name for kind, _, name in api.deleted if kind == "Job"]
+        assert len(jobs) >= 3, jobs  # the first Job's single shard was too large, then its halves, ...
+        assert not api.jobs and not api.configmaps
+    assert sorted(r["task_id"] for r in k8s.load_outputs(store, "big", 64)) == sorted(r["task_id"] for r in rollouts)
+    with FakeKubernetes(tmp_path / "nodes2") as api, pytest.raises(RuntimeError, match="log_limit_bytes"):
+        k8s.run_on_cluster(rollouts[:1], store, "one", shards=1, image=IMAGE, workers=1, owner=None,
+                           api_client=api.api_client(), poll_s=0.05, log_limit_bytes=100)
+
+
+def test_results_block_of_several_megabytes_round_trips():
+    import random
+
+    rng = random.Random(0)
+    records = [{"task_id": f"t{i}", "note": rng.randbytes(100_000).hex()} for i in range(20)]  # incompressible
+    block = shard.results_block(records)
+    assert len(block) > 2 << 20 and max(len(line) for line in block.splitlines()) <= 16384
+    assert shard.parse_results_block("noise\n" + block + "more noise\n") == records
+
+
+_LAUNCHER = """
+import logging, sys
+logging.basicConfig(level=logging.INFO)
+from cure.sandbox import k8s, workload
+from cure.store import open_store
+from kubernetes import client
+cfg = client.Configuration(); cfg.host = sys.argv[1]
+rollouts, _, _ = workload.make_rollouts(3, ["right"], n_programs=1, n_gt=1, n_gen=1)
+print("launching", flush=True)
+k8s.run_on_cluster(rollouts, open_store(sys.argv[2]), "p", shards=2, image="registry.example/cure-sandbox:1",
+                   api_client=client.ApiClient(cfg), poll_s=0.05, owner=None)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_deletes_the_job_and_its_configmaps(tmp_path, sig):
+    with FakeKubernetes(tmp_path / "nodes", run_pods=False) as api:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(k8s.__file__).resolve().parents[2]),
+                                                            os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, api.url, str(tmp_path / "store")], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert api.job_created.wait(60), "the launcher never created its Job"
+            deadline = time.monotonic() + 10
+            while len([r for r in api.requests if r[0] == "PATCH"]) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert len(api.jobs) == 1 and len(api.configmaps) == 2
+            time.sleep(0.2)  # now it is polling the Job's status
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 128 + sig, err[-2000:]
+        assert not api.jobs and not api.configmaps, api.deleted
+        assert sorted(k for k, _, _ in api.deleted) == ["ConfigMap", "ConfigMap", "Job"]
+        assert f"signal {int(sig)}: deleting the sandbox Job" in err

@@ -73,7 +73,10 @@ class ExecuteConfig(_Section):
     wall_factor: float = Field(3.0, ge=1, description="Wall-clock safety limit = wall_factor x time limit + 1 s (catches sleepers).")
     backend: Literal["auto", "local", "kubernetes"] = Field("auto", description="Where sandboxes run: local runsc, or an Indexed Job of gVisor pods; auto = kubernetes inside a pod, else local.")
     shards: int = Field(8, ge=1, description="kubernetes backend: sandbox pods (Job completions) per execute stage.")
-    namespace: str = Field("", description="kubernetes backend: namespace of the sandbox Job; empty = the pod's own namespace.")
+    namespace: str = Field("cure", description="kubernetes backend: namespace of the sandbox Jobs (manifests/ put the sandbox account, NetworkPolicy and the launcher's Role there); empty = the pod's own namespace.")
+    pod_cpu: str = Field("2", description="kubernetes backend: CPU request = limit of each sandbox pod (workers 0 = one sandbox per whole CPU of it).")
+    pod_memory: str = Field("4Gi", description="kubernetes backend: memory request = limit of each sandbox pod.")
+    job_timeout_s: float = Field(3600.0, gt=0, description="kubernetes backend: deadline of a sandbox Job (activeDeadlineSeconds and the launcher's wait).")
 
 
 class RewardConfig(_Section):

@@ -154,13 +154,11 @@ def execute_backend(cfg: CureConfig) -> str:
 def _execute_on_cluster(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[dict[str, Any]]:
     import uuid
 
-    from cure.sandbox.k8s import run_on_cluster
+    from cure.sandbox.k8s import run_on_cluster, settings_from_config
     from cure.store import open_store
 
-    namespace = cfg.execute.namespace or (SA_NAMESPACE.read_text().strip() if SA_NAMESPACE.is_file() else "cure")
     prefix = f"{cfg.pipeline.experiment}/sandbox/{uuid.uuid4().hex[:12]}"
-    return run_on_cluster(rollouts, open_store(cfg.pipeline.store_uri), prefix, cfg.execute.shards,
-                          namespace=namespace, memory_mb=cfg.execute.memory_mb)
+    return run_on_cluster(rollouts, open_store(cfg.pipeline.store_uri), prefix, **settings_from_config(cfg.execute))
 
 
 def run_sandbox(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[dict[str, Any]]:

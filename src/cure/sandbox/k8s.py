@@ -7,38 +7,71 @@ capabilities dropped, seccomp RuntimeDefault, no service-account token, CPU/memo
 
 Data flow, with no network and no credentials in the sandbox pods:
 
-1. the launcher writes shard ``i`` (gzip JSON Lines) to the artifact store (``<prefix>/shard-<i>.jsonl.gz``, the
+1. the launcher writes shard ``k`` (gzip JSON Lines) to the artifact store (``<prefix>/shard-<k>.jsonl.gz``, the
    record of what ran) and into a ConfigMap, all of which are projected into every pod at ``/shard``;
 2. pod ``i`` (``JOB_COMPLETION_INDEX``) runs :mod:`cure.sandbox.shard` on its file and prints its execution
    records to its log between marker lines;
-3. the launcher waits for the Job, reads each pod's log, stores ``<prefix>/out-<i>.jsonl.gz`` and returns the
+3. the launcher waits for the Job, reads each pod's log, stores ``<prefix>/out-<k>.jsonl.gz`` and returns the
    records in the input order; then deletes the Job and the ConfigMaps.
+
+Where the Job lives: namespace ``execute.namespace`` (default ``cure``, where manifests/ put the ``cure-sandbox``
+account, the deny-all NetworkPolicy, the quota and the Role the launcher needs, :data:`RBAC_RULES`).
+
+Cleanup, whatever ends the launcher:
+
+* normal end or an error: ``finally`` deletes the Job (background propagation: its pods go too) and the ConfigMaps;
+* SIGTERM / SIGINT (a cancelled KFP run, a pod eviction): a handler turns the signal into ``SystemExit(128+sig)``,
+  so the same ``finally`` runs; further signals are ignored while it does;
+* SIGKILL or a lost node: Kubernetes' garbage collector. The ConfigMaps carry an ownerReference to their Job,
+  and the Job one to the launching pod when both live in the same namespace. Kubernetes forbids owners in
+  another namespace (a dependent whose owner is elsewhere is treated as orphaned and deleted at once), so a Job
+  in ``cure`` launched from a pod in ``kubeflow`` carries the pod's identity as annotations only
+  (``cure.dev/launcher-pod``, ``cure.dev/launcher-uid``) and is bounded by ``activeDeadlineSeconds`` and
+  ``ttlSecondsAfterFinished``. The launcher finds its pod from ``CURE_POD_NAME`` / ``CURE_POD_NAMESPACE`` /
+  ``CURE_POD_UID`` (downward API), else ``HOSTNAME`` and the service-account namespace file, and reads the uid
+  from the API when the Job goes to its own namespace.
+
+Results travel in the pod log, and the API returns only the current log file: the kubelet rotates a
+container's log at ``containerLogMaxSize`` (10 MiB by default). A pod therefore prints at most
+``log_limit_bytes`` (default :data:`LOG_RESULT_LIMIT`, 8 MiB of base64) of results; a shard whose results are
+larger prints a "too large" marker instead, and the launcher splits that shard in two and runs the halves as a
+new Job, until every part fits (a single task over the limit is an error that says which setting to raise).
 
 The store is duck-typed (``put_file(key, path)``, ``get_file(key, path)``), e.g. :class:`cure.store.Store`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import os
+import signal
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from cure.sandbox.shard import decode_records, encode_records, parse_results_block
+from cure.sandbox.shard import ResultsTooLarge, decode_records, encode_records, parse_results_block
 
 log = logging.getLogger(__name__)
 
 COMPONENT_LABEL = {"app.kubernetes.io/component": "cure-sandbox"}
 CONFIGMAP_LIMIT = 900 * 1024  # bytes of gzip per shard ConfigMap (the API limit is 1 MiB including metadata)
+LOG_RESULT_LIMIT = 8 << 20  # bytes of results block per pod log, under the kubelet's default 10 MiB rotation
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+LAUNCHER_ANNOTATIONS = ("cure.dev/launcher-pod", "cure.dev/launcher-uid")
 
 # What this module does with the Kubernetes API (tests/test_manifests.py checks the shipped Role covers it).
 RBAC_RULES: list[dict[str, list[str]]] = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "delete"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "patch", "delete"]},
 ]
 
 
@@ -48,11 +81,30 @@ class Store(Protocol):
     def get_file(self, key: str, path: str | Path) -> Any: ...
 
 
+@dataclass(frozen=True)
+class PodRef:
+    """The pod that launches sandbox Jobs: an owner for the Job when it is in the same namespace."""
+
+    name: str
+    namespace: str
+    uid: str = ""
+
+
 def default_image() -> str:
     """The sandbox image from :mod:`cure.images` when that module is present."""
     from cure.images import image_for
 
     return image_for("sandbox")
+
+
+def cpu_count(quantity: str) -> int:
+    """Whole CPUs in a Kubernetes CPU quantity ("2", "1.5", "2500m"), at least 1."""
+    q = str(quantity).strip()
+    try:
+        value = float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+    except ValueError as e:
+        raise ValueError(f"execute.pod_cpu={quantity!r} is not a Kubernetes CPU quantity (e.g. 2 or 2500m)") from e
+    return max(1, math.floor(value))
 
 
 def build_job(
@@ -63,23 +115,37 @@ def build_job(
     namespace: str = "cure",
     cpu: str = "2",
     memory: str = "4Gi",
-    workers: int = 2,
+    workers: int = 0,
     memory_mb: int = 1024,
     parallelism: int | None = None,
     deadline_s: int = 3600,
     tmp_size: str = "1Gi",
+    output_limit_bytes: int = 1 << 20,
+    wall_factor: float = 3.0,
+    log_limit_bytes: int = LOG_RESULT_LIMIT,
+    owner: PodRef | None = None,
 ) -> dict[str, Any]:
-    """The Indexed batch/v1 Job (a plain dict, as the API takes it) that runs ``shards`` sandbox pods."""
+    """The Indexed batch/v1 Job (a plain dict, as the API takes it) that runs ``shards`` sandbox pods.
+
+    ``workers`` 0 means one sandbox per CPU of the pod's limit (``os.cpu_count()`` in a container sees the
+    node's CPUs, not the limit). ``owner``: the launching pod; it becomes the Job's owner only when it is in
+    ``namespace`` (Kubernetes has no cross-namespace owners), and is recorded in annotations either way.
+    """
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     image = image or default_image()
+    workers = workers or cpu_count(cpu)
     labels = {**COMPONENT_LABEL, "app.kubernetes.io/name": "cure", "cure/job": name}
     container = {
         "name": "execute",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "cure.sandbox.shard"],
-        "args": ["--dir", "/shard", "--workers", str(workers), "--memory-mb", str(memory_mb)],
+        "args": [
+            "--dir", "/shard", "--workers", str(workers), "--memory-mb", str(memory_mb),
+            "--output-limit", str(output_limit_bytes), "--wall-factor", str(wall_factor),
+            "--log-limit", str(log_limit_bytes),
+        ],
         "env": [{"name": "CURE_SANDBOX_OUTER", "value": "gvisor-pod"}, {"name": "HOME", "value": "/tmp"}],
         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}},
         "securityContext": {
@@ -113,10 +179,20 @@ def build_job(
             {"name": "shard", "projected": {"sources": [{"configMap": {"name": cm}} for cm in configmaps]}},
         ],
     }
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
+    if owner is not None:
+        metadata["annotations"] = {
+            LAUNCHER_ANNOTATIONS[0]: f"{owner.namespace}/{owner.name}",
+            LAUNCHER_ANNOTATIONS[1]: owner.uid,
+        }
+        if owner.namespace == namespace and owner.uid:
+            metadata["ownerReferences"] = [
+                {"apiVersion": "v1", "kind": "Pod", "name": owner.name, "uid": owner.uid, "blockOwnerDeletion": False}
+            ]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "metadata": metadata,
         "spec": {
             "completionMode": "Indexed",
             "completions": shards,
@@ -129,10 +205,93 @@ def build_job(
     }
 
 
+def job_owner_reference(job: Any) -> dict[str, Any]:
+    """An ownerReference to a created Job (the API's answer: a dict or a V1Job), for its ConfigMaps."""
+    meta = job["metadata"] if isinstance(job, dict) else job.metadata
+    name, uid = (meta["name"], meta["uid"]) if isinstance(meta, dict) else (meta.name, meta.uid)
+    return {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "blockOwnerDeletion": False}
+
+
 def shard_rollouts(rollouts: list[dict], shards: int) -> list[list[dict]]:
     """Round-robin split (keeps shard sizes even when tasks differ in size), never an empty shard."""
     shards = max(1, min(shards, len(rollouts)))
     return [rollouts[i::shards] for i in range(shards)]
+
+
+def launcher_pod(core: Any = None, namespace: str | None = None, env: dict[str, str] | None = None) -> PodRef | None:
+    """The pod this process runs in, or None outside a pod.
+
+    Name: ``CURE_POD_NAME``, else ``HOSTNAME`` (a pod's hostname is its name); namespace: ``CURE_POD_NAMESPACE``,
+    else the service-account namespace file; uid: ``CURE_POD_UID``, else read from the API, but only when the
+    Job goes to the pod's own namespace (the only case an ownerReference is allowed, and one the Role covers).
+    """
+    env = dict(os.environ) if env is None else env
+    name = env.get("CURE_POD_NAME") or env.get("HOSTNAME")
+    pod_ns = env.get("CURE_POD_NAMESPACE") or (SA_NAMESPACE.read_text().strip() if SA_NAMESPACE.is_file() else "")
+    if not name or not pod_ns:
+        return None
+    uid = env.get("CURE_POD_UID", "")
+    if not uid and core is not None and namespace == pod_ns:
+        try:
+            uid = core.read_namespaced_pod(name, pod_ns).metadata.uid or ""
+        except Exception as e:  # no such pod (HOSTNAME was not a pod name) or no right to read it
+            log.warning("cannot read pod %s/%s for its uid (%s); the sandbox Job gets no ownerReference", pod_ns, name, e)
+    return PodRef(name, pod_ns, uid)
+
+
+def settings_from_config(cfg: Any) -> dict[str, Any]:
+    """:func:`run_on_cluster` keyword arguments from an :class:`cure.config.ExecuteConfig`.
+
+    Inside a pod the programs run with isolation ``none``: the pod is the gVisor sandbox (``runtimeClassName``).
+    """
+    namespace = cfg.namespace or (SA_NAMESPACE.read_text().strip() if SA_NAMESPACE.is_file() else "cure")
+    return {
+        "shards": cfg.shards,
+        "namespace": namespace,
+        "workers": cfg.workers,
+        "memory_mb": cfg.memory_mb,
+        "output_limit_bytes": cfg.output_limit_bytes,
+        "wall_factor": cfg.wall_factor,
+        "cpu": cfg.pod_cpu,
+        "memory": cfg.pod_memory,
+        "timeout_s": cfg.job_timeout_s,
+    }
+
+
+@contextlib.contextmanager
+def cleanup_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into ``SystemExit(128 + signal)`` so ``finally`` blocks (the cleanup) run.
+
+    Once one signal arrived, further ones are ignored until the block is left, so the cleanup is not cut short.
+    Only the main thread can set handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
+        log.warning("signal %d: deleting the sandbox Job and its ConfigMaps before exiting", signum)
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _apis(api_client: Any) -> tuple[Any, Any]:
+    from kubernetes import client, config
+
+    if api_client is None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+    return client.BatchV1Api(api_client), client.CoreV1Api(api_client)
 
 
 def run_on_cluster(
@@ -142,7 +301,7 @@ def run_on_cluster(
     shards: int,
     image: str | None = None,
     namespace: str = "cure",
-    workers: int = 2,
+    workers: int = 0,
     memory_mb: int = 1024,
     cpu: str = "2",
     memory: str = "4Gi",
@@ -150,75 +309,113 @@ def run_on_cluster(
     poll_s: float = 5.0,
     api_client: Any = None,
     apis: tuple[Any, Any] | None = None,
+    output_limit_bytes: int = 1 << 20,
+    wall_factor: float = 3.0,
+    log_limit_bytes: int = LOG_RESULT_LIMIT,
+    owner: PodRef | None | bool = True,
 ) -> list[dict]:
-    """Run the execute stage as an Indexed Job; return the execution records in the order of ``rollouts``.
+    """Run the execute stage as Indexed Jobs; return the execution records in the order of ``rollouts``.
 
     ``apis`` = (BatchV1Api, CoreV1Api)-like objects; by default they are built from ``api_client`` or from the
-    in-cluster / kube config.
+    in-cluster / kube config. ``owner``: the launching pod; True = find it (:func:`launcher_pod`), None = none.
+    Shards whose results exceed ``log_limit_bytes`` are split and re-run (see the module docstring).
     """
-    if apis is None:
-        from kubernetes import client, config
-
-        if api_client is None:
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                config.load_kube_config()
-        apis = (client.BatchV1Api(api_client), client.CoreV1Api(api_client))
-    batch, core = apis
-    name = f"cure-execute-{uuid.uuid4().hex[:8]}"
-    parts = shard_rollouts(rollouts, shards)
+    batch, core = apis if apis is not None else _apis(api_client)
+    if owner is True:
+        owner = launcher_pod(core, namespace)
     order = {r["task_id"]: i for i, r in enumerate(rollouts)}
-    configmaps: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            for i, part in enumerate(parts):
-                data = encode_records(part)
-                if len(data) > CONFIGMAP_LIMIT:
-                    raise ValueError(
-                        f"shard {i} is {len(data)} bytes gzipped, over the ConfigMap limit {CONFIGMAP_LIMIT}; "
-                        f"use more shards (now {len(parts)})"
+    settings = {"image": image, "namespace": namespace, "cpu": cpu, "memory": memory, "workers": workers,
+                "memory_mb": memory_mb, "output_limit_bytes": output_limit_bytes, "wall_factor": wall_factor,
+                "log_limit_bytes": log_limit_bytes, "owner": owner or None, "deadline_s": max(1, int(timeout_s))}
+    records: list[dict] = []
+    pending = shard_rollouts(rollouts, shards)
+    counter = 0
+    with cleanup_on_signals(), tempfile.TemporaryDirectory() as tmp:
+        while pending:
+            done, too_large = _run_job(batch, core, pending, store, prefix, counter, Path(tmp), settings, timeout_s, poll_s)
+            counter += len(pending)
+            records.extend(done)
+            pending = []
+            for part, size in too_large:
+                if len(part) == 1:
+                    raise RuntimeError(
+                        f"task {part[0]['task_id']}: its execution records are {size} bytes in the pod log, over "
+                        f"log_limit_bytes={log_limit_bytes}; raise it (and the kubelet's containerLogMaxSize, "
+                        "default 10 MiB, above it) or lower rollout.k_code / rollout.k_test"
                     )
-                path = Path(tmp) / f"shard-{i}.jsonl.gz"
-                path.write_bytes(data)
-                store.put_file(f"{prefix}/shard-{i}.jsonl.gz", path)
-                cm = f"{name}-shard-{i}"
-                core.create_namespaced_config_map(
-                    namespace,
-                    {
-                        "apiVersion": "v1",
-                        "kind": "ConfigMap",
-                        "metadata": {"name": cm, "labels": {"cure/job": name}},
-                        "binaryData": {f"shard-{i}.jsonl.gz": _b64(data)},
-                    },
-                )
-                configmaps.append(cm)
-            job = build_job(name, len(parts), configmaps, image, namespace, cpu, memory, workers, memory_mb)
-            batch.create_namespaced_job(namespace, job)
-            log.info("created Job %s/%s with %d shards", namespace, name, len(parts))
-            _wait(batch, namespace, name, len(parts), timeout_s, poll_s)
-            records: list[dict] = []
-            for i in range(len(parts)):
-                out = parse_results_block(_shard_log(core, namespace, name, i))
-                path = Path(tmp) / f"out-{i}.jsonl.gz"
-                path.write_bytes(encode_records(out))
-                store.put_file(f"{prefix}/out-{i}.jsonl.gz", path)
-                records.extend(out)
-        finally:
-            _cleanup(batch, core, namespace, name, configmaps)
+                half = (len(part) + 1) // 2
+                log.info("a shard of %d tasks had %d bytes of results, over %d: splitting it in two",
+                         len(part), size, log_limit_bytes)
+                pending += [part[:half], part[half:]]
     records.sort(key=lambda r: order[r["task_id"]])
     if len(records) != len(rollouts):
-        raise RuntimeError(f"Job {name}: expected {len(rollouts)} execution records, gathered {len(records)}")
+        raise RuntimeError(f"sandbox Jobs: expected {len(rollouts)} execution records, gathered {len(records)}")
     return records
 
 
+def _run_job(batch: Any, core: Any, parts: list[list[dict]], store: Store, prefix: str, first: int, tmp: Path,
+             settings: dict[str, Any], timeout_s: float, poll_s: float) -> tuple[list[dict], list[tuple[list[dict], int]]]:
+    """One Indexed Job over ``parts`` (stored as shard ``first + i``): the records, and the parts too large to log."""
+    namespace = settings["namespace"]
+    name = f"cure-execute-{uuid.uuid4().hex[:8]}"
+    configmaps: list[str] = []
+    records: list[dict] = []
+    too_large: list[tuple[list[dict], int]] = []
+    try:
+        for i, part in enumerate(parts):
+            data = encode_records(part)
+            if len(data) > CONFIGMAP_LIMIT:
+                raise ValueError(
+                    f"shard {first + i} is {len(data)} bytes gzipped, over the ConfigMap limit {CONFIGMAP_LIMIT}; "
+                    f"use more shards (execute.shards, now {len(parts)})"
+                )
+            path = tmp / f"shard-{first + i}.jsonl.gz"
+            path.write_bytes(data)
+            store.put_file(f"{prefix}/shard-{first + i}.jsonl.gz", path)
+            cm = f"{name}-shard-{i}"
+            core.create_namespaced_config_map(
+                namespace,
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": cm, "labels": {"cure/job": name}},
+                    "binaryData": {f"shard-{i}.jsonl.gz": _b64(data)},
+                },
+            )
+            configmaps.append(cm)
+        job = build_job(name, len(parts), configmaps, **settings)
+        created = batch.create_namespaced_job(namespace, job)
+        log.info("created Job %s/%s with %d shards", namespace, name, len(parts))
+        # The ConfigMaps go with their Job, even if this process is killed before it can delete them.
+        owner_ref = {"metadata": {"ownerReferences": [job_owner_reference(created)]}}
+        for cm in configmaps:
+            core.patch_namespaced_config_map(cm, namespace, owner_ref)
+        _wait(batch, namespace, name, len(parts), timeout_s, poll_s)
+        for i, part in enumerate(parts):
+            try:
+                out = parse_results_block(_shard_log(core, namespace, name, i))
+            except ResultsTooLarge as e:
+                too_large.append((part, e.size))
+                continue
+            path = tmp / f"out-{first + i}.jsonl.gz"
+            path.write_bytes(encode_records(out))
+            store.put_file(f"{prefix}/out-{first + i}.jsonl.gz", path)
+            records.extend(out)
+    finally:
+        _cleanup(batch, core, namespace, name, configmaps)
+    return records, too_large
+
+
 def load_outputs(store: Store, prefix: str, shards: int) -> list[dict]:
-    """Re-read the gathered shard outputs of an earlier run from the store."""
+    """Re-read the gathered shard outputs of an earlier run from the store (``shards``: outputs written)."""
     records: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(shards):
             path = Path(tmp) / f"out-{i}.jsonl.gz"
-            store.get_file(f"{prefix}/out-{i}.jsonl.gz", path)
+            try:
+                store.get_file(f"{prefix}/out-{i}.jsonl.gz", path)
+            except Exception:  # a shard that was split has no output of its own
+                continue
             records.extend(decode_records(path.read_bytes()))
     return records
 
@@ -241,7 +438,7 @@ def _wait(batch: Any, namespace: str, name: str, shards: int, timeout_s: float, 
         if (status.succeeded or 0) >= shards:
             return
         time.sleep(poll_s)
-    raise TimeoutError(f"Job {namespace}/{name} did not finish within {timeout_s:.0f}s")
+    raise TimeoutError(f"Job {namespace}/{name} did not finish within {timeout_s:.0f}s (execute.job_timeout_s)")
 
 
 def _shard_log(core: Any, namespace: str, name: str, index: int) -> str:

@@ -4,7 +4,9 @@ The pod itself is the gVisor sandbox (``runtimeClassName: gvisor``), so the work
 ``runsc`` (``isolation none`` inside an outer sandbox, which ``CURE_SANDBOX_OUTER`` records). The pod has no
 network at all (NetworkPolicy deny-all) and no credentials: its shard arrives as a file of a mounted ConfigMap
 (gzip JSON Lines), chosen by ``JOB_COMPLETION_INDEX``, and its results leave through the container log between
-two marker lines, which the launcher (:mod:`cure.sandbox.k8s`) reads through the Kubernetes API.
+two marker lines, which the launcher (:mod:`cure.sandbox.k8s`) reads through the Kubernetes API. Results over
+``--log-limit`` bytes (the API returns only the current, unrotated log file) are replaced by a "too large" line
+with their size, and the launcher splits the shard.
 
     python -m cure.sandbox.shard --dir /shard
 """
@@ -23,6 +25,15 @@ from types import SimpleNamespace
 
 BEGIN = "----- cure-sandbox-results-begin -----"
 END = "----- cure-sandbox-results-end -----"
+TOO_LARGE = "----- cure-sandbox-results-too-large"
+
+
+class ResultsTooLarge(ValueError):
+    """A pod's results did not fit in its log; ``size`` is the block's length in bytes."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the shard's results block is {size} bytes, over the pod's log limit")
+        self.size = size
 
 
 def encode_records(records: list[dict]) -> bytes:
@@ -42,7 +53,9 @@ def results_block(records: list[dict]) -> str:
 
 
 def parse_results_block(log_text: str) -> list[dict]:
-    """Inverse of :func:`results_block`; raises ValueError naming what is missing."""
+    """Inverse of :func:`results_block`; raises ValueError naming what is missing, ResultsTooLarge for the marker."""
+    if TOO_LARGE in log_text:
+        raise ResultsTooLarge(int(log_text.split(TOO_LARGE, 1)[1].split()[0]))
     if BEGIN not in log_text or END not in log_text:
         raise ValueError("the pod log has no complete results block (did the shard finish?)")
     body = log_text.split(BEGIN, 1)[1].split(END, 1)[0]
@@ -57,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-mb", type=int, default=1024)
     ap.add_argument("--output-limit", type=int, default=1 << 20)
     ap.add_argument("--wall-factor", type=float, default=3.0)
+    ap.add_argument("--log-limit", type=int, default=8 << 20, help="largest results block printed (bytes)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     index = args.index if args.index is not None else int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
@@ -68,7 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SimpleNamespace(isolation="none", workers=args.workers, memory_mb=args.memory_mb,
                           output_limit_bytes=args.output_limit, wall_factor=args.wall_factor)
     records = execute_rollouts(rollouts, cfg, progress=True)  # type: ignore[arg-type]
-    sys.stdout.write(results_block(records))
+    block = results_block(records)
+    if len(block) > args.log_limit:
+        logging.getLogger("cure.sandbox.shard").warning(
+            "results of shard %d are %d bytes, over --log-limit %d: the launcher will split the shard",
+            index, len(block), args.log_limit)
+        block = f"{TOO_LARGE} {len(block)} -----\n"
+    sys.stdout.write(block)
     sys.stdout.flush()
     return 0
 
