@@ -7,11 +7,6 @@ without it the module is skipped, and says so.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 from train_fixtures import load_weights, make_records, small_train_config, tiny_model  # noqa: F401
 
@@ -64,21 +59,34 @@ def test_zero3_initial_reference_and_optimizer_resume(tiny_model, tmp_path):  # 
     assert all(r["kl"] > 0 for r in m["per_update"])  # the policy has moved away from the initial model
 
 
-def test_two_process_zero3_torchrun_matches_torch_engine(tiny_model, tmp_path, torch_run):  # noqa: F811
+def test_two_process_zero3_torchrun_matches_torch_engine(tiny_model, tmp_path, torch_run, monkeypatch):  # noqa: F811
+    """train.nproc_per_node=2 through cure.steps.train, the train pod's code path: the launcher runs torchrun
+    with two gloo ranks (DeepSpeed ZeRO-3), which must train exactly what one torch process does."""
+    from cure.config import CureConfig
+    from cure.steps import train
     from cure.tasks import write_jsonl
 
     data = tmp_path / "rewards.jsonl"
     write_jsonl(data, RECORDS)
-    cfg = small_train_config(policy_update_steps=2)
-    sets = []
-    for key in ("prompt_max_len", "generate_max_len", "packing_max_len", "micro_batch_tokens", "learning_rate",
-                "policy_update_steps"):
-        sets += ["--set", f"train.{key}={getattr(cfg, key)}"]
-    cmd = [sys.executable, "-m", "cure.cli", "train", "--model", str(tiny_model), "--data", str(data), "--out",
-           str(tmp_path / "out"), "--engine", "deepspeed", "--zero-stage", "3", "--nproc-per-node", "2", *sets]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert m["world_size"] == 2 and m["zero_stage"] == 3
-    _compare(m, load_weights(ckpt.resolve_model_dir(tmp_path / "out")), torch_run)
+    cfg = CureConfig(train=small_train_config(policy_update_steps=2, engine="deepspeed", zero_stage=3,
+                                              nproc_per_node=2))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.chdir(tmp_path)
+    m = train(str(tiny_model), str(data), cfg, str(tmp_path / "out"), None, round_=0)
+    assert m["world_size"] == 2 and m["zero_stage"] == 3 and m["examples"] == len(RECORDS)
+    ref_m, ref_w = torch_run
+    assert m["loss"] == pytest.approx(ref_m["loss"], abs=1e-5) and m["kl"] == pytest.approx(ref_m["kl"], abs=1e-6)
+    weights = load_weights(tmp_path / "out")
+    worst = max((weights[k] - ref_w[k]).abs().max().item() for k in ref_w)
+    assert weights.keys() == ref_w.keys() and worst < 1e-5, f"weights differ from the torch engine's by {worst}"
+
+
+def test_cli_flag_nproc_per_node_defaults_to_the_config():
+    import argparse
+
+    from cure.train.stage import configure_parser
+
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = parser.parse_args(["--model", "m", "--data", "d", "--out", "o"])
+    assert args.nproc_per_node is None  # run_cli then takes train.nproc_per_node

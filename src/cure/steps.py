@@ -193,7 +193,7 @@ def train(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, ref_
     model's prompt templates), loadable by the rollout engines as it is."""
     import tempfile
 
-    from cure.train.stage import train_step
+    from cure.train.launch import run_train
 
     records = read_jsonl(rewards_path)
     if not records:
@@ -204,8 +204,7 @@ def train(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, ref_
     with tempfile.TemporaryDirectory(prefix="cure-train-", dir=Path(out_dir).parent) as tmp:
         # With save_optimizer_state the AdamW moments travel with the model from round to round.
         resume = model_dir if cfg.train.save_optimizer_state else None
-        metrics = train_step(model_dir, records, cfg.train, tmp, ref_model_dir=ref, log_dir=log_dir,
-                             separate_training=cfg.reward.separate_training, resume_from=resume)
+        metrics = run_train(model_dir, rewards_path, cfg, tmp, ref_model_dir=ref, log_dir=log_dir, resume_from=resume)
         _copy_model(metrics["checkpoint"], out_dir)
     prompts = Path(model_dir) / "prompts"
     if prompts.is_dir() and not (Path(out_dir) / "prompts").exists():

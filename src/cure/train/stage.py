@@ -362,7 +362,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-dir", help="TensorBoard folder (default OUT/tensorboard)")
     parser.add_argument("--layout", choices=["pack", "pad"], default="pack", help="micro-batch layout (pad: comparison only)")
     parser.add_argument(
-        "--nproc-per-node", type=int, default=1, help="processes on this machine; >1 relaunches through torchrun"
+        "--nproc-per-node", type=int, default=None,
+        help="processes on this machine (default train.nproc_per_node); >1 relaunches through torchrun",
     )
 
 
@@ -385,10 +386,11 @@ def torchrun_argv(args: argparse.Namespace, nproc: int) -> list[str]:
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     from cure.tasks import read_jsonl
 
-    if args.nproc_per_node > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    nproc = args.nproc_per_node or cfg.train.nproc_per_node
+    if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # Not yet distributed: relaunch under torchrun, without any one-process rendezvous settings we inherited.
         env = {k: v for k, v in os.environ.items() if k not in _DIST_VARS}
-        return subprocess.run(torchrun_argv(args, args.nproc_per_node), check=False, env=env).returncode
+        return subprocess.run(torchrun_argv(args, nproc), check=False, env=env).returncode
     if args.engine is not None:
         cfg.train.engine = args.engine
     if args.zero_stage is not None:
