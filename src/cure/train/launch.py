@@ -109,7 +109,8 @@ def read_metrics(out_dir: str | Path) -> dict[str, Any]:
 
 def run_multinode(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, *,
                   ref_model_dir: str | None = None, resume_from: str | None = None, log_dir: str | None = None,
-                  api: Any = None, image: str | None = None, name: str | None = None) -> dict[str, Any]:
+                  api: Any = None, image: str | None = None, name: str | None = None,
+                  poll_s: float = 10.0) -> dict[str, Any]:
     """Train on a PyTorchJob of ``train.nodes`` replicas; inputs and outputs through the store (module docstring)."""
     from cure.store import open_store
     from cure.train import k8s
@@ -145,7 +146,7 @@ def run_multinode(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: s
         c = pod["containers"][0]
         c["command"] = ["python", "-m", "cure.train.launch", *args]
     try:
-        k8s.run_pytorchjob(spec, timeout_s=t.job_timeout_s, api=api)
+        k8s.run_pytorchjob(spec, timeout_s=t.job_timeout_s, poll_s=poll_s, api=api)
         store.get_dir(f"{prefix}/out", out_dir)
     finally:
         store.delete_prefix(prefix)
