@@ -48,7 +48,7 @@ class RolloutConfig(_Section):
     p_give_example: float = Field(1.0, ge=0, le=1, description="Probability of showing public examples in the tester prompt (reference: 1.0; 0 in post stage).")
     max_input_examples: int = Field(1, ge=0, description="Public examples shown in the tester prompt (reference: 1).")
     seed: int = Field(0, description="Sampling seed.")
-    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism per engine.")
+    tensor_parallel_size: int = Field(0, ge=0, description="vLLM tensor parallelism per engine; 0 = every GPU the rollout pod sees (the largest count dividing the model's attention heads).")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM GPU memory share (reference: 0.85).")
     dtype: str = Field("bfloat16", description="vLLM / transformers dtype (reference: bfloat16).")
     batch_size: int = Field(64, ge=1, description="hf engine: sequences generated per forward batch.")

@@ -1,6 +1,7 @@
 """The vLLM engine: offline ``vllm.LLM`` for GPU pods.
 
-One engine per pod with ``tensor_parallel_size`` GPUs; data parallelism comes from the pipeline, which shards the
+One engine per pod with ``tensor_parallel_size`` GPUs (0, the default: every GPU the pod sees, down to the largest
+count that divides the model's attention heads, see :func:`resolve_tensor_parallel`); data parallelism comes from the pipeline, which shards the
 prompts across pods. Settings follow CURE's reference sampler: bf16, ``gpu_memory_utilization`` 0.85,
 ``max_model_len`` 20000, plus automatic prefix caching (the k samples of a prompt share its prefix).
 
@@ -41,6 +42,51 @@ def _on_cpu() -> bool:
     return bool(current_platform.is_cpu())
 
 
+def visible_gpus() -> int:
+    """GPUs this process may use: ``torch.cuda.device_count()`` (which honours ``CUDA_VISIBLE_DEVICES``), 0 on CPU."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        return 0
+
+
+def resolve_tensor_parallel(requested: int, model: str, gpus: int | None = None, heads: int | None = None,
+                            kv_heads: int | None = None) -> int:
+    """``requested`` when > 0; for 0 the largest power of two <= the visible GPUs that vLLM can shard the model over.
+
+    vLLM splits attention heads (and the MLP) over the ranks: the size must divide the attention heads, and the
+    key/value heads must divide it or be divisible by it (Qwen2.5-7B: 28 heads, 4 KV heads: 8 GPUs give 4).
+    Powers of two keep the MLP and vocabulary splits even. On a CPU it is 1.
+    """
+    if requested > 0:
+        return requested
+    gpus = visible_gpus() if gpus is None else gpus
+    if gpus <= 1:
+        return 1
+    if heads is None:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(model)
+            heads = int(getattr(config, "num_attention_heads", 0) or 0)
+            kv_heads = int(getattr(config, "num_key_value_heads", 0) or 0) or heads
+        except (OSError, ValueError):
+            heads = 0
+    kv = kv_heads or heads
+
+    def fits(d: int) -> bool:
+        return not heads or (heads % d == 0 and (kv % d == 0 or d % kv == 0))
+
+    size = max(d for d in (1 << i for i in range(gpus.bit_length())) if d <= gpus and fits(d))
+    if size < gpus:
+        log.warning("vllm engine: tensor parallelism %d of %d visible GPUs (%d attention heads, %d KV heads); the "
+                    "others stay idle: give rollout pods %d GPUs and use more rollout shards", size, gpus, heads, kv,
+                    size)
+    return size
+
+
 def _fit_context(model: str, wanted: int) -> int:
     """``max_model_len`` capped at the model's own context (vLLM refuses a longer one), with a log line."""
     from transformers import AutoConfig
@@ -71,7 +117,7 @@ class VLLMEngine(Engine):
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         kwargs: dict[str, Any] = dict(
             model=model,
-            tensor_parallel_size=cfg.tensor_parallel_size,
+            tensor_parallel_size=1 if cpu else resolve_tensor_parallel(cfg.tensor_parallel_size, model),
             dtype="float32" if cpu else cfg.dtype,
             max_model_len=max_len,
             enable_prefix_caching=cfg.enable_prefix_caching,
