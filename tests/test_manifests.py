@@ -4,7 +4,7 @@ Each overlay is rendered with a real kustomize (the one built into kubectl, or a
 every object it yields is validated with kubernetes-validate against the strict schemas (unknown fields are
 errors) of one pinned Kubernetes version. Then the properties the pipeline depends on are asserted: RBAC that
 covers exactly what the components create at run time, the sandbox NetworkPolicy, the gVisor RuntimeClass,
-MinIO with its bucket Job, quotas and priorities.
+the S3 server with its bucket, quotas and priorities.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
-OVERLAYS = ("standalone", "minio")
+OVERLAYS = ("standalone", "store")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 OPERATOR_GUIDE = ROOT / "docs" / "operator.md"
 KFP_EXAMPLE = MANIFESTS / "examples" / "kfp-runs.sh"
@@ -128,7 +128,7 @@ def test_every_manifest_file_is_part_of_an_overlay() -> None:
         if path.name == "kustomization.yaml":
             continue
         for doc in yaml.safe_load_all(path.read_text()):
-            if doc and (doc["kind"], doc["metadata"]["name"]) not in rendered:
+            if isinstance(doc, dict) and (doc["kind"], doc["metadata"]["name"]) not in rendered:  # lists: patches
                 orphans.append(f"{path.relative_to(ROOT)}: {doc['kind']} {doc['metadata']['name']}")
     assert not orphans, "objects no overlay renders (add the file to a kustomization.yaml):\n" + "\n".join(orphans)
 
@@ -293,33 +293,36 @@ def test_quotas_and_priority_classes() -> None:
                 assert set(expr["values"]) <= set(classes), f"quota scoped to an unknown PriorityClass: {expr}"
 
 
-# --- MinIO ------------------------------------------------------------------------------------------------------
+# --- the object store ----------------------------------------------------------------------------------------
 
 
-def test_minio_overlay_has_store_service_and_bucket_job() -> None:
-    objects = render("minio")
-    (sts,) = find(objects, "StatefulSet", "minio")
-    (svc,) = find(objects, "Service", "minio")
+def test_store_overlay_has_s3_server_service_and_bucket() -> None:
+    objects = render("store")
+    (sts,) = find(objects, "StatefulSet", "cure-s3")
+    (svc,) = find(objects, "Service", "cure-s3")
     (secret,) = find(objects, "Secret", "cure-minio")
-    (job,) = find(objects, "Job", "minio-create-bucket")
     pod_labels = sts["spec"]["template"]["metadata"]["labels"]
     assert all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items())
-    assert 9000 in {p["port"] for p in svc["spec"]["ports"]}
+    assert {9000} == {p["port"] for p in svc["spec"]["ports"]}
+    [c] = pod_specs(sts)[0]["containers"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"s3": 8333}
+    # no MinIO image (Docker Hub removed them); SeaweedFS pinned by tag and digest
+    assert re.fullmatch(r"chrislusf/seaweedfs:\d+\.\d+@sha256:[0-9a-f]{64}", c["image"]), c["image"]
     assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
-    assert {"/data"} == {m["mountPath"] for m in sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
-                         if m["name"] == "data"}
-    # Every secret key referenced exists in the Secret (a typo would leave the pod in CreateContainerConfigError).
+    assert {"/data"} == {m["mountPath"] for m in c["volumeMounts"] if m["name"] == "data"}
+    # The endpoint in the Secret is the Service (name, namespace, port).
     keys = set(secret["stringData"])
     assert {"CURE_S3_ENDPOINT", "CURE_S3_ACCESS_KEY", "CURE_S3_SECRET_KEY"} <= keys
-    for obj in (sts, job):
-        for c in pod_specs(obj)[0]["containers"]:
-            for env in c.get("env", []):
-                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
-                if ref:
-                    assert ref["name"] == "cure-minio" and ref["key"] in keys, f"{object_name(obj)}: {env}"
-    command = " ".join(pod_specs(job)[0]["containers"][0]["args"])
-    assert "mc mb --ignore-existing store/cure" in command and "http://minio:9000" in command
-    assert not find(render("standalone"), "StatefulSet"), "the standalone overlay must not deploy MinIO"
+    assert secret["stringData"]["CURE_S3_ENDPOINT"] == "http://cure-s3.cure.svc.cluster.local:9000"
+    # Every secret key referenced exists in the Secret (a typo would leave the pod in CreateContainerConfigError).
+    refs = [(e["valueFrom"]["secretKeyRef"]) for e in c["env"] if "valueFrom" in e]
+    assert refs and all(r["name"] == "cure-minio" and r["key"] in keys for r in refs)
+    # The S3 identity comes from the Secret's keys, the bucket the store opens is created at start.
+    start = " ".join(c["args"])
+    assert '"$ACCESS_KEY" "$SECRET_KEY"' in start and "-s3.config=/tmp/s3.json" in start and "-s3.port=8333" in start
+    hook = " ".join(c["lifecycle"]["postStart"]["exec"]["command"])
+    assert "s3.bucket.create -name cure" in hook
+    assert not find(render("standalone"), "StatefulSet"), "the standalone overlay must not deploy an S3 server"
 
 
 # --- submitting runs: the documented kfp CLI lines parse with the installed kfp CLI --------------------------
