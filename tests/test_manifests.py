@@ -37,7 +37,7 @@ KFP_EXAMPLE = MANIFESTS / "examples" / "kfp-runs.sh"
 K8S_VERSION = "1.32"
 
 # Modules whose Kubernetes objects are created at run time, each exposing RBAC_RULES.
-RBAC_MODULES = ("cure.sandbox.k8s", "cure.train.k8s")
+RBAC_MODULES = ("cure.sandbox.k8s", "cure.train.k8s", "cure.train.trainjob")
 SANDBOX_LABEL = ("app.kubernetes.io/component", "cure-sandbox")
 
 

@@ -1,7 +1,8 @@
-"""The train step's launcher (cure.train.launch) across nodes: train.nodes=2 submits a PyTorchJob and waits.
+"""The train step's launcher (cure.train.launch) across nodes: train.nodes=2 submits a PyTorchJob (or, with
+train.job_api=trainjob, a Kubeflow Trainer v2 TrainJob) and waits.
 
-No cluster here: a stand-in for the CustomObjects API validates the PyTorchJob and runs its replicas the way the
-Training Operator would, as processes with the ``PET_*`` rendezvous variables and the store Secret's keys in their
+No cluster here: a stand-in for the CustomObjects API validates the job against its schema and runs its nodes the
+way the Training Operator / Trainer would, as processes with the ``PET_*`` rendezvous variables and the store Secret's keys in their
 environment, each in its own scratch folder. The store is moto's S3 server on loopback. The replicas train for
 real (two gloo ranks on two "nodes", torch engine) and must produce what one process produces.
 (The one-node torchrun path is tested in test_train_deepspeed.py through cure.steps.train.)
@@ -21,7 +22,7 @@ from train_fixtures import load_weights, make_records, small_train_config, tiny_
 from cure.config import CureConfig
 from cure.tasks import write_jsonl
 from cure.train import checkpoint as ckpt
-from cure.train import k8s
+from cure.train import k8s, trainjob
 from cure.train.launch import clean_env, run_train
 from cure.train.stage import train_step
 
@@ -53,21 +54,31 @@ class FakeTrainingOperator:
         self.procs: list[subprocess.Popen] = []
 
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
-        assert (group, version, plural) == (k8s.GROUP, k8s.VERSION, k8s.PLURAL)
         self.created.append(body)
-        replicas = body["spec"]["pytorchReplicaSpecs"]
-        nodes = 1 + replicas.get("Worker", {}).get("replicas", 0)
+        if plural == k8s.PLURAL:  # PyTorchJob: a Master and Workers, the Secret as envFrom
+            assert (group, version) == (k8s.GROUP, k8s.VERSION)
+            k8s.validate_pytorchjob(body)
+            replicas = body["spec"]["pytorchReplicaSpecs"]
+            nodes = 1 + replicas.get("Worker", {}).get("replicas", 0)
+            [c] = replicas["Master"]["template"]["spec"]["containers"]
+            assert c["envFrom"] == [{"secretRef": {"name": "cure-minio"}}]
+            command, nproc = c["command"], body["spec"]["nprocPerNode"]
+        else:  # TrainJob: the runtime's trainer container with our command, the Secret's keys as env
+            assert (group, version, plural) == (trainjob.GROUP, trainjob.VERSION, trainjob.PLURAL)
+            trainjob.validate_trainjob(body)
+            trainer = body["spec"]["trainer"]
+            nodes, command, nproc = trainer["numNodes"], trainer["command"], str(trainer["numProcPerNode"])
+            refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in trainer["env"]}
+            assert refs == dict.fromkeys(("CURE_S3_ENDPOINT", "CURE_S3_ACCESS_KEY", "CURE_S3_SECRET_KEY",
+                                          "CURE_S3_REGION"), "cure-minio")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         for rank in range(nodes):
-            pod = replicas["Master" if rank == 0 else "Worker"]["template"]["spec"]
-            [c] = pod["containers"]
-            assert c["envFrom"] == [{"secretRef": {"name": "cure-minio"}}]
-            cmd = [sys.executable if a == "python" else a for a in c["command"]]
+            cmd = [sys.executable if a == "python" else a for a in command]
             env = clean_env({**self.secret_env, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1",
                              "PET_NNODES": str(nodes), "PET_NODE_RANK": str(rank), "PET_MASTER_ADDR": "127.0.0.1",
-                             "PET_MASTER_PORT": str(port), "PET_NPROC_PER_NODE": body["spec"]["nprocPerNode"]})
+                             "PET_MASTER_PORT": str(port), "PET_NPROC_PER_NODE": nproc})
             log = open(self.workdir / f"node-{rank}.log", "w")  # noqa: SIM115
             self.procs.append(subprocess.Popen([*cmd, "--workdir", str(self.workdir / f"node-{rank}")], env=env,
                                                stdout=log, stderr=subprocess.STDOUT))
@@ -78,7 +89,8 @@ class FakeTrainingOperator:
         codes = [p.poll() for p in self.procs]
         if None in codes:
             return obj
-        phase = "Succeeded" if all(c == 0 for c in codes) else "Failed"
+        done = "Succeeded" if obj["kind"] == "PyTorchJob" else "Complete"
+        phase = done if all(c == 0 for c in codes) else "Failed"
         obj["status"] = {"conditions": [{"type": phase, "status": "True", "message": f"exit codes {codes}"}]}
         return obj
 
@@ -89,7 +101,8 @@ class FakeTrainingOperator:
                 p.kill()
 
 
-def test_two_nodes_train_through_a_pytorchjob_and_the_store(tiny_model, tmp_path, s3_env, monkeypatch):  # noqa: F811
+@pytest.mark.parametrize("job_api", ["pytorchjob", "trainjob"])
+def test_two_nodes_train_through_a_training_job_and_the_store(tiny_model, tmp_path, s3_env, monkeypatch, job_api):  # noqa: F811
     for k, v in s3_env.items():
         monkeypatch.setenv(k, v)
     data = tmp_path / "rewards.jsonl"
@@ -97,17 +110,21 @@ def test_two_nodes_train_through_a_pytorchjob_and_the_store(tiny_model, tmp_path
     train_cfg = small_train_config(policy_update_steps=2)
     baseline = train_step(str(tiny_model), RECORDS, train_cfg, str(tmp_path / "one"))
 
-    cfg = CureConfig(train=small_train_config(policy_update_steps=2, nodes=2, nproc_per_node=1))
+    cfg = CureConfig(train=small_train_config(policy_update_steps=2, nodes=2, nproc_per_node=1, job_api=job_api))
     cfg.pipeline.store_uri = "s3://cure"
     api = FakeTrainingOperator(tmp_path, s3_env)
     (tmp_path / "out").mkdir()
-    m = run_train(str(tiny_model), str(data), cfg, str(tmp_path / "out"), api=api)
+    m = run_train(str(tiny_model), str(data), cfg, str(tmp_path / "out"), api=api, poll_s=0.2)
     logs = "\n".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("node-*.log")))
     [job] = api.created
-    k8s.validate_pytorchjob(job)
-    assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1, logs
     assert job["metadata"]["namespace"] == "cure"
-    assert job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["priorityClassName"] == "cure-gpu"
+    if job_api == "pytorchjob":
+        assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1, logs
+        assert job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["priorityClassName"] == "cure-gpu"
+    else:
+        assert job["spec"]["runtimeRef"] == {"name": "torch-distributed", "apiGroup": "trainer.kubeflow.org",
+                                             "kind": "ClusterTrainingRuntime"}
+        assert job["spec"]["trainer"]["numNodes"] == 2, logs
     assert api.deleted == [job["metadata"]["name"]]
     assert m["world_size"] == 2, logs
     assert m["loss"] == pytest.approx(baseline["loss"], abs=1e-5)
@@ -137,3 +154,16 @@ def test_torchrun_command_single_and_multi_node():
     multi = torchrun_command("m", "d", "o", "c.yaml", 8, nodes=2, ref_model_dir="r")
     assert "--standalone" not in multi and "--nnodes=2" in multi and multi[-2:] == ["--ref-model", "r"]
     assert os.path.basename(multi[0]).startswith("python")
+
+
+def test_trainjob_schema_rejects_what_the_api_would():
+    good = trainjob.build_trainjob("cure-train-x", "cure", "img:1", ["python"], nodes=2, procs_per_node=8,
+                                   gpus_per_node=8, cpu="16", memory="256Gi", secret="cure-minio")
+    trainjob.validate_trainjob(good)
+    assert good["spec"]["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
+    bad = {**good, "metadata": {"name": "9-starts-with-a-digit"}}
+    with pytest.raises(ValueError, match="metadata/name"):
+        trainjob.validate_trainjob(bad)
+    typo = {**good, "spec": {**good["spec"], "trainer": {**good["spec"]["trainer"], "numNode": 2}}}
+    with pytest.raises(ValueError, match="numNode"):
+        trainjob.validate_trainjob(typo)

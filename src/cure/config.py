@@ -111,12 +111,14 @@ class TrainConfig(_Section):
     max_epochs: int = Field(1, ge=1, description="Epochs over one step's data (reference: 1).")
     seed: int = Field(0, description="Training seed.")
     nproc_per_node: int = Field(1, ge=1, description="Training processes per node, one per GPU: >1 runs torchrun in the train pod (DeepSpeed ZeRO-3 over them); set it to the pod's GPUs.")
-    nodes: int = Field(1, ge=1, description="Nodes: >1 submits a Kubeflow PyTorchJob (kubeflow.org/v1) of this many replicas x nproc_per_node GPUs and waits (cure.train.launch).")
-    namespace: str = Field("cure", description="nodes > 1: namespace of the PyTorchJob (manifests/ bind the pipeline runner's Role there).")
+    nodes: int = Field(1, ge=1, description="Nodes: >1 submits a Kubeflow training job (train.job_api) of this many replicas x nproc_per_node GPUs and waits (cure.train.launch).")
+    namespace: str = Field("cure", description="nodes > 1: namespace of the training job (manifests/ bind the pipeline runner's Role there).")
     node_cpu: str = Field("16", description="nodes > 1: CPU request = limit of each replica.")
     node_memory: str = Field("256Gi", description="nodes > 1: memory request = limit of each replica (train.offload keeps optimizer state here).")
     store_secret: str = Field("cure-minio", description="nodes > 1: Secret in train.namespace whose keys become the replicas' environment (the store's CURE_S3_* settings).")
-    job_timeout_s: float = Field(24 * 3600.0, gt=0, description="nodes > 1: deadline of one step's PyTorchJob.")
+    job_timeout_s: float = Field(24 * 3600.0, gt=0, description="nodes > 1: deadline of one step's PyTorchJob / TrainJob.")
+    job_api: Literal["pytorchjob", "trainjob"] = Field("pytorchjob", description="nodes > 1: Training Operator v1 PyTorchJob (kubeflow.org/v1) or Kubeflow Trainer v2 TrainJob (trainer.kubeflow.org/v1alpha1).")
+    runtime: str = Field("torch-distributed", description="job_api trainjob: the ClusterTrainingRuntime the TrainJob names.")
     save_optimizer_state: bool = Field(False, description="Save AdamW state with each checkpoint so a resume continues it (reference: off; every step starts a fresh optimizer).")
 
 

@@ -6,8 +6,9 @@
 * 1 x N: ``torchrun --standalone --nproc-per-node=N -m cure.cli train ...`` in this pod, one rank per GPU
   (DeepSpeed ZeRO-3 partitions parameters, gradients and optimizer state over the ranks; ``train.offload``
   moves the optimizer state and the parameters to CPU memory so a 7B model fits on fewer or smaller GPUs);
-* M x N, M > 1: a Kubeflow Training Operator ``PyTorchJob`` (kubeflow.org/v1, :mod:`cure.train.k8s`) of M
-  replicas with N GPUs each, whose every replica runs :func:`node_main` (``python -m cure.train.launch``). The
+* M x N, M > 1: a Kubeflow Training Operator ``PyTorchJob`` (kubeflow.org/v1, :mod:`cure.train.k8s`; the
+  default, ``train.job_api``) or a Kubeflow Trainer v2 ``TrainJob`` (:mod:`cure.train.trainjob`) of M nodes
+  with N GPUs each, whose every node runs :func:`node_main` (``python -m cure.train.launch``). The
   replicas live in ``train.namespace`` (``cure``), where a PersistentVolumeClaim of the launching pod (in
   KFP's namespace) cannot be mounted, so the step's inputs and outputs travel through the artifact store under
   ``<experiment>/train-jobs/<job>/``: the launcher uploads model, reference, rewards and config; each replica
@@ -63,13 +64,15 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_train(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, *, ref_model_dir: str | None = None,
-              resume_from: str | None = None, log_dir: str | None = None, api: Any = None) -> dict[str, Any]:
+              resume_from: str | None = None, log_dir: str | None = None, api: Any = None,
+              poll_s: float = 10.0) -> dict[str, Any]:
     """One training step on ``train.nodes`` x ``train.nproc_per_node`` processes; writes the checkpoint root
-    ``out_dir`` and returns the step's metrics (see :func:`cure.train.stage.train_step`)."""
+    ``out_dir`` and returns the step's metrics (see :func:`cure.train.stage.train_step`). ``api`` and
+    ``poll_s``: the Kubernetes CustomObjectsApi and its polling interval, for ``train.nodes`` > 1."""
     nodes, nproc = cfg.train.nodes, cfg.train.nproc_per_node
     if nodes > 1:
         return run_multinode(model_dir, rewards_path, cfg, out_dir, ref_model_dir=ref_model_dir,
-                             resume_from=resume_from, log_dir=log_dir, api=api)
+                             resume_from=resume_from, log_dir=log_dir, api=api, poll_s=poll_s)
     if nproc == 1:
         from cure.tasks import read_jsonl
         from cure.train.stage import train_step
@@ -111,7 +114,8 @@ def run_multinode(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: s
                   ref_model_dir: str | None = None, resume_from: str | None = None, log_dir: str | None = None,
                   api: Any = None, image: str | None = None, name: str | None = None,
                   poll_s: float = 10.0) -> dict[str, Any]:
-    """Train on a PyTorchJob of ``train.nodes`` replicas; inputs and outputs through the store (module docstring)."""
+    """Train on a PyTorchJob / TrainJob of ``train.nodes`` nodes; inputs and outputs through the store (module
+    docstring). ``api``: a CustomObjectsApi-like object (default: from the in-cluster / kube config)."""
     from cure.store import open_store
     from cure.train import k8s
 
@@ -123,6 +127,7 @@ def run_multinode(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: s
         raise ValueError(f"train.nodes > 1 needs an s3:// store (pipeline.store_uri={cfg.pipeline.store_uri!r}): "
                          "the replicas get the model and return the checkpoint through it")
     store = open_store(cfg.pipeline.store_uri)
+    api = k8s._api(api)
     name = name or f"cure-train-{uuid.uuid4().hex[:8]}"
     prefix = f"{cfg.pipeline.experiment}/train-jobs/{name}"
     start = resume_from or model_dir
@@ -133,20 +138,19 @@ def run_multinode(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: s
     store.put_bytes(f"{prefix}/config.yaml", dump_config(cfg).encode())
     args = ["--store", cfg.pipeline.store_uri, "--prefix", prefix, "--nodes", str(t.nodes),
             "--nproc-per-node", str(t.nproc_per_node)] + (["--ref"] if ref_model_dir else [])
-    spec = k8s.build_pytorchjob(
-        name, t.namespace, image or _own_image(), [], nodes=t.nodes, gpus_per_node=t.nproc_per_node,
-        cpu=t.node_cpu, memory=t.node_memory, secret_env_from=[t.store_secret] if t.store_secret else None,
-        active_deadline_s=int(t.job_timeout_s),
-    )
-    for replica in spec["spec"]["pytorchReplicaSpecs"].values():
-        pod = replica["template"]["spec"]
-        pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "workspace"]
-        pod["volumes"].append({"name": "workspace", "emptyDir": {}})  # per-node scratch: inputs come from the store
-        pod["priorityClassName"] = "cure-gpu"
-        c = pod["containers"][0]
-        c["command"] = ["python", "-m", "cure.train.launch", *args]
+    command = ["python", "-m", "cure.train.launch", *args]
     try:
-        k8s.run_pytorchjob(spec, timeout_s=t.job_timeout_s, poll_s=poll_s, api=api)
+        if t.job_api == "trainjob":
+            from cure.train import trainjob
+
+            spec = trainjob.build_trainjob(
+                name, t.namespace, image or _own_image(), command, nodes=t.nodes, procs_per_node=t.nproc_per_node,
+                gpus_per_node=t.nproc_per_node, cpu=t.node_cpu, memory=t.node_memory, secret=t.store_secret or None,
+                runtime=t.runtime)
+            trainjob.run_trainjob(spec, api, timeout_s=t.job_timeout_s, poll_s=poll_s)
+        else:
+            spec = pytorchjob_spec(name, cfg, image or _own_image(), command)
+            k8s.run_pytorchjob(spec, timeout_s=t.job_timeout_s, poll_s=poll_s, api=api)
         store.get_dir(f"{prefix}/out", out_dir)
     finally:
         store.delete_prefix(prefix)
@@ -156,6 +160,26 @@ def run_multinode(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: s
 
         shutil.copytree(Path(out_dir) / "tensorboard", log_dir, dirs_exist_ok=True)
     return metrics
+
+
+def pytorchjob_spec(name: str, cfg: CureConfig, image: str, command: list[str]) -> dict[str, Any]:
+    """The PyTorchJob of a multi-node step: ``train.nodes`` replicas running ``command``, priority ``cure-gpu``,
+    scratch space instead of a shared volume, the store Secret as environment."""
+    from cure.train import k8s
+
+    t = cfg.train
+    spec = k8s.build_pytorchjob(
+        name, t.namespace, image, [], nodes=t.nodes, gpus_per_node=t.nproc_per_node, cpu=t.node_cpu,
+        memory=t.node_memory, secret_env_from=[t.store_secret] if t.store_secret else None,
+        active_deadline_s=int(t.job_timeout_s),
+    )
+    for replica in spec["spec"]["pytorchReplicaSpecs"].values():
+        pod = replica["template"]["spec"]
+        pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "workspace"]
+        pod["volumes"].append({"name": "workspace", "emptyDir": {}})  # per-node scratch: inputs come from the store
+        pod["priorityClassName"] = "cure-gpu"
+        pod["containers"][0]["command"] = list(command)
+    return spec
 
 
 def _own_image() -> str:
