@@ -167,3 +167,12 @@ def test_trainjob_schema_rejects_what_the_api_would():
     typo = {**good, "spec": {**good["spec"], "trainer": {**good["spec"]["trainer"], "numNode": 2}}}
     with pytest.raises(ValueError, match="numNode"):
         trainjob.validate_trainjob(typo)
+
+
+def test_more_ranks_than_gpus_is_refused():
+    from cure.train.launch import check_gpus
+
+    check_gpus(8, visible=8)
+    check_gpus(2, visible=0)  # CPU: gloo ranks
+    with pytest.raises(ValueError, match="sees 4 GPU"):
+        check_gpus(8, visible=4)

@@ -79,6 +79,7 @@ def run_train(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, 
 
         return train_step(model_dir, read_jsonl(rewards_path), cfg.train, out_dir, ref_model_dir=ref_model_dir,
                           resume_from=resume_from, log_dir=log_dir, separate_training=cfg.reward.separate_training)
+    check_gpus(nproc)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cure-launch-") as tmp:
         config_path = Path(tmp) / "config.yaml"
@@ -91,6 +92,17 @@ def run_train(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, 
         raise RuntimeError(f"torchrun with {nproc} processes failed (exit {proc.returncode}); the ranks' errors "
                            "are in the log above")
     return read_metrics(out_dir)
+
+
+def check_gpus(nproc: int, visible: int | None = None) -> None:
+    """On a GPU machine, one rank per GPU: refuse more ranks than visible GPUs (CPU runs use gloo, any count)."""
+    if visible is None:
+        import torch
+
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible and nproc > visible:
+        raise ValueError(f"train.nproc_per_node={nproc} but this pod sees {visible} GPU(s): request {nproc} GPUs "
+                         f"for the train pod (--gpus) or set train.nproc_per_node={visible}")
 
 
 def read_metrics(out_dir: str | Path) -> dict[str, Any]:
