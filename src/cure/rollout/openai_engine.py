@@ -103,7 +103,7 @@ class OpenAIEngine(Engine):
             raise ValueError(f"openai engine: api_mode must be 'chat' or 'completions', got {self.mode!r}")
         self.chat = self.mode == "chat"
         self.url = f"{self.base_url}/{'chat/completions' if self.chat else 'completions'}"
-        # OpenAI's own API has no top_k (it rejects unknown fields): the cut is not sent there.
+        # OpenAI's own API has no top_k parameter: the cut is not sent there.
         self.no_top_k = urlparse(self.base_url).hostname == "api.openai.com"
         self.key_env = cfg.api_key_env
         key = api_key if api_key is not None else os.environ.get(cfg.api_key_env)

@@ -298,7 +298,7 @@ def _run_tests(job: dict, result_fd: int, base_modules: frozenset, fingerprint: 
     # The timer is re-armed per test and never disarmed: while the runner waits for work it uses no CPU.
     signal.setitimer(signal.ITIMER_PROF, limit)
     try:
-        code_obj = compile(job["code"], "<program>", "exec")
+        code_obj = compile(job["code"], "<program>", "exec", dont_inherit=True)  # not this file's __future__ flags
     except BaseException:  # does not compile: every test is an error, nothing to run
         os.write(result_fd, b"".join(_HDR.pack(k, 0, ERROR) for k in range(first, len(tests))))
         return
