@@ -262,6 +262,11 @@ def test_cure_rollout_cli_writes_a_valid_artifact(model_dir: Path, tmp_path: Pat
     tok = AutoTokenizer.from_pretrained(model)
     for r in records:
         assert "SHORT CODER PROMPT: Print" in r["code_prompt"]  # the model folder's prompts/ is the default
+        # the default layout is the reference's literal one, although this tokenizer has a chat template
+        assert r["code_prompt"].startswith("<|im_start|>You are a helpful assistant help user solve problems. <|im_end|>\n"
+                                           "<|im_start|>User: SHORT CODER PROMPT: Print")
+        assert r["code_prompt"].endswith(" <|im_end|>\n<|im_start|>Assistant: ")
+        assert r["test_prompt"].endswith("explanation here.\n <|im_end|>\n<|im_start|>Assistant: ")
         assert len(r["code_responses"]) == len(r["code_lengths"]) == len(r["codes"]) == len(r["code_truncated"]) == 3
         assert len(r["test_responses"]) == len(r["test_lengths"]) == len(r["tests"]) == len(r["test_truncated"]) == 2
         assert r["code_lengths"] == [len(tok.encode(t, add_special_tokens=False)) for t in r["code_responses"]]
