@@ -104,12 +104,14 @@ def test_chat_template_layout_uses_the_tokenizer_and_says_when_it_cannot() -> No
         code_prompt(QUESTION, None, layout="chat_template")
 
 
-def test_tiny_templates_keep_their_layout() -> None:
-    """The offline tiny model's own folder: layout None renders what it was trained on (its chat template)."""
+@pytest.mark.parametrize("layout", [None, "chat_template"])
+def test_tiny_templates_keep_their_layout(layout) -> None:
+    """The offline tiny model's own folder: what it was trained on (layout None) is what the demo's pinned
+    chat_template layout gives it."""
     from cure.tiny import _ChatML
 
     t = PromptTemplates.load(Path(__file__).parents[1] / "src" / "cure" / "templates" / "tiny")
-    p = test_prompt("Q", ["1\n"], ["2\n"], _ChatML(), t)
+    p = test_prompt("Q", ["1\n"], ["2\n"], _ChatML(), t, layout=layout)
     assert p == ("<|im_start|>system\nWrite a test.<|im_end|>\n<|im_start|>user\nQ\n"
                  "We already have one test sample:\n Its input is '1\\n'. Its output is '2\\n'.\n<|im_end|>\n"
                  "<|im_start|>assistant\n")

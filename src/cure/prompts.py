@@ -7,7 +7,8 @@ The wording is the reference code's (Gen-Verse/CURE ``optimization_config.py``; 
 * ``reference`` (the default of ``rollout.prompt_layout``): the reference's literal strings, whitespace included,
   ``<|im_start|>SYSTEM <|im_end|>\n<|im_start|>User: USER <|im_end|>\n<|im_start|>Assistant: ``, whatever the
   tokenizer (the reference renders its prompt strings with jinja2 and never applies a chat template);
-* ``chat_template``: the tokenizer's chat template applied to (system, user) messages with a generation prompt.
+* ``chat_template``: the tokenizer's chat template applied to (system, user) messages with a generation prompt
+  (the tester's example sentence keeps a final newline there, as this project always rendered it).
 
 A template file's final newline is not part of the template (the built-in tester template ends with a blank line,
 which gives the reference's ``explanation here.\n <|im_end|>``).
@@ -136,11 +137,12 @@ def test_prompt(
 ) -> str:
     """The tester prompt for one task, showing the given public examples (none: the no-example variant).
 
-    ``layout`` None renders as before layouts were named (the chat template when the tokenizer has one, and the
-    example sentence with a final newline): the prompts the offline tiny model is trained on (:mod:`cure.tiny`).
+    Only the ``reference`` layout renders the example sentence exactly as the reference (no final newline); the
+    others keep the newline they always had, which is what the offline tiny model is trained on (:mod:`cure.tiny`:
+    ``layout`` None, its chat template).
     """
     t = templates or PromptTemplates.load()
-    intro = example_intro(list(example_input or []), list(example_output or []), final_newline=layout is None)
+    intro = example_intro(list(example_input or []), list(example_output or []), final_newline=layout != "reference")
     user = _env.from_string(t.tester_user).render(problem=question, example_intro=intro)
     return _render(_env.from_string(t.tester_system).render(), user, tokenizer, layout)
 
