@@ -299,3 +299,56 @@ def test_pipeline_defaults_are_the_reference_data() -> None:
     assert train_sig["train_data"].default == TRAIN_DATA
     assert train_sig["eval_benchmarks"].default == PAPER_BENCHMARKS
     assert inspect.signature(training.build_eval_pipeline).parameters["eval_benchmarks"].default == PAPER_BENCHMARKS
+
+
+# --- the evaluation stage end to end (scripted model, real worker without isolation) ---------------------------
+
+
+class _Scripted:
+    """An engine answering every prompt with fixed responses; records the sampling parameters it got."""
+
+    chat = False
+    tokenizer = None
+
+    def __init__(self, code: list[str], tests: list[str]) -> None:
+        self.code, self.tests, self.params = code, tests, []
+
+    def generate(self, prompts, params):
+        from cure.rollout.engine import Completion
+
+        self.params.append(params)
+        texts = self.code if "solve problems" in prompts[0] else self.tests
+        return [[Completion(texts[j % len(texts)], 1, "stop") for j in range(params.n)] for _ in prompts]
+
+
+class _CharTokenizer:
+    def encode(self, text, add_special_tokens=False):
+        return list(text)
+
+
+def test_evaluation_defaults_end_to_end() -> None:
+    from cure.evaluate import evaluate_tasks
+    from cure.tasks import Task
+
+    good = "```python\nxs: List[int] = [int(x) for x in input().split()]\nprint(sum(xs))\n```"
+    wrong = "```python\nprint(0)\n```"
+    test = "**Test Input:**\n```1 2```\n\n**Test Output:**\n```3```\n\n**Explanation:**\n\nsum"
+    tasks = [Task(task_id=f"t{i}", source="unit", question="Print the sum of the integers on the line.",
+                  test_time_limit=2.0, example_input=["1 1\n"], example_output=["2\n"],
+                  test_input=["2 3\n", "4 4\n"], test_output=["5\n", "8\n"]) for i in range(2)]
+    cfg = CureConfig()
+    cfg.execute.isolation, cfg.execute.workers = "none", 1
+    cfg.eval.k_code, cfg.eval.k_test, cfg.eval.scales = 2, 2, [(2, 2)]
+    engine = _Scripted([good, wrong], [test, "no test here"])
+    metrics, rollouts, _ = evaluate_tasks("m", tasks, cfg, engine=engine, tokenizer=_CharTokenizer())
+    assert [(p.temperature, p.top_p, p.top_k) for p in engine.params] == [(0.8, 0.95, 40)] * 2
+    r = rollouts[0]
+    assert r["time_limit_s"] == 2.0 and r["typing_names"] is True and r["tests"][1] is None
+    assert "rather than generating the given test example." in r["code_prompt"]
+    assert "We already have" not in r["test_prompt"]
+    # the good program uses List unimported (predefined at evaluation); the unextracted test is left out
+    assert metrics["code_acc"] == 0.5 and metrics["unit_test_acc"] == 1.0 and metrics["bon_2x2"] == 1.0
+    assert metrics["num_tasks"] == 2
+    cfg.eval.exec_namespace, cfg.eval.unextracted_tests = "plain", "fail"
+    metrics, _, _ = evaluate_tasks("m", tasks, cfg, engine=_Scripted([good, wrong], [test, "x"]), tokenizer=_CharTokenizer())
+    assert metrics["code_acc"] == 0.0 and metrics["unit_test_acc"] == 0.0
