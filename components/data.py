@@ -6,7 +6,7 @@ from cure.images import image_for
 
 @dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
 def prepare_data(spec: str, tasks: Output[Dataset], metrics: Output[Metrics]):
-    """Tasks from a source spec (synthetic:SPLIT:N[:SEED], humaneval[:N], file:PATH, hf:NAME[:SPLIT])."""
+    """Tasks from a source spec (synthetic:SPLIT:N[:SEED], humaneval[:N], file:PATH, hf:NAME[:SPLIT], or a released CURE dataset NAME[:N])."""
     from cure.steps import prepare_data as step
 
     for k, v in step(spec, tasks.path).items():

@@ -26,6 +26,7 @@ from components import (
     train,
 )
 from cure.config import CureConfig
+from cure.data import PAPER_BENCHMARKS, TRAIN_DATA
 from pipelines.params import config_dict, with_config_signature
 
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
@@ -55,8 +56,8 @@ def build_training_pipeline(
     gpus: int = 1,
     accelerator: str = DEFAULT_ACCELERATOR,
     base_model: str = "Qwen/Qwen2.5-7B-Instruct",
-    train_data: str = "hf:Gen-Verse/CodeContests:train",
-    eval_benchmarks: tuple[str, ...] = ("humaneval=humaneval",),
+    train_data: str = TRAIN_DATA,
+    eval_benchmarks: tuple[str, ...] = PAPER_BENCHMARKS,
     cfg: CureConfig | None = None,
     name: str = "cure-training",
 ) -> Callable[..., Any]:
@@ -108,7 +109,7 @@ def build_training_pipeline(
 
     fixed = [
         ("base_model", str, base_model, "Starting model: a hub name, a folder, or tiny[:SEED] (the offline tiny model)."),
-        ("train_data", str, train_data, "Training tasks: synthetic:SPLIT:N[:SEED], humaneval[:N], file:PATH or hf:NAME[:SPLIT]."),
+        ("train_data", str, train_data, "Training tasks: synthetic:SPLIT:N[:SEED], humaneval[:N], file:PATH, hf:NAME[:SPLIT] or a released CURE dataset NAME[:N]."),
         ("eval_benchmarks", list, list(eval_benchmarks), "Evaluation benchmarks, NAME=SPEC each; the first is the primary one."),
         ("resume", bool, True, "Continue from the experiment's latest checkpoint in the store when there is one (recurring runs)."),
         ("eval_seed", int, 0, "Sampling seed of the evaluations after round 0."),
@@ -124,7 +125,7 @@ def build_eval_pipeline(
     gpus: int = 1,
     accelerator: str = DEFAULT_ACCELERATOR,
     base_model: str = "Qwen/Qwen2.5-7B-Instruct",
-    eval_benchmarks: tuple[str, ...] = ("humaneval=humaneval",),
+    eval_benchmarks: tuple[str, ...] = PAPER_BENCHMARKS,
     cfg: CureConfig | None = None,
     name: str = "cure-evaluation",
 ) -> Callable[..., Any]:

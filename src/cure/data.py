@@ -1,4 +1,11 @@
-"""The dataset-preparation stage: ``cure data prepare --source {file,hf,humaneval,synthetic} ... --out tasks.jsonl``.
+"""The dataset-preparation stage: ``cure data prepare --source SOURCE ... --out tasks.jsonl``.
+
+Sources: ``file`` (a CURE-format .json/.jsonl), ``hf`` (any Hugging Face dataset with CURE's fields), ``humaneval``
+(converted offline), ``synthetic`` (generated), and the datasets released with CURE by name (:data:`RELEASED`):
+``codecontests_train`` (the reference's training set) and the paper's five benchmarks ``codecontests``,
+``livebench``, ``livecodebench``, ``codeforces``, ``mbpp``. A named source downloads its file from the Hugging Face
+hub, as the reference's ``data/download_data.py`` does (``Gen-Verse/<Name>``, file ``<split>/<Name>.json``), so it
+needs the hub (or a hub cache holding the file, with ``HF_HUB_OFFLINE=1``), or ``--path`` to a copy of that file.
 
 Every source yields validated :class:`cure.tasks.Task` records. Bad rows are never dropped silently: by default
 the first one aborts with its file, row, field and problem; with ``--skip-bad`` the good rows are written and every
@@ -17,7 +24,49 @@ from cure.config import CureConfig
 from cure.tasks import BadRow, Task, TaskFormatError, load_hf_tasks, load_tasks, write_jsonl
 
 log = logging.getLogger(__name__)
-SOURCES = ("file", "hf", "humaneval", "synthetic")
+# name -> (hub dataset, file in it): the files data/download_data.py of the reference fetches.
+RELEASED: dict[str, tuple[str, str]] = {
+    "codecontests_train": ("Gen-Verse/CodeContests_train", "train/CodeContests_train.json"),
+    "codecontests": ("Gen-Verse/CodeContests", "test/CodeContests.json"),
+    "livebench": ("Gen-Verse/LiveBench", "test/LiveBench.json"),
+    "livecodebench": ("Gen-Verse/LiveCodeBench", "test/LiveCodeBench.json"),
+    "codeforces": ("Gen-Verse/CodeForces", "test/CodeForces.json"),
+    "mbpp": ("Gen-Verse/MBPP", "test/MBPP.json"),
+}
+# The reference's training set, and the paper's five evaluation benchmarks (NAME=SPEC; the first is the primary
+# one, the reference's training-time evaluation set).
+TRAIN_DATA = "codecontests_train"
+PAPER_BENCHMARKS: tuple[str, ...] = tuple(f"{n}={n}" for n in ("codecontests", "livebench", "livecodebench", "codeforces", "mbpp"))
+SOURCES = ("file", "hf", "humaneval", "synthetic", *RELEASED)
+
+
+def released_file(name: str) -> Path:
+    """The local path of a released CURE dataset file, downloaded from the hub (or found in its cache)."""
+    from huggingface_hub import hf_hub_download
+
+    repo, filename = RELEASED[name]
+    try:
+        return Path(hf_hub_download(repo_id=repo, repo_type="dataset", filename=filename))
+    except Exception as e:  # network, auth or cache misses: say what to do
+        raise TaskFormatError(
+            f"could not fetch {filename} of dataset {repo} from the Hugging Face hub ({type(e).__name__}: {e}); "
+            f"without a network, download it elsewhere and pass --path FILE (data spec file:FILE)"
+        ) from e
+
+
+def load_released(name: str, path: str | None = None, on_error: str = "raise") -> tuple[list[Task], list[BadRow]]:
+    """Tasks of a released CURE dataset (:data:`RELEASED`) from the hub, or from ``path`` (a copy of its file).
+
+    Task ids are ``<name>/<index>`` in file order, and ``source`` is the name.
+    """
+    if name not in RELEASED:
+        raise TaskFormatError(f"unknown released dataset {name!r}; choose one of {', '.join(RELEASED)}")
+    file = Path(path) if path else released_file(name)
+    tasks, bad = load_tasks(file, on_error=on_error)  # type: ignore[arg-type]
+    # The released files carry no ids: load_tasks derived them from the file name; name them after the dataset.
+    derived = f"{file.stem}/"
+    return [t.model_copy(update={"task_id": name + "/" + t.task_id.removeprefix(derived), "source": name})
+            if t.source == file.stem and t.task_id.startswith(derived) else t for t in tasks], bad
 
 
 def prepare(
@@ -49,6 +98,8 @@ def prepare(
         from cure.synthetic import generate_tasks
 
         tasks = generate_tasks(n, seed=seed, split=split, families=families)
+    elif source in RELEASED:
+        tasks, bad = load_released(source, path, on_error)
     else:
         raise TaskFormatError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     if limit is not None:
@@ -58,7 +109,8 @@ def prepare(
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True, choices=SOURCES)
-    p.add_argument("--path", help="file: CURE .json/.jsonl; hf: hub name, save_to_disk folder or data file")
+    p.add_argument("--path", help="file: CURE .json/.jsonl; hf: hub name, save_to_disk folder or data file; "
+                   "a released dataset's name: a local copy of its file instead of the hub")
     p.add_argument("--split", default="train", help="hf: dataset split; synthetic: train or heldout")
     p.add_argument("--n", type=int, default=64, help="synthetic: number of tasks")
     p.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")

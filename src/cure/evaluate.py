@@ -5,6 +5,11 @@ task (public examples hidden when ``eval.no_example``, as the reference's evalua
 first ``eval.max_test`` ground-truth tests and on every generated test, and :func:`cure.metrics.summarize` scores the
 tables: one-shot code accuracy, unit-test accuracy, p01/p00, Best-of-N on the ``eval.scales`` grid.
 
+By default this is the reference's ``evaluation/eval.py``: its sampler (``eval.temperature`` 0.8, ``top_p`` 0.95,
+``top_k`` 40), its coder prompt (one more sentence), each task's own time limit, ``List``/``Tuple``/``Optional``
+predefined for the programs (``eval.exec_namespace``), and generated tests that could not be extracted left out,
+a task with none left skipped by every metric (``eval.unextracted_tests``).
+
 Evaluation noise is measured by evaluating the same model with several seeds (``seeds``): the report shows the
 spread, so a change across rounds can be compared with it.
 """
@@ -28,8 +33,8 @@ log = logging.getLogger(__name__)
 
 
 def eval_config(cfg: CureConfig, seed: int, model: str) -> CureConfig:
-    """The config used for sampling at evaluation: the eval section's k, temperature and test count, and the
-    model's own prompt templates when it ships them."""
+    """The config used for sampling at evaluation: the eval section's k, sampler (temperature, top-p, top-k) and
+    test count, and the model's own prompt templates when it ships them."""
     from cure.rollout.stage import default_prompt_dir
 
     c = cfg.model_copy(deep=True)
@@ -37,6 +42,8 @@ def eval_config(cfg: CureConfig, seed: int, model: str) -> CureConfig:
     c.rollout.k_code = cfg.eval.k_code
     c.rollout.k_test = cfg.eval.k_test
     c.rollout.temperature = cfg.eval.temperature
+    c.rollout.top_p = cfg.eval.top_p
+    c.rollout.top_k = cfg.eval.top_k
     c.rollout.seed = seed
     c.data.max_gt_tests = cfg.eval.max_test
     return c
@@ -54,15 +61,29 @@ def evaluate_tasks(
         engine = make_engine(c.rollout.engine, model, c.rollout)
     if tokenizer is None:
         tokenizer = policy_tokenizer(engine, model)
-    rollouts = rollout_tasks(tasks, engine, engine, c, tokenizer, give_example=not cfg.eval.no_example)
+    rollouts = rollout_tasks(tasks, engine, engine, c, tokenizer, give_example=not cfg.eval.no_example, evaluation=True)
     from cure.steps import run_sandbox
 
     executions = run_sandbox(rollouts, c)
-    metrics = summarize(tables_from_executions(executions), cfg.eval.scales)
+    metrics = summarize(eval_tables(rollouts, executions, cfg), cfg.eval.scales, skip_untested=drop_untested(cfg))
     mean_len = lambda key: float(np.mean([x for r in rollouts for x in r[key]])) if rollouts else 0.0  # noqa: E731
     metrics["code_response_length"] = mean_len("code_lengths")
     metrics["test_response_length"] = mean_len("test_lengths") if cfg.eval.k_test else 0.0
     return metrics, rollouts, executions
+
+
+def drop_untested(cfg: CureConfig) -> bool:
+    """Whether tasks left with no generated test are skipped (reference eval.py; not in code-only evaluation)."""
+    return cfg.eval.unextracted_tests == "drop" and cfg.eval.k_test > 0
+
+
+def eval_tables(rollouts: list[dict[str, Any]], executions: list[dict[str, Any]], cfg: CureConfig) -> list[Any]:
+    """The (ground truth, generated) pass tables; with ``eval.unextracted_tests=drop`` the columns of tests that
+    could not be extracted are left out, as the reference's evaluation never adds them."""
+    tables = tables_from_executions(executions)
+    if cfg.eval.unextracted_tests != "drop":
+        return tables
+    return [(gt, gen[:, np.asarray([t is not None for t in r["tests"]], dtype=bool)]) for (gt, gen), r in zip(tables, rollouts)]
 
 
 def noise_of(runs: list[dict[str, float]]) -> dict[str, float]:

@@ -81,6 +81,7 @@ def _plan(rollouts: list[dict[str, Any]], default_time_limit: float) -> tuple[li
         if not 0 < limit <= 3600:
             raise RolloutFormatError(f"{where}: field 'time_limit_s' must be seconds in (0, 3600], got {rec.get('time_limit_s')!r}")
         codes = rec["codes"]
+        typing_names = bool(rec.get("typing_names"))
         status = [["no_test" if c is None else "" for c in cols] for _ in codes]
         table = {"task_id": rec["task_id"], "num_gt": num_gt, "status": status}
         tables.append(table)
@@ -95,7 +96,8 @@ def _plan(rollouts: list[dict[str, Any]], default_time_limit: float) -> tuple[li
                 for start in range(0, len(live), TESTS_PER_JOB):
                     part = live[start : start + TESTS_PER_JOB]
                     tests = [(cols[k]["input"], cols[k]["output"]) for k in part]  # type: ignore[index]
-                    by_code[code].append(Job(code=code, tests=tests, time_limit=limit, key=(len(tables) - 1, part, [])))
+                    by_code[code].append(Job(code=code, tests=tests, time_limit=limit, key=(len(tables) - 1, part, []),
+                                             typing_names=typing_names))
                 jobs.extend(by_code[code])
             for job in by_code[code]:
                 job.key[2].append(row)  # type: ignore[index]

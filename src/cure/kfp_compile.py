@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cure.config import CureConfig
+from cure.data import PAPER_BENCHMARKS, TRAIN_DATA
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,8 +59,8 @@ def configure_parser_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every", type=int, help="default pipeline.save_every")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per rollout/train/evaluate pod (0: CPU only)")
     p.add_argument("--base-model", help="default base_model parameter")
-    p.add_argument("--train-data", help="default train_data parameter")
-    p.add_argument("--eval-benchmarks", nargs="+", help="default eval_benchmarks parameter, NAME=SPEC each")
+    p.add_argument("--train-data", help=f"default train_data parameter (default: {TRAIN_DATA}, the reference's training set)")
+    p.add_argument("--eval-benchmarks", nargs="+", help=f"default eval_benchmarks parameter, NAME=SPEC each (default: the paper's five: {' '.join(PAPER_BENCHMARKS)})")
 
 
 def run_cli_compile(args: argparse.Namespace, cfg: CureConfig) -> int:

@@ -37,6 +37,18 @@ _CPU_TINY = [
     "train.micro_batch_tokens=1024",
 ]
 
+# Where the reference's defaults would change what the offline tiny model does, its presets keep the previous values
+# (README, "Fidelity to the reference"): the tiny model is trained on its chat template with its own short prompts,
+# and the demo's figures were measured with the training sampler, kept unextracted tests and the plain namespace.
+_TINY_PINNED = [
+    "rollout.prompt_layout=chat_template",
+    "eval.temperature=1.0",
+    "eval.top_p=1.0",
+    "eval.top_k=-1",
+    "eval.unextracted_tests=fail",
+    "eval.exec_namespace=plain",
+]
+
 PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "rounds": 12,
@@ -47,7 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_benchmarks": ["synthetic_heldout=synthetic:heldout:64:1"],
         "noise_seeds": [101, 102],
         "eval_seed": 101,
-        "set": _CPU_TINY + [
+        "set": _CPU_TINY + _TINY_PINNED + [
             "rollout.batch_size=256",
             "rollout.p_give_example=0.0",
             "data.tasks_per_step=32",
@@ -68,7 +80,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_benchmarks": ["synthetic_heldout=synthetic:heldout:8:1"],
         "noise_seeds": [101],
         "eval_seed": 101,
-        "set": _CPU_TINY + [
+        "set": _CPU_TINY + _TINY_PINNED + [
             "rollout.k_code=4",
             "rollout.k_test=4",
             "data.tasks_per_step=4",

@@ -17,10 +17,11 @@
   ``unit_test_acc`` with trivial tests; this shows whether its correct tests carry signal.
 
 Pooling is over cells, as the reference does (sums of scores over sums of counts); an empty pool gives 0, as the
-reference's ``safe_divide``. One deviation, documented: the reference's evaluation drops a task from the code
-metrics when none of its generated tests could be extracted; here the table always has one column per sampled test
-(unextracted ones fail), and code metrics count every task with programs and ground-truth tests, as the reference's
-code-only (``single_eval``) mode does.
+reference's ``safe_divide``. ``skip_untested=True`` is the reference's evaluation: a task whose table has no
+generated-test column (none could be extracted; the evaluation leaves such tests out, :func:`cure.evaluate.eval_tables`)
+is skipped by every metric, code metrics included. With ``skip_untested=False`` (training, code-only evaluation and
+``eval.unextracted_tests=fail``) code metrics count every task with programs and ground-truth tests, as the
+reference's code-only (``single_eval``) mode does.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class _Ratio:
 
 
 def summarize(
-    tables: Iterable[tuple[Any, Any]], scales: Sequence[tuple[int, int]] = DEFAULT_SCALES
+    tables: Iterable[tuple[Any, Any]], scales: Sequence[tuple[int, int]] = DEFAULT_SCALES, skip_untested: bool = False
 ) -> dict[str, float]:
     """All CURE metrics over a set of tasks (see module docstring); also ``num_tasks``."""
     code_acc, code_cells = _Ratio(), _Ratio()
@@ -61,7 +62,7 @@ def summarize(
         gen = np.asarray(gen_raw, dtype=bool)
         if gt.ndim != 2 or gen.ndim != 2 or gt.shape[0] != gen.shape[0]:
             raise ValueError(f"bad table shapes gt {gt.shape} gen {gen.shape}: expected [n_code, *] for both")
-        if gt.shape[0] == 0 or gt.shape[1] == 0:
+        if gt.shape[0] == 0 or gt.shape[1] == 0 or (skip_untested and gen.shape[1] == 0):
             continue
         n_tasks += 1
         correct = gt.all(axis=1)

@@ -1,9 +1,17 @@
 """CURE's coder and tester prompts, and extraction of programs and tests from responses.
 
-The wording is the reference code's (Gen-Verse/CURE ``optimization_config.py``), kept as editable Jinja2
-templates in ``cure/templates/`` (system + user message per role). When the tokenizer has a chat template it is
-applied to (system, user) messages with a generation prompt; otherwise the reference's literal ChatML-like layout
-is used (``<|im_start|>... User: ... <|im_end|>\\n<|im_start|>Assistant: ``), exactly as the reference renders it.
+The wording is the reference code's (Gen-Verse/CURE ``optimization_config.py``; at evaluation its
+``evaluation_config.py``, whose coder prompt adds one sentence), kept as editable Jinja2 templates in
+``cure/templates/`` (system + user message per role). Two layouts put them around the model's turn:
+
+* ``reference`` (the default of ``rollout.prompt_layout``): the reference's literal strings, whitespace included,
+  ``<|im_start|>SYSTEM <|im_end|>\n<|im_start|>User: USER <|im_end|>\n<|im_start|>Assistant: ``, whatever the
+  tokenizer (the reference renders its prompt strings with jinja2 and never applies a chat template);
+* ``chat_template``: the tokenizer's chat template applied to (system, user) messages with a generation prompt
+  (the tester's example sentence keeps a final newline there, as this project always rendered it).
+
+A template file's final newline is not part of the template (the built-in tester template ends with a blank line,
+which gives the reference's ``explanation here.\n <|im_end|>``).
 
 Extraction never raises: a malformed response gives ``None`` plus a short reason, which the rollout stage counts.
 """
@@ -15,18 +23,30 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jinja2 import Environment, StrictUndefined
 
 SPECIAL_REQUIREMENTS = "You should use input() to input and print() to output in your script. "
+# The evaluation's coder wording (reference ``evaluation/evaluation_config.py``): one more sentence, no final space.
+EVAL_SPECIAL_REQUIREMENTS = (
+    "You should use input() to input and print() to output in your script. "
+    "Your code should output the results based on the input read in, rather than generating the given test example."
+)
+LAYOUTS = ("reference", "chat_template")
+Layout = Literal["reference", "chat_template"]
+Wording = Literal["training", "evaluation"]
 
-_env = Environment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
+_env = Environment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+def _strip_final_newline(text: str) -> str:
+    return text[:-1] if text.endswith("\n") else text
 
 
 @cache
 def _builtin(name: str) -> str:
-    return resources.files("cure").joinpath("templates", f"{name}.j2").read_text(encoding="utf-8").rstrip("\n")
+    return _strip_final_newline(resources.files("cure").joinpath("templates", f"{name}.j2").read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)
@@ -44,40 +64,67 @@ class PromptTemplates:
         texts = {}
         for n in names:
             custom = Path(directory) / f"{n}.j2" if directory else None
-            texts[n] = custom.read_text(encoding="utf-8").rstrip("\n") if custom and custom.is_file() else _builtin(n)
+            texts[n] = _strip_final_newline(custom.read_text(encoding="utf-8")) if custom and custom.is_file() else _builtin(n)
         return cls(**texts)
 
 
-def example_intro(example_input: list[str], example_output: list[str]) -> str:
-    """The tester prompt's sentence about public examples (reference ``get_scaling_prompt``)."""
+def example_intro(example_input: list[str], example_output: list[str], final_newline: bool = False) -> str:
+    """The tester prompt's sentence about public examples (reference ``get_scaling_prompt``).
+
+    The reference renders this sentence through a jinja2 ``Template``, which drops the template's final newline,
+    so the sentence ends with the period (``final_newline=True`` keeps the newline: the text the offline tiny
+    model was trained on).
+    """
     n = len(example_input)
     ins = ", ".join(repr(x) for x in example_input)
     outs = ", ".join(repr(x) for x in example_output)
     if n == 0:
         return " "
+    end = "\n" if final_newline else ""
     if n == 1:
-        return f"We already have one test sample:\n Its input is {ins}. Its output is {outs}.\n"
+        return f"We already have one test sample:\n Its input is {ins}. Its output is {outs}.{end}"
     return (
         f"We already have {n} test samples:\n The inputs are, respectively, {ins}. "
-        f"The corresponding outputs are {outs}.\n"
+        f"The corresponding outputs are {outs}.{end}"
     )
 
 
-def _render(system: str, user: str, tokenizer: Any | None) -> str:
-    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    # The reference's literal layout (no chat template).
+def reference_layout(system: str, user: str) -> str:
+    """The reference's literal prompt layout around a system and a user text (``optimization_config.py``)."""
     return f"<|im_start|>{system} <|im_end|>\n<|im_start|>User: {user} <|im_end|>\n<|im_start|>Assistant: "
 
 
-def code_prompt(question: str, tokenizer: Any | None = None, templates: PromptTemplates | None = None) -> str:
-    """The coder prompt for one task."""
+def _render(system: str, user: str, tokenizer: Any | None, layout: Layout | None) -> Any:
+    has_template = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+    if layout is None:  # library default: the tokenizer's chat template when it has one
+        layout = "chat_template" if has_template else "reference"
+    if layout == "reference":
+        return reference_layout(system, user)
+    if layout != "chat_template":
+        raise ValueError(f"unknown prompt layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+    if not has_template:
+        raise ValueError("prompt layout 'chat_template' needs a tokenizer with a chat template; this one has none "
+                         "(set rollout.prompt_layout=reference, or use the model's own tokenizer)")
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)  # type: ignore[union-attr]
+
+
+def code_prompt(
+    question: str,
+    tokenizer: Any | None = None,
+    templates: PromptTemplates | None = None,
+    layout: Layout | None = None,
+    wording: Wording = "training",
+) -> str:
+    """The coder prompt for one task.
+
+    ``layout`` None uses the tokenizer's chat template when it has one, else the reference layout (the rollout
+    stage always passes ``rollout.prompt_layout``). ``wording="evaluation"`` adds the evaluation's sentence.
+    """
     t = templates or PromptTemplates.load()
-    user = _env.from_string(t.coder_user).render(
-        language="python", special_requirements=SPECIAL_REQUIREMENTS, problem=question
-    )
-    return _render(_env.from_string(t.coder_system).render(), user, tokenizer)
+    special = EVAL_SPECIAL_REQUIREMENTS if wording == "evaluation" else SPECIAL_REQUIREMENTS
+    user = _env.from_string(t.coder_user).render(language="python", special_requirements=special, problem=question)
+    return _render(_env.from_string(t.coder_system).render(), user, tokenizer, layout)
 
 
 def test_prompt(
@@ -86,12 +133,18 @@ def test_prompt(
     example_output: list[str] | None = None,
     tokenizer: Any | None = None,
     templates: PromptTemplates | None = None,
+    layout: Layout | None = None,
 ) -> str:
-    """The tester prompt for one task, showing the given public examples (none: the no-example variant)."""
+    """The tester prompt for one task, showing the given public examples (none: the no-example variant).
+
+    Only the ``reference`` layout renders the example sentence exactly as the reference (no final newline); the
+    others keep the newline they always had, which is what the offline tiny model is trained on (:mod:`cure.tiny`:
+    ``layout`` None, its chat template).
+    """
     t = templates or PromptTemplates.load()
-    intro = example_intro(list(example_input or []), list(example_output or []))
+    intro = example_intro(list(example_input or []), list(example_output or []), final_newline=layout != "reference")
     user = _env.from_string(t.tester_user).render(problem=question, example_intro=intro)
-    return _render(_env.from_string(t.tester_system).render(), user, tokenizer)
+    return _render(_env.from_string(t.tester_system).render(), user, tokenizer, layout)
 
 
 test_prompt.__test__ = False  # not a pytest test despite the name

@@ -43,8 +43,9 @@ def config_from_pipeline(values: dict[str, Any] | str) -> CureConfig:
 
 
 def prepare_data(spec: str, out_path: str) -> dict[str, Any]:
-    """Tasks from a source spec: ``synthetic:SPLIT:N[:SEED]``, ``humaneval[:N]``, ``file:PATH``, ``hf:NAME[:SPLIT]``."""
-    from cure.data import prepare
+    """Tasks from a source spec: ``synthetic:SPLIT:N[:SEED]``, ``humaneval[:N]``, ``file:PATH``, ``hf:NAME[:SPLIT]``,
+    or a released CURE dataset ``NAME[:N]`` (``codecontests_train``, ``codecontests``, ``livebench``, ...)."""
+    from cure.data import RELEASED, prepare
 
     kind, _, rest = spec.partition(":")
     parts = rest.split(":") if rest else []
@@ -59,8 +60,11 @@ def prepare_data(spec: str, out_path: str) -> dict[str, Any]:
         tasks, bad = prepare("file", path=rest)
     elif kind == "hf":
         tasks, bad = prepare("hf", path=parts[0], split=parts[1] if len(parts) > 1 else "train")
+    elif kind in RELEASED:  # a dataset released with CURE, from the hub (cure.data.RELEASED)
+        tasks, bad = prepare(kind, limit=int(parts[0]) if parts else None)
     else:
-        raise ValueError(f"unknown data spec {spec!r}: use synthetic:SPLIT:N[:SEED], humaneval[:N], file:PATH or hf:NAME[:SPLIT]")
+        raise ValueError(f"unknown data spec {spec!r}: use synthetic:SPLIT:N[:SEED], humaneval[:N], file:PATH, "
+                         f"hf:NAME[:SPLIT] or a released dataset NAME[:N] ({', '.join(RELEASED)})")
     write_jsonl(out_path, tasks)
     return {"tasks": len(tasks), "bad_rows": len(bad)}
 

@@ -7,7 +7,8 @@ provide it: :mod:`cure.rollout.hf` (transformers ``generate``, the CPU default),
 
 A prompt is either a rendered string (``Engine.chat`` is False: the engine feeds it to the model as is) or a list
 of chat messages ``[{"role", "content"}, ...]`` (``Engine.chat`` is True: an API applies its own chat template).
-The rollout stage renders prompts for each engine with :meth:`Engine.tokenizer`'s chat template.
+The rollout stage renders text prompts in the configured layout (``rollout.prompt_layout``: the reference's literal
+strings by default, or :meth:`Engine.tokenizer`'s chat template).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ A 401/403 (bad key) or 404 (wrong URL, mode or model name) fails at once with a 
 
 ``cfg.api_mode`` picks ``/chat/completions`` (messages; the API applies the model's chat template) or
 ``/completions`` (the rendered prompt text). At most 4 stop strings are sent (OpenAI's limit); all of them are
-applied to the returned text here, so the result is the same, only a few tokens dearer.
+applied to the returned text here, so the result is the same, only a few tokens dearer. ``top_k`` is sent as the
+extension vLLM's and SGLang's servers read, except to ``api.openai.com``, whose API has no top-k cut.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from cure.rollout.engine import (
     Completion,
@@ -101,6 +103,8 @@ class OpenAIEngine(Engine):
             raise ValueError(f"openai engine: api_mode must be 'chat' or 'completions', got {self.mode!r}")
         self.chat = self.mode == "chat"
         self.url = f"{self.base_url}/{'chat/completions' if self.chat else 'completions'}"
+        # OpenAI's own API has no top_k parameter: the cut is not sent there.
+        self.no_top_k = urlparse(self.base_url).hostname == "api.openai.com"
         self.key_env = cfg.api_key_env
         key = api_key if api_key is not None else os.environ.get(cfg.api_key_env)
         if not key:
@@ -176,8 +180,8 @@ class OpenAIEngine(Engine):
         }
         if params.stop:
             body["stop"] = list(params.stop[:MAX_API_STOPS])
-        if params.top_k > 0:
-            body["top_k"] = params.top_k  # an extension that vLLM's server understands
+        if params.top_k > 0 and not self.no_top_k:
+            body["top_k"] = params.top_k  # an extension that vLLM's and SGLang's servers understand
         if seed is not None:
             body["seed"] = seed
         if self.chat:

@@ -5,16 +5,24 @@ This is CURE's ``sample.py`` as a library function plus the ``cure rollout`` com
 - the coder prompt asks for a program; ``k_code`` responses are sampled, and the last fenced ```` ```python ````
   block of each is extracted (``None`` when there is none);
 - the tester prompt asks for one unit test; with probability ``p_give_example`` (a Bernoulli draw per task, as
-  the reference, seeded by the seed and task id) it shows the first ``max_input_examples`` public examples, otherwise none;
+  the reference, seeded by the seed and task id; 0 when ``reward.post_stage``, as the reference) it shows the first
+  ``max_input_examples`` public examples, otherwise none;
   ``k_test`` responses are sampled and their ``**Test Input:**``/``**Test Output:**`` blocks extracted;
 - the first ``data.max_gt_tests`` ground-truth tests are attached for the execute stage.
 
 Every response is recorded with its token length, counted with the *policy's* tokenizer (the one passed in,
 as the reference counts ``len(tokenizer.encode(text, add_special_tokens=False))``), and whether it was cut by
 the token limit (``code_truncated``/``test_truncated``: the reward stage appends the end-of-sequence token only
-to responses that were not truncated, as the reference does). The coder and the tester may be different
-engines or models; each gets its prompts rendered with its own chat template, while the record keeps the
-prompts as the policy's tokenizer renders them (what training sees).
+to responses that were not truncated, as the reference does).
+
+Prompts are laid out as ``rollout.prompt_layout`` says (:mod:`cure.prompts`): by default the reference's literal
+strings, the same for every engine and tokenizer. The record's ``code_prompt``/``test_prompt`` are the text the
+engine received; an engine that takes chat messages (a chat API) gets (system, user) messages, and its record
+holds the prompt as the policy's tokenizer renders it in the configured layout (what training sees).
+
+``evaluation=True`` gives the reference evaluation's variant: the coder prompt with its extra sentence, each
+task's own time limit, and (``eval.exec_namespace``) ``List``/``Tuple``/``Optional`` predefined for the programs.
+Training executions use a fixed 1 s limit by default (``data.time_limit``), as the reference's ``execute.py``.
 """
 
 from __future__ import annotations
@@ -45,9 +53,12 @@ class _MessageRecorder:
         return messages
 
 
-def _render_for(engine: Engine, render: Any) -> Any:
-    """The prompt in the form ``engine`` takes: chat messages for chat APIs, else text in its own chat template."""
-    return render(_MessageRecorder() if engine.chat else engine.tokenizer)
+def _render_for(engine: Engine, render: Any, policy_tokenizer: Any) -> Any:
+    """The prompt in the form ``engine`` takes: chat messages for chat APIs, else text in the configured layout
+    (a chat template is the engine's own, or the policy's when the engine holds no tokenizer)."""
+    if engine.chat:
+        return render(_MessageRecorder(), "chat_template")
+    return render(engine.tokenizer or policy_tokenizer, None)
 
 
 def _examples(task: Task, give: bool, max_examples: int) -> tuple[list[str], list[str]]:
@@ -63,8 +74,8 @@ def _draw_example(seed: int, task_id: str, p: float) -> bool:
     return random.Random(f"{seed}/{task_id}").random() < p
 
 
-def _time_limit(task: Task, cfg: CureConfig) -> float:
-    if "test_time_limit" in task.model_fields_set:
+def _time_limit(task: Task, cfg: CureConfig, per_task: bool) -> float:
+    if per_task and "test_time_limit" in task.model_fields_set:
         return float(task.test_time_limit)
     return cfg.data.default_time_limit_s
 
@@ -77,39 +88,51 @@ def rollout_tasks(
     tokenizer: Any,
     templates: PromptTemplates | None = None,
     give_example: bool | None = None,
+    evaluation: bool = False,
 ) -> list[dict[str, Any]]:
     """Sample and extract programs and unit tests for ``tasks``; one rollout record per task (ARCHITECTURE.md).
 
-    ``tokenizer`` is the policy's: it renders the recorded prompts and counts response lengths.
+    ``tokenizer`` is the policy's: it counts response lengths and renders the recorded prompts of chat engines.
     ``give_example`` forces the tester prompt's public examples on or off; None draws them per task with
-    probability ``cfg.rollout.p_give_example`` (seeded by ``cfg.rollout.seed`` and the task id).
+    probability ``cfg.rollout.p_give_example`` (seeded by ``cfg.rollout.seed`` and the task id; 0 when
+    ``cfg.reward.post_stage``). ``evaluation`` selects the reference evaluation's variant (module docstring).
     """
     rc = cfg.rollout
     templates = templates or PromptTemplates.load(rc.prompt_dir)
-    gives = [give_example if give_example is not None else _draw_example(rc.seed, t.task_id, rc.p_give_example)
-             for t in tasks]
+    p_example = 0.0 if cfg.reward.post_stage else rc.p_give_example
+    gives = [give_example if give_example is not None else _draw_example(rc.seed, t.task_id, p_example) for t in tasks]
+    wording = "evaluation" if evaluation else "training"
+    per_task_limit = evaluation or cfg.data.time_limit == "per_task"
 
     def code_render(task: Task):
-        return lambda tok: code_prompt(task.question, tok, templates)
+        return lambda tok, layout: code_prompt(task.question, tok, templates, layout or rc.prompt_layout, wording)
 
     def test_render(task: Task, give: bool):
         ex_in, ex_out = _examples(task, give, rc.max_input_examples)
-        return lambda tok: test_prompt(task.question, ex_in, ex_out, tok, templates)
+        return lambda tok, layout: test_prompt(task.question, ex_in, ex_out, tok, templates, layout or rc.prompt_layout)
 
     code_renders = [code_render(t) for t in tasks]
     test_renders = [test_render(t, g) for t, g in zip(tasks, gives)]
+    code_prompts = [_render_for(coder, r, tokenizer) for r in code_renders]
+    test_prompts = [_render_for(tester, r, tokenizer) for r in test_renders]
+
+    def recorded(engine: Engine, sent: list[Any], renders: list[Any]) -> list[str]:
+        return [r(tokenizer, None) for r in renders] if engine.chat else sent
 
     t0 = time.monotonic()
-    code_out = coder.generate([_render_for(coder, r) for r in code_renders], SamplingParams.from_config(rc, rc.k_code))
+    code_out = coder.generate(code_prompts, SamplingParams.from_config(rc, rc.k_code))
     if rc.k_test > 0:
-        test_out = tester.generate([_render_for(tester, r) for r in test_renders], SamplingParams.from_config(rc, rc.k_test))
+        test_out = tester.generate(test_prompts, SamplingParams.from_config(rc, rc.k_test))
     else:
         test_out = [[] for _ in tasks]
     log.info("rollout: %d tasks x (%d programs + %d tests) sampled in %.1f s",
              len(tasks), rc.k_code, rc.k_test, time.monotonic() - t0)
 
     records = []
-    for task, give, crender, trender, codes, tests in zip(tasks, gives, code_renders, test_renders, code_out, test_out):
+    typing_names = evaluation and cfg.eval.exec_namespace == "reference"
+    rows = zip(tasks, gives, recorded(coder, code_prompts, code_renders), recorded(tester, test_prompts, test_renders),
+               code_out, test_out)
+    for task, give, cprompt, tprompt, codes, tests in rows:
         code_resp = [c.text for c in codes]
         test_resp = [c.text for c in tests]
         code_ex = [extract_code(r) for r in code_resp]
@@ -119,8 +142,8 @@ def rollout_tasks(
         k = min(cfg.data.max_gt_tests, len(task.test_input))
         records.append({
             "task_id": task.task_id,
-            "code_prompt": crender(tokenizer),
-            "test_prompt": trender(tokenizer),
+            "code_prompt": cprompt,
+            "test_prompt": tprompt,
             "code_responses": code_resp,
             "code_lengths": [len(tokenizer.encode(r, add_special_tokens=False)) for r in code_resp],
             "codes": [code for code, _ in code_ex],
@@ -130,7 +153,8 @@ def rollout_tasks(
             "tests": [test for test, _ in test_ex],
             "test_truncated": [c.finish_reason == "length" for c in tests],
             "gt_tests": [{"input": i, "output": o} for i, o in zip(task.test_input[:k], task.test_output[:k])],
-            "time_limit_s": _time_limit(task, cfg),
+            "time_limit_s": _time_limit(task, cfg, per_task_limit),
+            "typing_names": typing_names,
             "give_example": give,
             "extract_failures": {"code": sum(code_reasons.values()), "test": sum(test_reasons.values())},
             "extract_failure_reasons": {"code": dict(code_reasons), "test": dict(test_reasons)},

@@ -38,6 +38,7 @@ class Job:
     tests: list[tuple[str, str]]  # (input, expected output)
     time_limit: float = 1.0
     key: object = None
+    typing_names: bool = False  # predefine List, Tuple, Optional (the reference's evaluation namespace)
     status: list[str] = field(default_factory=list)
 
 
@@ -133,6 +134,7 @@ class _Sandbox:
             "memory_mb": limits.memory_mb,
             "output_limit": limits.output_limit,
             "confirm_cpu": self.isolation == "gvisor",
+            "typing_names": job.typing_names,
         }
         # The worker enforces every limit itself; this only catches a hung worker. A CPU timeout may be re-run
         # up to 3 times with a 3x stretched budget (see worker.Worker._confirm_timeout), hence the factor 10.

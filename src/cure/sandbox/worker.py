@@ -9,7 +9,9 @@ Python. Protocol, one JSON object per line: the host writes a job to stdin, the 
     answer {"id": 7, "status": ["pass", "fail", "timeout", ...]}
 
 Semantics are CURE's (``optimization/execute.py`` of the reference): the program is ``exec``-uted as
-``__main__`` in a fresh namespace whose ``input`` reads the test input line by line, ``sys.stdin`` reads it as a
+``__main__`` in a fresh namespace whose ``input`` reads the test input line by line (a job with
+``"typing_names": true`` also finds ``List``, ``Tuple`` and ``Optional`` from ``typing`` there, as the reference's
+``evaluation/eval.py`` predefines them), ``sys.stdin`` reads it as a
 file, ``sys.stdout`` is captured; ``SystemExit`` keeps the output, any other exception loses it (status
 ``error``); the output is compared whitespace-normalised (``" ".join(a.split()) == " ".join(b.split())``).
 
@@ -202,7 +204,7 @@ def _snapshot_modules() -> dict[str, dict]:
     return {name: dict(m.__dict__) for name, m in list(sys.modules.items()) if name != "__main__" and m is not None}
 
 
-def _run_one(code_obj: object, test_input: str, cap: int) -> tuple[int, str]:
+def _run_one(code_obj: object, test_input: str, cap: int, typing_names: bool = False) -> tuple[int, str]:
     """One test, CURE's way. Returns (status code, captured output)."""
     lines = iter(test_input.splitlines())
 
@@ -217,6 +219,10 @@ def _run_one(code_obj: object, test_input: str, cap: int) -> tuple[int, str]:
     sys.stdin = io.StringIO(test_input)
     sys.stderr = _NullStderr()
     namespace = {"__name__": "__main__", "__builtins__": builtins, "input": fake_input}
+    if typing_names:
+        import typing
+
+        namespace.update(List=typing.List, Tuple=typing.Tuple, Optional=typing.Optional)  # noqa: UP006
     status = OK
     try:
         exec(code_obj, namespace)
@@ -292,14 +298,14 @@ def _run_tests(job: dict, result_fd: int, base_modules: frozenset, fingerprint: 
     # The timer is re-armed per test and never disarmed: while the runner waits for work it uses no CPU.
     signal.setitimer(signal.ITIMER_PROF, limit)
     try:
-        code_obj = compile(job["code"], "<program>", "exec")
+        code_obj = compile(job["code"], "<program>", "exec", dont_inherit=True)  # not this file's __future__ flags
     except BaseException:  # does not compile: every test is an error, nothing to run
         os.write(result_fd, b"".join(_HDR.pack(k, 0, ERROR) for k in range(first, len(tests))))
         return
     for k in range(first, len(tests)):
         if k != first:
             signal.setitimer(signal.ITIMER_PROF, limit)
-        status, output = _run_one(code_obj, tests[k], cap)
+        status, output = _run_one(code_obj, tests[k], cap, bool(job.get("typing_names")))
         payload = output.encode("utf-8", "surrogatepass")
         code = ERROR if status == RESTART else status
         leave = status not in (OK, ERROR) or job["fresh"]
@@ -427,7 +433,8 @@ class Worker:
             self._end_runner(kill=True)  # its start was (not) measured
         self.measure = measure
         limits = (int(job["memory_mb"]) << 20, CPU_BACKSTOP_S)
-        msg = {k: job[k] for k in ("code", "time_limit", "output_limit")} | {"tests": tests, "fresh": fresh}
+        msg = {k: job[k] for k in ("code", "time_limit", "output_limit")} | {"tests": tests, "fresh": fresh,
+                                                                             "typing_names": bool(job.get("typing_names"))}
         nxt = 0
         while nxt < n:
             if self.runner is not None and (self.runner.limits != limits or fresh):
