@@ -12,6 +12,7 @@ the default) naming the file, row and field, or keeps the good rows and returns 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -32,7 +33,7 @@ class Task(BaseModel):
     task_id: str = Field(min_length=1)
     source: str = Field(min_length=1)
     question: str = Field(min_length=1)
-    test_time_limit: float = Field(1.0, gt=0)
+    test_time_limit: float = Field(1.0, gt=0, le=3600)  # seconds; the sandbox's range (execute checks it too)
     example_input: list[str] = Field(default_factory=list)
     example_output: list[str] = Field(default_factory=list)
     test_input: list[str]
@@ -43,6 +44,8 @@ class Task(BaseModel):
     def _time_limit_number(cls, v: Any) -> Any:
         if isinstance(v, bool):
             raise ValueError("must be a number of seconds, not a boolean")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError("must be a finite number of seconds in (0, 3600]")
         return v
 
     @model_validator(mode="after")
@@ -170,6 +173,7 @@ def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict[str, Any]])
                 obj = rec.model_dump(mode="json") if isinstance(rec, BaseModel) else rec
                 f.write(json.dumps(obj, ensure_ascii=False) + "\n")
                 n += 1
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an artifact gets the mode any new file gets
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -177,21 +181,25 @@ def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict[str, Any]])
     return n
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would, briefly, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSON Lines artifact; a bad line raises naming the file and line."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such file")
-    out = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}:{lineno}: not valid JSON: {e.msg}") from e
-    return out
+    """Read a JSON Lines artifact (UTF-8, one JSON object per line); a bad line raises naming the file and line.
+
+    The returned list is a :class:`cure.validate.Records`, which remembers each record's line for later checks.
+    """
+    from cure.validate import read_records
+
+    return read_records(path)
 
 
 # --- Hugging Face datasets -------------------------------------------------------------------------------
