@@ -70,6 +70,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+    from cure.validate import CliError, check_output_path
+
+    if args.limit is not None and args.limit < 0:
+        raise CliError(f"--limit {args.limit}: must be 0 or more (the number of tasks to keep)")
+    check_output_path(args.out)
+    if args.report:
+        check_output_path(args.report, "--report", create=False)
     try:
         tasks, bad = prepare(
             args.source,

@@ -98,7 +98,12 @@ def validate_record(record: Any, where: str) -> Task:
 
 def _iter_raw(path: Path) -> Iterator[tuple[str, Any]]:
     """Yield (where, record) from a JSON list file or a JSON Lines file."""
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise TaskFormatError(f"{path}:{line}: not valid UTF-8; task files must be UTF-8") from None
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:

@@ -253,6 +253,11 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
         if rc.prompt_dir:
             log.info("using the model's prompt templates in %s", rc.prompt_dir)
 
+    from cure.validate import CliError, check_output_path
+
+    if args.limit is not None and args.limit < 0:
+        raise CliError(f"--limit {args.limit}: must be 0 or more (the number of tasks to keep)")
+    check_output_path(args.out)
     try:
         tasks, _ = load_tasks(args.tasks)
         if args.limit is not None:

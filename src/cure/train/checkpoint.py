@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +90,8 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    dist = sys.modules.get("torch.distributed")  # not imported: no process group exists to wait for
+    if dist is not None and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
 
 

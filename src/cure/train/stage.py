@@ -242,6 +242,14 @@ def train_step(
     """
     t0 = time.time()
     check_config(cfg)
+    from cure.train.data import validate_record
+    from cure.validate import check_reward_range, where_of
+
+    for i, rec in enumerate(records):  # every record, before any model is loaded
+        validate_record(rec, where_of(records, i, "training record"))
+    clipped = check_reward_range(records, cfg.max_abs_reward, cfg.reward_out_of_range)
+    if clipped:
+        log.warning("clipped %d reward(s) to +/-%g (train.reward_out_of_range=clip)", clipped, cfg.max_abs_reward)
     if cfg.use_kl_loss and cfg.reference == "initial" and not ref_model_dir:
         raise ValueError("train.reference=initial needs ref_model_dir (--ref-model DIR): the initial policy's folder")
     dist_info = init_distributed(cfg.engine)
@@ -252,11 +260,6 @@ def train_step(
     step = state["step"] + 1
     update_index = state["updates"]
     ckpt.check_step_free(out_dir, step, overwrite)
-    from cure.validate import check_reward_range
-
-    clipped = check_reward_range(records, cfg.max_abs_reward, cfg.reward_out_of_range)
-    if clipped:
-        log.warning("clipped %d reward(s) to +/-%g (train.reward_out_of_range=clip)", clipped, cfg.max_abs_reward)
     torch.manual_seed(cfg.seed + step)
     rng = random.Random(cfg.seed * 1000003 + step)
 
