@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         what = "error" if code == 2 else f"error ({type(e).__name__})"
         print(f"cure {name}: {what}: {e}", file=sys.stderr)
-        if not args.verbose:
+        if code != 2 and not args.verbose:  # an unexpected error: the traceback is worth asking for
             print("(run with -v for the traceback)", file=sys.stderr)
         return code
     finally:
