@@ -252,10 +252,17 @@ class SandboxPool:
         self._old_sigterm = _unwind_on_sigterm()
         starters = [threading.Thread(target=self._start_one, args=(i,)) for i in range(self.workers)]
         self._errors: list[BaseException] = []
-        for t in starters:
-            t.start()
-        for t in starters:
-            t.join()
+        try:
+            for t in starters:
+                t.start()
+            for t in starters:
+                t.join()
+        except BaseException:  # a signal while the sandboxes start: let them finish starting, then stop them all
+            for t in starters:
+                if t.is_alive():
+                    t.join()
+            self.close()
+            raise
         if self._errors:
             self.close()
             raise self._errors[0]
