@@ -318,6 +318,18 @@ class DeepSpeedEngine(Engine):
         self.engine.backward(loss, scale_wrt_gas=False)
 
     def step(self) -> float:
+        if self.stage == 0:
+            # Without ZeRO, DeepSpeed reports no norm and does not skip an overflowing update: check here, where
+            # the (already averaged) gradients are whole on every rank, before anything is applied.
+            norms = [torch.linalg.vector_norm(p.grad.float()) for p in self.model.parameters() if p.grad is not None]
+            norm0 = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+            if not math.isfinite(norm0):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.last_step_applied = False
+                return norm0
+            self.engine.step()
+            self.last_step_applied = True
+            return norm0
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
         # DeepSpeed's ZeRO optimizers skip an update whose gradients overflow and say so here.

@@ -1,0 +1,47 @@
+"""Training never publishes a non-finite model: huge rewards are rejected or clipped (counted), a non-finite
+gradient norm stops the step or skips the update (``train.nonfinite``), and no checkpoint is written with it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from train_fixtures import load_weights, make_records, small_train_config, tiny_model  # noqa: F401
+
+from cure.train import checkpoint as ckpt
+from cure.train.stage import NonFiniteError, train_step
+from cure.validate import ArtifactError
+
+
+def _huge(records: list[dict], value: float) -> list[dict]:
+    return [dict(r, reward=value if i % 2 else -value) for i, r in enumerate(records)]
+
+
+def test_huge_rewards_are_rejected_before_training(tiny_model, tmp_path):  # noqa: F811
+    with pytest.raises(ArtifactError, match=r"record 0: field 'reward': -1e\+300 is outside \[-10, 10\]"):
+        train_step(str(tiny_model), _huge(make_records(4), 1e300), small_train_config(), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_clipped_rewards_are_counted(tiny_model, tmp_path):  # noqa: F811
+    cfg = small_train_config(reward_out_of_range="clip", max_abs_reward=3.0)
+    m = train_step(str(tiny_model), _huge(make_records(4), 1e300), cfg, str(tmp_path / "out"))
+    assert m["rewards_clipped"] == 4 and m["nonfinite_updates"] == 0
+    assert all(torch.isfinite(w).all() for w in load_weights(m["checkpoint"]).values())
+
+
+def test_infinite_gradient_norm_stops_without_a_checkpoint(tiny_model, tmp_path):  # noqa: F811
+    cfg = small_train_config(max_abs_reward=1e30)  # let the 1e20 rewards of the report through to the engine
+    with pytest.raises(NonFiniteError, match="non-finite .*no checkpoint was written"):
+        train_step(str(tiny_model), _huge(make_records(4), 1e20), cfg, str(tmp_path / "out"))
+    assert ckpt.latest_checkpoint(tmp_path / "out") is None
+
+
+def test_infinite_gradient_norm_skips_the_update_when_asked(tiny_model, tmp_path):  # noqa: F811
+    cfg = small_train_config(max_abs_reward=1e30, nonfinite="skip")
+    m = train_step(str(tiny_model), _huge(make_records(4), 1e20), cfg, str(tmp_path / "out"))
+    assert m["nonfinite_updates"] == m["updates"] == m["skipped_updates"] > 0
+    assert not math.isfinite(m["per_update"][0]["grad_norm"])
+    before, after = load_weights(tiny_model), load_weights(m["checkpoint"])
+    assert all(torch.equal(before[k], after[k]) for k in before)  # skipped: the model is unchanged, and finite
