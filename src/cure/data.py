@@ -89,9 +89,8 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
             limit=args.limit,
         )
     except TaskFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        print("hint: fix the record, or pass --skip-bad to write the good rows and list the bad ones", file=sys.stderr)
-        return 2
+        hint = "" if args.skip_bad else "; fix the record, or pass --skip-bad to write the good rows and list the bad ones"
+        raise CliError(f"{e}{hint}") from e
     for b in bad:
         print(f"bad row: {b}", file=sys.stderr)
     n = write_jsonl(args.out, tasks)
