@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -438,7 +439,17 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     if args.nproc_per_node > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # Not yet distributed: relaunch under torchrun, without any one-process rendezvous settings we inherited.
         env = {k: v for k, v in os.environ.items() if k not in _DIST_VARS}
-        return subprocess.run(torchrun_argv(args, args.nproc_per_node), check=False, env=env).returncode
+        proc = subprocess.Popen(torchrun_argv(args, args.nproc_per_node), env=env)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: torchrun passes it on to its workers
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
     if args.engine is not None:
         cfg.train.engine = args.engine
     if args.zero_stage is not None:
