@@ -2,8 +2,8 @@
 
 Every JSON Lines artifact goes through :func:`read_records`: each line must be UTF-8 and one JSON object. The
 records it returns remember their file and line, so the contract checks below name ``FILE:LINE: field 'x':
-problem`` (records built in memory are named ``record N``). The contracts are the ones in
-``docs``/ARCHITECTURE (task, rollout, execution, reward records):
+problem`` (records built in memory are named ``record N``). The contracts are the architecture's artifact
+contracts (task, rollout, execution, reward records):
 
 * rollouts (:func:`check_rollouts`): unique non-empty ``task_id``; ``codes`` a list of str/null; ``gt_tests`` a
   list of ``{"input": str, "output": str}``; ``tests`` a list (entries may be null: a test that could not be
@@ -67,7 +67,7 @@ def read_records(path: str | Path, what: str = "artifact") -> Records:
     """Read a JSON Lines file: every non-blank line one UTF-8 JSON object. Raises :class:`ArtifactError`."""
     p = Path(path)
     if not p.is_file():
-        raise ArtifactError(f"{p}: no such file (the {what})" if not p.exists() else f"{p}: not a file")
+        raise ArtifactError(f"{p}: no such file" if not p.exists() else f"{p}: not a file")
     items: list[Any] = []
     lines: list[int] = []
     with p.open("rb") as f:
