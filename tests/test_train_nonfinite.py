@@ -45,3 +45,13 @@ def test_infinite_gradient_norm_skips_the_update_when_asked(tiny_model, tmp_path
     assert not math.isfinite(m["per_update"][0]["grad_norm"])
     before, after = load_weights(tiny_model), load_weights(m["checkpoint"])
     assert all(torch.equal(before[k], after[k]) for k in before)  # skipped: the model is unchanged, and finite
+
+
+def test_an_existing_step_is_replaced_only_when_asked(tiny_model, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    first = train_step(str(tiny_model), make_records(4), small_train_config(), str(out))
+    with pytest.raises(ckpt.StepExists, match="--overwrite"):  # raised before any training
+        train_step(str(tiny_model), make_records(4, seed=1), small_train_config(), str(out))
+    again = train_step(str(tiny_model), make_records(4, seed=1), small_train_config(), str(out), overwrite=True)
+    assert again["checkpoint"] == first["checkpoint"] and ckpt.latest_checkpoint(out) == out / "step-000001"
+    assert not [p for p in out.iterdir() if p.name.startswith((".old-", ".tmp-"))]
