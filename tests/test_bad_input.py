@@ -260,3 +260,23 @@ def test_artifacts_get_the_normal_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "x.jsonl").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("verb", ["rollout", "evaluate"])
+def test_task_readers_refuse(verb, tmp_path, capsys):
+    cases = [
+        ("not-utf8", lines(task("a")) + b'{"question": "\xff"}\n', 2, "not valid UTF-8"),
+        ("duplicate-id", lines(task("a"), task("a")), 2, "field 'task_id': duplicate"),
+        ("time-limit-inf", lines(_set(task("a"), "test_time_limit", float("inf"))), 1, "test_time_limit"),
+    ]
+    for name, data, line, text in cases:
+        src = tmp_path / f"{name}.jsonl"
+        src.write_bytes(data)
+        model = str(tmp_path / "no-model")  # never loaded: the tasks are checked first
+        if verb == "rollout":
+            argv = ["rollout", "--tasks", str(src), "--model", model, "--engine", "hf", "--out", str(tmp_path / "r.jsonl")]
+        else:
+            argv = ["evaluate", "--tasks", f"b={src}", "--model", model, "--out", str(tmp_path / "eval")]
+        rc = cli.main(argv)
+        _assert_refused(rc, capsys.readouterr().err, src, line, text)
+        assert not (tmp_path / "r.jsonl").exists() and not (tmp_path / "eval" / "metrics.json").exists()

@@ -265,8 +265,7 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
         if args.shard:
             tasks = shard(tasks, args.shard)
     except (TaskFormatError, ValueError) as e:
-        log.error("cure rollout: %s", e)
-        return 2
+        raise CliError(str(e)) from e
     give = {"draw": None, "always": True, "never": False}[args.give_example]
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_path)
