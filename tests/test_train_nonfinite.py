@@ -55,3 +55,21 @@ def test_an_existing_step_is_replaced_only_when_asked(tiny_model, tmp_path):  # 
     again = train_step(str(tiny_model), make_records(4, seed=1), small_train_config(), str(out), overwrite=True)
     assert again["checkpoint"] == first["checkpoint"] and ckpt.latest_checkpoint(out) == out / "step-000001"
     assert not [p for p in out.iterdir() if p.name.startswith((".old-", ".tmp-"))]
+
+
+@pytest.mark.deepspeed
+@pytest.mark.parametrize("stage", [0, 2])
+def test_deepspeed_skips_or_stops_on_an_infinite_gradient_norm(tiny_model, tmp_path, stage):  # noqa: F811
+    pytest.importorskip("deepspeed", reason="DeepSpeed (optional extra cure[deepspeed]) is not installed")
+    good = train_step(str(tiny_model), make_records(4), small_train_config(engine="deepspeed", zero_stage=stage),
+                      str(tmp_path / "good"))
+    assert all(math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0 for r in good["per_update"])  # ZeRO-0 reports it
+    records = _huge(make_records(4), 1e20)
+    cfg = small_train_config(engine="deepspeed", zero_stage=stage, max_abs_reward=1e30)
+    with pytest.raises(NonFiniteError, match="the update was not applied"):
+        train_step(str(tiny_model), records, cfg, str(tmp_path / "stop"))
+    assert ckpt.latest_checkpoint(tmp_path / "stop") is None
+    m = train_step(str(tiny_model), records, cfg.model_copy(update={"nonfinite": "skip"}), str(tmp_path / "skip"))
+    assert m["skipped_updates"] == m["updates"] > 0
+    before, after = load_weights(tiny_model), load_weights(m["checkpoint"])
+    assert all(torch.equal(before[k], after[k]) for k in before)
