@@ -79,3 +79,17 @@ def test_manifest_paths_stay_inside_the_destination(store, tmp_path, rel):
         with pytest.raises(StoreError, match="plain relative path"):
             store.fetch_checkpoint("exp", name, dest)
     assert not dest.exists() and not (tmp_path / "deep" / "evil").exists() and not (tmp_path / "evil").exists()
+
+
+def test_stored_and_fetched_files_get_the_normal_mode(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        store = open_store(str(tmp_path / "store"))
+        store.put_bytes("exp/a.txt", b"a")
+        got = store.get_file("exp/a.txt", tmp_path / "a.txt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "store/exp/a.txt").stat().st_mode & 0o777 == 0o644
+    assert got.stat().st_mode & 0o777 == 0o644

@@ -177,6 +177,9 @@ class _HashingWriter:
         if expected_sha256 and actual != expected_sha256:
             self.discard()
             raise ChecksumMismatch(where, expected_sha256, actual)
+        from cure.validate import current_umask
+
+        os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a stored or fetched file gets the usual mode
         os.replace(self.tmp, self.dest)
         return self.dest
 

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cure.validate import current_umask
+
 OnError = Literal["raise", "skip"]
 
 
@@ -178,23 +180,13 @@ def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict[str, Any]])
                 obj = rec.model_dump(mode="json") if isinstance(rec, BaseModel) else rec
                 f.write(json.dumps(obj, ensure_ascii=False) + "\n")
                 n += 1
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an artifact gets the mode any new file gets
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; an artifact gets the mode any new file gets
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return n
 
-
-def _umask() -> int:
-    """The process umask, read without changing it (``os.umask`` would, briefly, for every thread)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -301,3 +301,14 @@ def check_output_path(path: str | Path, flag: str = "--out", *, folder: bool = F
     except OSError as e:
         raise CliError(f"{flag} {p}: cannot write in {target_dir}: {e.strerror or e}") from None
     return p
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would, briefly, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
