@@ -10,9 +10,10 @@ from sandbox_fixtures import no_leftover_processes, rollout
 
 from cure import cli
 from cure.config import ExecuteConfig
-from cure.execute import RolloutFormatError, execute_rollouts
+from cure.execute import execute_rollouts
 from cure.sandbox import GVisorUnavailable, workload
 from cure.sandbox.worker import needs_fresh_process
+from cure.validate import ArtifactError
 
 pytestmark = pytest.mark.gvisor
 
@@ -116,7 +117,7 @@ def test_gvisor_requested_without_runsc_is_an_error(monkeypatch, tmp_path):
 
 
 def test_bad_rollout_record_names_the_task():
-    with pytest.raises(RolloutFormatError, match="task 'x'.*gt_tests"):
+    with pytest.raises(ArtifactError, match="record 0: field 'gt_tests'"):
         execute_rollouts([{"task_id": "x", "codes": ["print(1)"], "gt_tests": "nope"}], GVISOR, progress=False)
 
 

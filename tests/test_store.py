@@ -301,7 +301,7 @@ def test_local_uris_and_atomic_writes(tmp_path: Path, monkeypatch):
     # a reader never sees a half-written file: the new bytes arrive by rename, no temp files remain
     store.put_bytes("k/v", b"new" * 1000)
     assert (tmp_path / "rel/k/v").read_bytes() == b"new" * 1000
-    assert [p.name for p in (tmp_path / "rel/k").iterdir()] == ["v"]
+    assert sorted(p.name for p in (tmp_path / "rel/k").iterdir()) == [".v.cure-sha256", "v"]  # object + its sha256
 
 
 def test_local_corruption_detected(tmp_path: Path):

@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
+import traceback
 from collections.abc import Sequence
+from typing import Any
 
 # name -> (module, one-line help). Nested commands use "group name".
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -98,11 +102,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         parser.error(str(e))
     run = getattr(module, "run_cli_" + name.split()[-1], None) or module.run_cli
+    previous = _terminate_on_sigterm()
     try:
         return int(run(args, cfg) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print("terminated" if isinstance(e, Terminated) else "interrupted", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    except Exception as e:  # one line for the user; -v shows the traceback
+        code = 2 if _is_input_error(e) else 1
+        if args.verbose:
+            traceback.print_exc()
+        what = "error" if code == 2 else f"error ({type(e).__name__})"
+        print(f"cure {name}: {what}: {e}", file=sys.stderr)
+        if code != 2 and not args.verbose:  # an unexpected error: the traceback is worth asking for
+            print("(run with -v for the traceback)", file=sys.stderr)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C, so ``with`` blocks (sandboxes, temp folders) clean up."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _terminate_on_sigterm() -> Any:
+    """Make SIGTERM unwind the stack (cleanup runs) instead of killing the process; returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _is_input_error(e: BaseException) -> bool:
+    """Errors the user can fix (bad input, missing or unwritable paths, a bad option): exit code 2."""
+    from cure.validate import CliError
+
+    if isinstance(e, (CliError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return True
+    from cure.store import StoreError
+
+    return isinstance(e, StoreError) or type(e).__name__ == "GVisorUnavailable"
 
 
 if __name__ == "__main__":

@@ -122,6 +122,9 @@ class TrainConfig(_Section):
     job_api: Literal["pytorchjob", "trainjob"] = Field("pytorchjob", description="nodes > 1: Training Operator v1 PyTorchJob (kubeflow.org/v1) or Kubeflow Trainer v2 TrainJob (trainer.kubeflow.org/v1alpha1).")
     runtime: str = Field("torch-distributed", description="job_api trainjob: the ClusterTrainingRuntime the TrainJob names.")
     save_optimizer_state: bool = Field(False, description="Save AdamW state with each checkpoint so a resume continues it (reference: off; every step starts a fresh optimizer).")
+    nonfinite: Literal["stop", "skip"] = Field("stop", description="A NaN/inf loss or gradient norm in an update: stop with an error (no checkpoint), or skip that update (counted in metrics). A checkpoint with a non-finite weight is never written either way.")
+    max_abs_reward: float = Field(10.0, gt=0, description="Largest |reward| accepted: rewards are per-task z-scores (|z| <= sqrt(k-1), 3.9 for k=16), so a larger one is a bug upstream.")
+    reward_out_of_range: Literal["reject", "clip"] = Field("reject", description="A reward beyond max_abs_reward: reject the data (error naming the record), or clip it to +/-max_abs_reward and count it (metrics: rewards_clipped).")
 
 
 class EvalConfig(_Section):

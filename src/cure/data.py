@@ -122,6 +122,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+    from cure.validate import CliError, check_output_path
+
+    if args.limit is not None and args.limit < 0:
+        raise CliError(f"--limit {args.limit}: must be 0 or more (the number of tasks to keep)")
+    check_output_path(args.out)
+    if args.report:
+        check_output_path(args.report, "--report", create=False)
     try:
         tasks, bad = prepare(
             args.source,
@@ -134,9 +141,8 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
             limit=args.limit,
         )
     except TaskFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        print("hint: fix the record, or pass --skip-bad to write the good rows and list the bad ones", file=sys.stderr)
-        return 2
+        hint = "" if args.skip_bad else "; fix the record, or pass --skip-bad to write the good rows and list the bad ones"
+        raise CliError(f"{e}{hint}") from e
     for b in bad:
         print(f"bad row: {b}", file=sys.stderr)
     n = write_jsonl(args.out, tasks)

@@ -106,6 +106,10 @@ def evaluate_benchmarks(
     The first benchmark's metrics are also written at the top level, so ``history.json`` entries carry the keys of
     :func:`cure.metrics.summarize` for the primary benchmark directly.
     """
+    empty = [name for name, tasks in benchmarks.items() if not tasks]
+    if not benchmarks or empty:
+        raise ValueError(f"no tasks to evaluate in benchmark(s) {empty or '(none given)'}: metrics of zero tasks "
+                         "would read as 0.0 accuracy")
     from cure.rollout.engine import make_engine
     from cure.rollout.stage import policy_tokenizer
 
@@ -147,12 +151,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     if args.engine:
         cfg.rollout.engine = args.engine
+    from cure.validate import CliError, check_output_path
+
+    check_output_path(args.out, folder=True)
     benchmarks = {}
     for item in args.tasks:
         name, _, path = item.partition("=")
         if not path:
             name, path = Path(item).stem, item
+        if name in benchmarks:
+            raise CliError(f"--tasks: benchmark name {name!r} is given twice; use NAME=FILE with distinct names")
         benchmarks[name] = load_tasks(path)[0]
+        if not benchmarks[name]:
+            raise CliError(f"--tasks {item}: no tasks in {path}; a benchmark needs at least one task")
     entry = evaluate_benchmarks(args.model, benchmarks, cfg, args.round, args.seeds, args.out)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "metrics.json").write_text(json.dumps(entry, indent=2))

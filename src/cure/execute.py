@@ -75,7 +75,8 @@ def _plan(rollouts: list[dict[str, Any]], default_time_limit: float) -> tuple[li
             raise RolloutFormatError(f"{where}: needs 'task_id' and 'codes' (list of programs or null)")
         cols, num_gt = _columns(rec, where)
         try:
-            limit = float(rec.get("time_limit_s") or default_time_limit)
+            raw = rec.get("time_limit_s")
+            limit = float(default_time_limit if raw is None else raw)
         except (TypeError, ValueError):
             limit = -1.0
         if not 0 < limit <= 3600:
@@ -108,7 +109,11 @@ def execute_rollouts(rollouts: list[dict[str, Any]], cfg: ExecuteConfig, progres
     """Run every program of every rollout record against its tests; return one execution record per task.
 
     Records keep their order; each is ``{"task_id", "num_gt", "passed", "status"}`` (see the module docstring).
+    The rollouts are checked first (:func:`cure.validate.check_rollouts`: unique task ids, field types).
     """
+    from cure.validate import check_rollouts
+
+    check_rollouts(rollouts)
     tables, jobs = _plan(rollouts, default_time_limit=1.0)
     total = sum(len(j.tests) * len(j.key[2]) for j in jobs)  # type: ignore[index]
     limits = Limits(memory_mb=cfg.memory_mb, output_limit=cfg.output_limit_bytes, wall_factor=cfg.wall_factor)
@@ -189,17 +194,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     from cure.tasks import read_jsonl, write_jsonl
+    from cure.validate import check_output_path
 
     if args.isolation is not None:
         cfg.execute.isolation = args.isolation
     if args.workers is not None:
         cfg.execute.workers = args.workers
-    try:
-        rollouts = read_jsonl(args.rollouts)
-        executions = execute_rollouts(rollouts, cfg.execute, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"cure execute: {e}", file=sys.stderr)
-        return 2
+    check_output_path(args.out)
+    rollouts = read_jsonl(args.rollouts)
+    executions = execute_rollouts(rollouts, cfg.execute, progress=not args.no_progress)
     write_jsonl(args.out, executions)
     counts = summarize_status(executions)
     log.info("wrote %d tables to %s; cells: %s", len(executions), args.out, ", ".join(f"{k}={v}" for k, v in counts.items() if v))

@@ -20,6 +20,7 @@ import numpy as np
 from cure.config import CureConfig, RewardConfig
 from cure.reward import task_rewards
 from cure.tasks import read_jsonl, write_jsonl
+from cure.validate import check_executions, check_join, check_output_path, check_rollouts
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,23 @@ def assemble(
     max_new_tokens: int,
     seed: int = 0,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
-    """Build (coder examples, tester examples, counts). Executions are matched to rollouts by ``task_id``."""
+    """Build (coder examples, tester examples, counts). Executions are matched to rollouts by ``task_id``.
+
+    Both inputs are checked first (:mod:`cure.validate`): their contracts, unique task ids, every task on both
+    sides and table shapes that match the rollouts; a violation raises :class:`cure.validate.ArtifactError`.
+    """
+    check_rollouts(rollouts, for_reward=True)
+    check_executions(executions)
+    check_join(rollouts, executions)
     by_id = {e["task_id"]: e for e in executions}
-    missing = [r["task_id"] for r in rollouts if r["task_id"] not in by_id]
-    if missing:
-        raise ValueError(f"no execution record for {len(missing)} rollout task(s), e.g. {missing[:3]}")
     code_data: list[dict[str, Any]] = []
     test_data: list[dict[str, Any]] = []
     counts = {"tasks": 0, "coder_tasks": 0, "tester_tasks": 0, "coder_none": 0, "tester_none": 0}
     for r in rollouts:
         e = by_id[r["task_id"]]
         counts["tasks"] += 1
-        passed = np.asarray(e["passed"], dtype=bool)
-        t = int(e["num_gt"])
+        passed = np.asarray(e["passed"], dtype=bool).reshape(len(e["passed"]), len(e["passed"][0]) if e["passed"] else 0)
+        t = e["num_gt"]
         code_r, test_r = task_rewards(
             passed[:, :t],
             passed[:, t:],
@@ -106,6 +111,9 @@ def write_rewards(rollouts_path: str, executions_path: str, cfg: CureConfig, out
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+    check_output_path(args.out)
+    if args.summary:
+        check_output_path(args.summary, "--summary")
     counts = write_rewards(args.rollouts, args.executions, cfg, args.out, args.seed)
     if args.summary:
         with open(args.summary, "w") as f:

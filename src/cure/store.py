@@ -8,7 +8,10 @@ have the same semantics, so the offline demo exercises the cluster's logic:
   ``list`` and ``delete_prefix`` treat a prefix as a folder (``a/b`` covers ``a/b`` and ``a/b/...``, never ``a/bc``);
 * every write is all-or-nothing: the folder backend writes a temporary file and renames it, S3 makes an object
   visible only when its upload (multipart for large files) completes;
-* every object written by :meth:`Store.put_file` carries its sha256 (S3 user metadata) and downloads verify it;
+* every object (files, JSON, manifests, histories) carries its sha256 (S3 user metadata; a hidden
+  ``.NAME.cure-sha256`` file beside it in a folder store) and every read verifies it: an object without one is
+  refused, not trusted;
+* a manifest's file paths must stay inside the destination folder (no absolute paths, no ``..``);
 * a checkpoint is complete only when its manifest (sha256 and size of every file) exists, and the manifest is
   written after every file; the experiment's ``latest`` pointer moves only after that. A crash at any moment
   therefore leaves ``latest`` naming a complete, verifiable checkpoint.
@@ -47,6 +50,8 @@ MANIFEST_NAME = "cure-manifest.json"
 LATEST_NAME = "latest"
 MANIFEST_FORMAT = 1
 _TMP_MARK = ".cure-tmp-"
+_SUM_SUFFIX = ".cure-sha256"
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -88,7 +93,11 @@ def check_key(key: str, *, allow_empty: bool = False) -> str:
             return ""
         raise ValueError(f"store key {key!r} is empty")
     parts = k.split("/")
-    if "\\" in k or any(p in ("", ".", "..") for p in parts) or any(_TMP_MARK in p for p in parts):
+    if (
+        "\\" in k
+        or any(p in ("", ".", "..") for p in parts)
+        or any(_TMP_MARK in p or p.endswith(_SUM_SUFFIX) for p in parts)
+    ):
         raise ValueError(
             f"store key {key!r} is invalid: use '/'-separated names without empty, '.' or '..' parts or backslashes"
         )
@@ -118,6 +127,33 @@ def _local_files(local_dir: Path) -> list[tuple[str, Path]]:
     return out
 
 
+def _check_manifest(manifest: dict[str, Any], name: str, where: str) -> None:
+    """A manifest names its checkpoint and lists relative paths, each with a sha256 and a size."""
+    if manifest.get("name") != name:
+        raise StoreError(f"{where}: manifest names checkpoint {manifest.get('name')!r}, expected {name!r}")
+    for rel, entry in manifest["files"].items():
+        try:
+            confined = isinstance(rel, str) and check_key(rel) == rel and not rel.startswith("/")
+        except ValueError:
+            confined = False
+        if not confined or rel == MANIFEST_NAME:
+            raise StoreError(
+                f"{where}: file path {rel!r} is not a plain relative path inside the checkpoint (absolute paths, "
+                "'..', '.', empty parts and backslashes are refused); the manifest is corrupt or hostile"
+            )
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and _SHA_RE.match(entry["sha256"])
+                and isinstance(entry.get("size"), int) and not isinstance(entry.get("size"), bool)
+                and entry["size"] >= 0):
+            raise StoreError(f"{where}: entry for {rel!r} needs a 64-hex 'sha256' and a non-negative 'size'")
+
+
+def _no_checksum(where: str) -> StoreError:
+    return StoreError(
+        f"{where} has no recorded sha256 (it was not written through the store, or its checksum was removed); "
+        "refusing to return unverified data: write it again through the store"
+    )
+
+
 class _HashingWriter:
     """Writes to a temporary file beside the destination, hashing as it goes; :meth:`commit` renames it."""
 
@@ -141,6 +177,9 @@ class _HashingWriter:
         if expected_sha256 and actual != expected_sha256:
             self.discard()
             raise ChecksumMismatch(where, expected_sha256, actual)
+        from cure.validate import current_umask
+
+        os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a stored or fetched file gets the usual mode
         os.replace(self.tmp, self.dest)
         return self.dest
 
@@ -333,6 +372,7 @@ class Store(ABC):
             raise StoreError(f"{self.describe(manifest_key)} is not valid JSON: {e}") from e
         if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
             raise StoreError(f"{self.describe(manifest_key)} is not a checkpoint manifest")
+        _check_manifest(manifest, name, self.describe(manifest_key))
         return manifest
 
     def fetch_checkpoint(self, experiment: str, name_or_latest: str, local_dir: str | Path) -> dict[str, Any]:
@@ -345,7 +385,7 @@ class Store(ABC):
         prefix = self.checkpoint_key(experiment, manifest["name"])
         dest = Path(local_dir)
         for rel, entry in sorted(manifest["files"].items()):
-            key = _join(prefix, check_key(rel))
+            key = _join(prefix, rel)
             path = self.get_file(key, dest / rel, sha256=entry["sha256"])
             if path.stat().st_size != entry["size"]:  # unreachable unless sha256 collides; cheap to check
                 raise StoreError(f"{self.describe(key)}: size {path.stat().st_size} != manifest {entry['size']}")
@@ -380,16 +420,34 @@ class LocalStore(Store):
     def describe(self, key: str) -> str:
         return str(self.root / key.strip("/")) if key.strip("/") else str(self.root)
 
+    def _sum_path(self, key: str) -> Path:
+        p = self._path(key)
+        return p.with_name(f".{p.name}{_SUM_SUFFIX}")
+
+    def _recorded_sha(self, key: str) -> str:
+        try:
+            digest = self._sum_path(key).read_text().strip()
+        except FileNotFoundError:
+            raise _no_checksum(self.describe(key)) from None
+        if not _SHA_RE.match(digest):
+            raise StoreError(f"{self._sum_path(key)}: not a sha256 ({digest[:80]!r}); write {self.describe(key)} again")
+        return digest
+
     def _write(self, key: str, chunks: Iterator[bytes]) -> str:
         w = _HashingWriter(self._path(key))
         try:
             for chunk in chunks:
                 w.write(chunk)
+            digest = w.sha.hexdigest()
+            # The checksum lands first: a crash before the object's rename leaves a mismatch that reads refuse.
+            s = _HashingWriter(self._sum_path(key))
+            s.write(digest.encode() + b"\n")
+            s.commit(str(self._sum_path(key)), None)
         except BaseException:
             w.discard()
             raise
         w.commit(self.describe(key), None)
-        return w.sha.hexdigest()
+        return digest
 
     def put_file(self, key: str, path: str | Path) -> str:
         try:
@@ -406,6 +464,7 @@ class LocalStore(Store):
         src = self._path(key)
         if not src.is_file():
             raise ObjectNotFound(f"no object {self.describe(key)}")
+        expected = sha256 or self._recorded_sha(key)
         w = _HashingWriter(Path(path))
         try:
             with open(src, "rb") as f:
@@ -414,15 +473,16 @@ class LocalStore(Store):
         except BaseException:
             w.discard()
             raise
-        return w.commit(self.describe(key), sha256)
+        return w.commit(self.describe(key), expected)
 
     def get_bytes(self, key: str, sha256: str | None = None) -> bytes:
         src = self._path(key)
         if not src.is_file():
             raise ObjectNotFound(f"no object {self.describe(key)}")
+        expected = sha256 or self._recorded_sha(key)
         data = src.read_bytes()
-        if sha256 and (actual := hashlib.sha256(data).hexdigest()) != sha256:
-            raise ChecksumMismatch(self.describe(key), sha256, actual)
+        if (actual := hashlib.sha256(data).hexdigest()) != expected:
+            raise ChecksumMismatch(self.describe(key), expected, actual)
         return data
 
     def exists(self, key: str) -> bool:
@@ -438,7 +498,7 @@ class LocalStore(Store):
         keys = []
         for root, _dirs, files in os.walk(base):
             for name in files:
-                if _TMP_MARK not in name:
+                if _TMP_MARK not in name and not name.endswith(_SUM_SUFFIX):
                     keys.append((Path(root) / name).relative_to(self.root).as_posix())
         return sorted(keys)
 
@@ -446,13 +506,14 @@ class LocalStore(Store):
         p = self._path(key)
         if p.is_file():
             p.unlink()
+        self._sum_path(key).unlink(missing_ok=True)
 
     def delete_prefix(self, prefix: str) -> int:
         prefix = check_key(prefix, allow_empty=True)
         keys = self.list(prefix)
         base = self.root / prefix if prefix else self.root
         if base.is_file():
-            base.unlink()
+            self.delete(prefix)
         elif base.is_dir():
             if prefix:
                 shutil.rmtree(base)
@@ -707,7 +768,11 @@ class S3Store(Store):
             finally:
                 resp.close()
                 resp.release_conn()
-            return w.commit(where, sha256 or resp.headers.get("x-amz-meta-sha256"))
+            expected = sha256 or resp.headers.get("x-amz-meta-sha256")
+            if not expected:
+                w.discard()
+                raise _no_checksum(where)
+            return w.commit(where, expected)
 
         return self._call(f"download {where}", attempt)
 

@@ -12,6 +12,7 @@ the default) naming the file, row and field, or keeps the good rows and returns 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cure.validate import current_umask
 
 OnError = Literal["raise", "skip"]
 
@@ -32,7 +35,7 @@ class Task(BaseModel):
     task_id: str = Field(min_length=1)
     source: str = Field(min_length=1)
     question: str = Field(min_length=1)
-    test_time_limit: float = Field(1.0, gt=0)
+    test_time_limit: float = Field(1.0, gt=0, le=3600)  # seconds; the sandbox's range (execute checks it too)
     example_input: list[str] = Field(default_factory=list)
     example_output: list[str] = Field(default_factory=list)
     test_input: list[str]
@@ -43,6 +46,8 @@ class Task(BaseModel):
     def _time_limit_number(cls, v: Any) -> Any:
         if isinstance(v, bool):
             raise ValueError("must be a number of seconds, not a boolean")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError("must be a finite number of seconds in (0, 3600]")
         return v
 
     @model_validator(mode="after")
@@ -95,7 +100,12 @@ def validate_record(record: Any, where: str) -> Task:
 
 def _iter_raw(path: Path) -> Iterator[tuple[str, Any]]:
     """Yield (where, record) from a JSON list file or a JSON Lines file."""
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise TaskFormatError(f"{path}:{line}: not valid UTF-8; task files must be UTF-8") from None
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -170,6 +180,7 @@ def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict[str, Any]])
                 obj = rec.model_dump(mode="json") if isinstance(rec, BaseModel) else rec
                 f.write(json.dumps(obj, ensure_ascii=False) + "\n")
                 n += 1
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; an artifact gets the mode any new file gets
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -177,21 +188,15 @@ def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict[str, Any]])
     return n
 
 
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSON Lines artifact; a bad line raises naming the file and line."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such file")
-    out = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}:{lineno}: not valid JSON: {e.msg}") from e
-    return out
+    """Read a JSON Lines artifact (UTF-8, one JSON object per line); a bad line raises naming the file and line.
+
+    The returned list is a :class:`cure.validate.Records`, which remembers each record's line for later checks.
+    """
+    from cure.validate import read_records
+
+    return read_records(path)
 
 
 # --- Hugging Face datasets -------------------------------------------------------------------------------

@@ -277,6 +277,11 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
         if rc.prompt_dir:
             log.info("using the model's prompt templates in %s", rc.prompt_dir)
 
+    from cure.validate import CliError, check_output_path
+
+    if args.limit is not None and args.limit < 0:
+        raise CliError(f"--limit {args.limit}: must be 0 or more (the number of tasks to keep)")
+    check_output_path(args.out)
     try:
         tasks, _ = load_tasks(args.tasks)
         if args.limit is not None:
@@ -284,8 +289,7 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
         if args.shard:
             tasks = shard(tasks, args.shard)
     except (TaskFormatError, ValueError) as e:
-        log.error("cure rollout: %s", e)
-        return 2
+        raise CliError(str(e)) from e
     give = {"draw": None, "always": True, "never": False}[args.give_example]
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_path)

@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cure.sandbox import gvisor
 
@@ -186,6 +188,24 @@ class _Sandbox:
             )
 
 
+class SandboxTerminated(KeyboardInterrupt):
+    """SIGTERM while a pool is open: raised in the main thread so the pool's ``with`` block cleans up."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise SandboxTerminated()
+
+
+def _unwind_on_sigterm() -> Any:
+    """Unless someone already handles SIGTERM, make it unwind the main thread (cleanup runs, then it exits
+    like Ctrl-C) instead of killing the process with sandboxes and their folders left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -228,14 +248,23 @@ class SandboxPool:
         if self.isolation == "gvisor":
             gvisor.write_bundle(self._dir / "bundle")
         self._boxes: list[_Sandbox] = []
+        self._closing = False
 
     def __enter__(self) -> SandboxPool:
+        self._old_sigterm = _unwind_on_sigterm()
         starters = [threading.Thread(target=self._start_one, args=(i,)) for i in range(self.workers)]
         self._errors: list[BaseException] = []
-        for t in starters:
-            t.start()
-        for t in starters:
-            t.join()
+        try:
+            for t in starters:
+                t.start()
+            for t in starters:
+                t.join()
+        except BaseException:  # a signal while the sandboxes start: let them finish starting, then stop them all
+            for t in starters:
+                if t.is_alive():
+                    t.join()
+            self.close()
+            raise
         if self._errors:
             self.close()
             raise self._errors[0]
@@ -252,10 +281,15 @@ class SandboxPool:
         self.close()
 
     def close(self) -> None:
+        """Stop every sandbox (processes and gVisor containers) and remove the pool's folder. Idempotent."""
+        self._closing = True
         for box in self._boxes:
             box.close()
         self._boxes = []
         shutil.rmtree(self._dir, ignore_errors=True)
+        old, self._old_sigterm = getattr(self, "_old_sigterm", None), None
+        if old is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, old)
 
     def run(self, jobs: Iterable[Job], on_done: Callable[[Job], None] | None = None) -> list[Job]:
         """Run every job (longest first, so the tail is short); return them with ``status`` filled."""
@@ -274,7 +308,7 @@ class SandboxPool:
         lock = threading.Lock()
 
         def serve(box: _Sandbox) -> None:
-            while not failures:
+            while not failures and not self._closing:
                 try:
                     job = todo.get_nowait()
                 except queue.Empty:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -121,6 +122,17 @@ def _cpu_weights(model: torch.nn.Module, params: dict[str, torch.Tensor]) -> dic
     return out
 
 
+def _all_ranks(ok: bool, dist_info: DistInfo) -> bool:
+    if dist_info.world_size == 1:
+        return ok
+    import torch.distributed as dist
+
+    dev = dist_info.device if dist_info.device.type == "cuda" else torch.device("cpu")
+    t = torch.tensor([0 if ok else 1], dtype=torch.int32, device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item()) == 0
+
+
 class Engine:
     """Common parts; subclasses wrap the model and optimizer."""
 
@@ -137,8 +149,16 @@ class Engine:
     def backward(self, loss: torch.Tensor, is_last: bool) -> None:
         raise NotImplementedError
 
+    last_step_applied: bool = True  # False when the last :meth:`step` left the weights unchanged
+
     def step(self) -> float:
+        """Clip and apply the accumulated gradients; returns the global gradient norm (before clipping)."""
         raise NotImplementedError
+
+    def weights_finite(self) -> bool:
+        """Whether every weight is finite (collective: every rank calls it; same answer on every rank)."""
+        ok = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        return _all_ranks(ok, self.dist)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -191,10 +211,14 @@ class TorchEngine(Engine):
                     p.grad = torch.zeros_like(p)
                 dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
                 p.grad.div_(self.dist.world_size)
-        norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        self.optimizer.step()
+        norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
+        # A NaN/inf norm (the same on every rank: gradients are already averaged) would turn every weight into
+        # NaN through the clip factor: such an update is never applied.
+        self.last_step_applied = math.isfinite(norm)
+        if self.last_step_applied:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return norm
 
     def full_state_dict(self):
         if not self.dist.is_main:
@@ -294,9 +318,32 @@ class DeepSpeedEngine(Engine):
         self.engine.backward(loss, scale_wrt_gas=False)
 
     def step(self) -> float:
+        if self.stage == 0:
+            # Without ZeRO, DeepSpeed reports no norm and does not skip an overflowing update: check here, where
+            # the (already averaged) gradients are whole on every rank, before anything is applied.
+            norms = [torch.linalg.vector_norm(p.grad.float()) for p in self.model.parameters() if p.grad is not None]
+            norm0 = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+            if not math.isfinite(norm0):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.last_step_applied = False
+                return norm0
+            self.engine.step()
+            self.last_step_applied = True
+            return norm0
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
+        # DeepSpeed's ZeRO optimizers skip an update whose gradients overflow and say so here.
+        self.last_step_applied = getattr(self.engine, "_step_applied", True) is not False
         return float(norm) if norm is not None else float("nan")
+
+    def weights_finite(self) -> bool:
+        import deepspeed
+
+        ok = True
+        for param in self.model.parameters():
+            with deepspeed.zero.GatheredParameters([param], enabled=self.stage == 3):
+                ok = ok and bool(torch.isfinite(param).all())
+        return _all_ranks(ok, self.dist)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:

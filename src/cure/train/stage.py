@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 _DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
+
+
+class NonFiniteError(ValueError):
+    """A NaN or infinite loss / gradient norm with ``train.nonfinite=stop``, or weights that became non-finite."""
 
 
 @dataclass
@@ -132,7 +137,9 @@ def _run_update(engine: Engine, items: list[Item], old: dict[int, torch.Tensor],
                 cfg: TrainConfig, dist_info: DistInfo) -> dict[str, float]:
     """Forward/backward over this rank's items, then one optimizer step. Returns globally reduced statistics."""
     engine.train(True)
-    sums = dict.fromkeys(("loss", "pg_loss", "kl", "ratio", "entropy_tok", "clip_tok", "tokens", "slots", "real", "mbs"), 0.0)
+    sums = dict.fromkeys(
+        ("loss", "pg_loss", "kl", "ratio", "entropy_tok", "clip_tok", "tokens", "slots", "real", "mbs", "nonfinite"), 0.0
+    )
     for j, item in enumerate(items):
         mb = item.mb
         logits = response_logits(engine, mb)
@@ -148,6 +155,8 @@ def _run_update(engine: Engine, items: list[Item], old: dict[int, torch.Tensor],
             kl_coef=cfg.kl_coef,
             kl_estimator=cfg.kl_estimator,
         )
+        if not bool(torch.isfinite(parts.loss.detach())):
+            sums["nonfinite"] += 1
         engine.backward(parts.loss * item.weight, is_last=j == len(items) - 1)
         if item.weight > 0:
             share = item.weight / dist_info.world_size  # 1 / micro batches in the update
@@ -162,10 +171,30 @@ def _run_update(engine: Engine, items: list[Item], old: dict[int, torch.Tensor],
             sums["real"] += mb.real_tokens
             sums["mbs"] += 1
         del logits, logprobs, parts
-    grad_norm = engine.step()
     keys = list(sums)
     red = dict(zip(keys, _all_reduce_sum([sums[k] for k in keys], dist_info), strict=True))
+    grad_norm = engine.step()
+    nonfinite = red["nonfinite"] > 0 or not math.isfinite(grad_norm)
+    applied = engine.last_step_applied
+    if nonfinite:
+        what = "loss" if red["nonfinite"] > 0 else "gradient norm"
+        if cfg.nonfinite == "stop":
+            raise NonFiniteError(
+                f"non-finite {what} (loss={red['loss']}, grad_norm={grad_norm}) in an update"
+                + ("" if applied else "; the update was not applied")
+                + ". Check the rewards and train.learning_rate; no checkpoint was written "
+                "(set train.nonfinite=skip to skip such updates instead)"
+            )
+        if applied and not engine.weights_finite():
+            raise NonFiniteError(
+                f"non-finite {what} (grad_norm={grad_norm}) and the engine applied the update: the weights are no "
+                "longer finite; no checkpoint was written"
+            )
+        log.warning("skipped an update: non-finite %s (grad_norm=%s)%s", what, grad_norm,
+                    "" if not applied else "; the engine applied it but the weights stayed finite")
     return {
+        "nonfinite": nonfinite,
+        "applied": applied,
         "loss": red["loss"],
         "pg_loss": red["pg_loss"],
         "kl": red["kl"],
@@ -191,6 +220,7 @@ def train_step(
     *,
     separate_training: bool = True,
     layout: Layout = "pack",
+    overwrite: bool = False,
 ) -> dict:
     """One CURE training step on ``records`` (the reward artifact); writes ``out_dir/step-N`` and returns metrics.
 
@@ -202,12 +232,25 @@ def train_step(
     ``min(packing_max_len, micro_batch_tokens)`` tokens.
     ``separate_training``: coder and tester records in separate phases (``RewardConfig.separate_training``).
     ``layout``: ``pack`` (the reference) or ``pad`` (same groups, padded rows; for comparison).
+    ``overwrite``: replace ``out_dir/step-N`` if it exists (else that is an error, raised before any training).
+
+    Guards (:mod:`cure.validate`): rewards beyond ``cfg.max_abs_reward`` are rejected or clipped and counted
+    (``rewards_clipped``); a non-finite loss or gradient norm stops the step or skips the update
+    (``cfg.nonfinite``; ``nonfinite_updates``, ``skipped_updates``); a non-finite weight is never saved.
 
     Returns ``loss, pg_loss, kl, entropy, grad_norm, clip_frac`` (means over the updates), ``tokens`` (response
     tokens trained on), ``time`` (s), plus ``step``, ``updates``, ``checkpoint`` and per-update rows.
     """
     t0 = time.time()
     check_config(cfg)
+    from cure.train.data import validate_record
+    from cure.validate import check_reward_range, where_of
+
+    for i, rec in enumerate(records):  # every record, before any model is loaded
+        validate_record(rec, where_of(records, i, "training record"))
+    clipped = check_reward_range(records, cfg.max_abs_reward, cfg.reward_out_of_range)
+    if clipped:
+        log.warning("clipped %d reward(s) to +/-%g (train.reward_out_of_range=clip)", clipped, cfg.max_abs_reward)
     if cfg.use_kl_loss and cfg.reference == "initial" and not ref_model_dir:
         raise ValueError("train.reference=initial needs ref_model_dir (--ref-model DIR): the initial policy's folder")
     dist_info = init_distributed(cfg.engine)
@@ -217,6 +260,7 @@ def train_step(
     state = ckpt.read_trainer_state(start)
     step = state["step"] + 1
     update_index = state["updates"]
+    ckpt.check_step_free(out_dir, step, overwrite)
     torch.manual_seed(cfg.seed + step)
     rng = random.Random(cfg.seed * 1000003 + step)
 
@@ -295,13 +339,14 @@ def train_step(
         "world_size": dist_info.world_size,
     }
     folder = ckpt.save_checkpoint(
-        engine, tokenizer, out_dir, new_state, save_optimizer=cfg.save_optimizer_state, is_main=dist_info.is_main
+        engine, tokenizer, out_dir, new_state, save_optimizer=cfg.save_optimizer_state, is_main=dist_info.is_main,
+        overwrite=overwrite,
     )
     del engine
     gc.collect()
 
     def mean(key: str) -> float:
-        vals = [r[key] for r in rows]
+        vals = [r[key] for r in rows if math.isfinite(r[key])]
         return float(sum(vals) / len(vals)) if vals else 0.0
 
     tokens = sum(r["tokens"] for r in rows)
@@ -332,6 +377,9 @@ def train_step(
         "micro_batches": sum(len(mbs) for _, mbs, _ in phases),
         **data_stats,
         "samples": len(samples),
+        "rewards_clipped": clipped,
+        "nonfinite_updates": sum(1 for r in rows if r["nonfinite"]),
+        "skipped_updates": sum(1 for r in rows if not r["applied"]),
         "per_update": rows,
     }
     if dist_info.is_main:
@@ -361,6 +409,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", help="continue from this checkpoint (weights, step counter, optimizer state if saved)")
     parser.add_argument("--log-dir", help="TensorBoard folder (default OUT/tensorboard)")
     parser.add_argument("--layout", choices=["pack", "pad"], default="pack", help="micro-batch layout (pad: comparison only)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT/step-N if it exists (else an error)")
     parser.add_argument(
         "--nproc-per-node", type=int, default=None,
         help="processes on this machine (default train.nproc_per_node); >1 relaunches through torchrun",
@@ -376,6 +425,8 @@ def torchrun_argv(args: argparse.Namespace, nproc: int) -> list[str]:
                         ("--config", args.config)):
         if value is not None:
             argv += [flag, str(value)]
+    if args.overwrite:
+        argv.append("--overwrite")
     for item in args.overrides:
         argv += ["--set", item]
     if args.verbose:
@@ -390,15 +441,27 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # Not yet distributed: relaunch under torchrun, without any one-process rendezvous settings we inherited.
         env = {k: v for k, v in os.environ.items() if k not in _DIST_VARS}
-        return subprocess.run(torchrun_argv(args, nproc), check=False, env=env).returncode
+        proc = subprocess.Popen(torchrun_argv(args, nproc), env=env)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: torchrun passes it on to its workers
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
     if args.engine is not None:
         cfg.train.engine = args.engine
     if args.zero_stage is not None:
         cfg.train.zero_stage = args.zero_stage
+    from cure.validate import CliError, check_output_path
+
     data = Path(args.data)
     if not data.is_file():
-        print(f"cure train: --data {data} does not exist (the reward stage writes it)", file=sys.stderr)
-        return 2
+        raise CliError(f"--data {data} does not exist (the reward stage writes it)")
+    check_output_path(args.out, folder=True)
     records = read_jsonl(data)
     metrics = train_step(
         args.model,
@@ -410,6 +473,7 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
         log_dir=args.log_dir,
         separate_training=cfg.reward.separate_training,
         layout=args.layout,
+        overwrite=args.overwrite,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         summary = {k: v for k, v in metrics.items() if k != "per_update"}

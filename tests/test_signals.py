@@ -1,0 +1,47 @@
+"""SIGTERM and SIGINT during ``cure execute`` (gVisor) leave no sandbox folder, no process and no output behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sandbox_fixtures import no_leftover_processes, rollout
+
+pytestmark = pytest.mark.gvisor
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_execute_cleans_up_on_signal(tmp_path: Path, sig: int, code: int):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    src, out = tmp_path / "rollouts.jsonl", tmp_path / "executions.jsonl"
+    busy = "while True:\n    pass\n"
+    src.write_text(json.dumps(rollout([busy], [("", "1")], time_limit_s=30)) + "\n")
+    env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-m", "cure.cli", "execute", "--rollouts", str(src), "--out", str(out),
+            "--isolation", "gvisor", "--workers", "1", "--no-progress"]
+    with no_leftover_processes():
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            # Wait until the sandboxes run the programs (their folder exists and the worker processes are up).
+            while time.monotonic() < deadline and not list(tmpdir.glob("cure-sandbox-*/bundle")):
+                time.sleep(0.1)
+            assert list(tmpdir.glob("cure-sandbox-*")), "the sandbox pool never started"
+            time.sleep(1)
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert not list(tmpdir.iterdir()), f"left in TMPDIR: {list(tmpdir.iterdir())}"
+    assert not out.exists()
