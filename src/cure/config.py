@@ -164,11 +164,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def preset_path(name: str) -> Path:
+    """A built-in config preset (``--config preset:NAME``), e.g. ``long_cot`` for reasoning models."""
+    from importlib import resources
+
+    p = Path(str(resources.files("cure").joinpath("presets", f"{name}.yaml")))
+    if not p.is_file():
+        known = sorted(x.stem for x in p.parent.glob("*.yaml"))
+        raise ConfigError(f"unknown config preset {name!r}: choose one of {', '.join(known)}")
+    return p
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> CureConfig:
-    """Load the config from an optional YAML file plus ``section.field=value`` overrides."""
+    """Load the config from an optional YAML file (or ``preset:NAME``) plus ``section.field=value`` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
+        p = preset_path(str(path)[len("preset:"):]) if str(path).startswith("preset:") else Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:
