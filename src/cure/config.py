@@ -82,6 +82,10 @@ class RewardConfig(_Section):
     max_len_threshold: int = Field(8000, description="enable_efficient: responses at least this long get a negative reward.")
     min_len_threshold: int = Field(1000, description="enable_efficient: responses at most this long get no length penalty.")
     post_stage: bool = Field(False, description="Eq. 4 with any/all instead of shares (reference: suggest True after 100+ steps).")
+    code_reward_source: Literal["ground_truth", "generated_tests"] = Field("ground_truth", description="Coder reward from the ground-truth tests (paper, default) or from the generated tests alone (label-free RL, paper Sec. 4.4: works on tasks with no ground-truth test; the tester then gets no Eq. 4 reward on those tasks).")
+    test_weighting: Literal["uniform", "agreement"] = Field("uniform", description="generated_tests: weight of each generated test in the coder reward: uniform (each extracted test once, as a ground-truth test) or agreement (by the share of programs passing it, damping wrong tests); see cure.reward.test_weights.")
+    tester_model: str = Field("", description="Frozen tester sampled in the rollout stage for the generated tests (a model folder or hub name, or the API's model name); empty = the co-evolving policy. Its responses are not trained on.")
+    tester_engine: Literal["", "hf", "vllm", "openai"] = Field("", description="Engine of reward.tester_model; empty = rollout.engine.")
 
 
 class TrainConfig(_Section):
