@@ -121,6 +121,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--round", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="more than one measures evaluation noise")
     p.add_argument("--out", required=True, help="folder: metrics.json, rollouts and executions per benchmark")
+    p.add_argument("--coder-model", help="pairing: another coder writes the programs, --model writes the tests "
+                   "(report: pairing.md/json, cure.pairing)")
+    p.add_argument("--coder-engine", choices=["hf", "vllm", "openai"], help="pairing: the coder's engine (default: rollout.engine)")
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
@@ -132,6 +135,10 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
         if not path:
             name, path = Path(item).stem, item
         benchmarks[name] = load_tasks(path)[0]
+    if getattr(args, "coder_model", None):
+        from cure import pairing
+
+        return pairing.run_cli(args, cfg, benchmarks)
     entry = evaluate_benchmarks(args.model, benchmarks, cfg, args.round, args.seeds, args.out)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "metrics.json").write_text(json.dumps(entry, indent=2))
