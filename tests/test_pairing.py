@@ -135,3 +135,21 @@ def test_unknown_coder_engine_is_refused():
     configure_parser(p)
     with pytest.raises(SystemExit):
         p.parse_args(["--model", "m", "--coder-model", "c", "--coder-engine", "tgi", "--tasks", "x", "--out", "o"])
+
+
+def test_evaluation_pipeline_pairs_with_a_coder_whose_key_comes_from_a_secret(tmp_path: Path):
+    import yaml
+    from kfp import compiler
+
+    from pipelines.training import build_eval_pipeline
+
+    compiler.Compiler().compile(build_eval_pipeline(gpus=0, api_key_secret="my-key"), str(tmp_path / "e.yaml"))
+    spec, platform = yaml.safe_load_all((tmp_path / "e.yaml").read_text())
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["coder_model"]["defaultValue"] == "" and params["coder_engine"]["defaultValue"] == "openai"
+    env = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-evaluate-pairing"]["secretAsEnv"]
+    assert env[0]["secretName"] == "my-key" and env[0]["keyToEnv"] == [{"envVar": "OPENAI_API_KEY", "secretKey": "api_key"}]
+    # Only the pairing pod gets the key; the self-evaluation runs when no coder is given.
+    assert list(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]) == ["exec-evaluate-pairing"]
+    text = (tmp_path / "e.yaml").read_text()
+    assert "exec-evaluate:" in text and text.count("condition: ") == 2  # self-evaluation if no coder, else pairing

@@ -200,6 +200,26 @@ def evaluate_pairing(
     return result
 
 
+def pairing_step(
+    tester_dir: str, benchmark_paths: dict[str, str], cfg: CureConfig, seeds: list[int], coder_model: str,
+    coder_engine: str, out_dir: str,
+) -> dict[str, float]:
+    """The pipeline's pairing step: evaluate, write the report into ``out_dir``, return the primary benchmark's
+    numbers (first seed) for the Metrics artifact."""
+    from cure.tasks import load_tasks
+
+    benchmarks = {name: load_tasks(p)[0] for name, p in benchmark_paths.items()}
+    result = evaluate_pairing(tester_dir, coder_model, benchmarks, cfg, seeds, out_dir, coder_engine or None)
+    first = result["benchmarks"][next(iter(benchmarks))][0]
+    out = {"code_acc": first["code_acc"], "tester_unit_test_acc": first["tester_unit_test_acc"],
+           "coder_unit_test_acc": first["coder_unit_test_acc"]}
+    for s in first["scales"]:
+        out[f"bon_{s['programs']}x{s['tests']}_paired"] = s["bon_paired"]
+        out[f"bon_{s['programs']}x{s['tests']}_own"] = s["bon_own"]
+    out.update({f"tokens_{k}": float(v) for k, v in first["tokens"].items()})
+    return out
+
+
 def run_cli(args: argparse.Namespace, cfg: CureConfig, benchmarks: dict[str, list[Task]]) -> int:
     """``cure evaluate --model TESTER --coder-model CODER``: the pairing report instead of the self-evaluation."""
     if args.engine:
