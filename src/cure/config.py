@@ -121,6 +121,7 @@ class EvalConfig(_Section):
     temperature: float = Field(1.0, ge=0, description="Evaluation temperature (training-time eval in the reference uses the training sampler).")
     no_example: bool = Field(True, description="Hide public examples from the tester prompt at evaluation (reference: True).")
     max_test: int = Field(8, ge=1, description="Ground-truth tests per task at evaluation (reference: 8).")
+    refine_rounds: int = Field(0, ge=0, description="Agentic refinement rounds after the one-shot sample (S*/AlphaCodium style, cure.refine): failing programs and tests disagreeing with most programs are rewritten with execution feedback; 0 = off (the paper's evaluation).")
 
 
 class PipelineConfig(_Section):

@@ -62,6 +62,11 @@ def evaluate_tasks(
     mean_len = lambda key: float(np.mean([x for r in rollouts for x in r[key]])) if rollouts else 0.0  # noqa: E731
     metrics["code_response_length"] = mean_len("code_lengths")
     metrics["test_response_length"] = mean_len("test_lengths") if cfg.eval.k_test else 0.0
+    if cfg.eval.refine_rounds:
+        from cure.refine import flatten, refine
+
+        rows, _, _ = refine(tasks, rollouts, executions, engine, engine, c, cfg.eval.refine_rounds)
+        metrics.update(flatten(rows))
     return metrics, rollouts, executions
 
 
@@ -142,6 +147,10 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     entry = evaluate_benchmarks(args.model, benchmarks, cfg, args.round, args.seeds, args.out)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "metrics.json").write_text(json.dumps(entry, indent=2))
+    if cfg.eval.refine_rounds:
+        from cure.refine import write_tables
+
+        write_tables(entry, Path(args.out) / "refine.md")
     for name, m in entry["benchmarks"].items():
         print(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if not k.endswith("_accumulate")))
     return 0
