@@ -132,3 +132,39 @@ def test_cli_contract_orders_coder_rows_by_generated_test_pass_rate(tmp_path):
     ordered = sorted(coder, key=lambda r: r["reward"])
     assert [rate[r["response"]] for r in ordered] == sorted(rate.values())
     assert json.loads((tmp_path / "s.json").read_text())["tester_none"] == 1
+
+
+def test_rollout_step_samples_tests_from_the_frozen_tester(tmp_path):
+    """``reward.tester_model``: the rollout stage's tests come from that model, the programs from the policy."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    import cure
+    from cure import steps
+    from cure.prompts import PromptTemplates, test_prompt
+    from cure.rollout.engine import SamplingParams
+    from cure.rollout.hf import HFEngine
+    from cure.rollout.stage import _render_for
+    from cure.tasks import Task
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from rollout_fixtures import build_fixture_model
+    from train_fixtures import build_tiny_model
+
+    policy, tester = build_fixture_model(tmp_path / "policy"), build_tiny_model(tmp_path / "tester")
+    for d in (policy, tester):
+        shutil.copytree(Path(cure.__file__).parent / "templates" / "tiny", d / "prompts")
+    task = Task(task_id="t", source="unit", question="Print the input.", example_input=["1\n"], example_output=["1\n"],
+                test_input=["2\n"], test_output=["2\n"])
+    write_jsonl(tmp_path / "tasks.jsonl", [task])
+    cfg = load_config(None, ["rollout.engine=hf", "rollout.k_code=2", "rollout.k_test=2", "rollout.max_new_tokens=8",
+                             "rollout.temperature=0", "rollout.p_give_example=0", f"reward.tester_model={tester}"])
+    steps.rollout(str(policy), str(tmp_path / "tasks.jsonl"), cfg, 1, str(tmp_path / "r.jsonl"))
+    rec = read_jsonl(tmp_path / "r.jsonl")[0]
+    assert rec["tester_model"] == str(tester)
+    engine = HFEngine(str(tester), cfg.rollout)
+    templates = PromptTemplates.load(tester / "prompts")
+    greedy = SamplingParams(n=1, temperature=0, max_new_tokens=8, stop=cfg.rollout.stop)
+    want = engine.generate([_render_for(engine, lambda t: test_prompt(task.question, [], [], t, templates))], greedy)
+    assert rec["test_responses"][0] == want[0][0].text
