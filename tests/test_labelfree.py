@@ -158,7 +158,7 @@ def test_rollout_step_samples_tests_from_the_frozen_tester(tmp_path):
     task = Task(task_id="t", source="unit", question="Print the input.", example_input=["1\n"], example_output=["1\n"],
                 test_input=["2\n"], test_output=["2\n"])
     write_jsonl(tmp_path / "tasks.jsonl", [task])
-    cfg = load_config(None, ["rollout.engine=hf", "rollout.k_code=2", "rollout.k_test=2", "rollout.max_new_tokens=8",
+    cfg = load_config(None, ["rollout.engine=hf", "rollout.dtype=float32", "rollout.k_code=2", "rollout.k_test=2", "rollout.max_new_tokens=8",
                              "rollout.temperature=0", "rollout.p_give_example=0", f"reward.tester_model={tester}"])
     steps.rollout(str(policy), str(tmp_path / "tasks.jsonl"), cfg, 1, str(tmp_path / "r.jsonl"))
     rec = read_jsonl(tmp_path / "r.jsonl")[0]
