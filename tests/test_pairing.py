@@ -153,3 +153,13 @@ def test_evaluation_pipeline_pairs_with_a_coder_whose_key_comes_from_a_secret(tm
     assert list(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]) == ["exec-evaluate-pairing"]
     text = (tmp_path / "e.yaml").read_text()
     assert "exec-evaluate:" in text and text.count("condition: ") == 2  # self-evaluation if no coder, else pairing
+
+
+def test_seed_summary_gives_mean_and_spread_per_scale():
+    from cure.pairing import seed_summary
+
+    runs = [{"scales": [{"programs": 4, "tests": 4, "bon_paired": p, "bon_own": o, "gain": p - o}]}
+            for p, o in ((0.5, 0.25), (0.75, 0.25), (0.25, 0.5))]
+    (row,) = seed_summary(runs)
+    assert row["seeds"] == 3 and row["bon_paired"] == {"mean": 0.5, "spread": 0.5}
+    assert row["gain"]["mean"] == pytest.approx((0.25 + 0.5 - 0.25) / 3) and row["gain"]["spread"] == 0.75

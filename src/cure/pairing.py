@@ -148,6 +148,19 @@ def to_markdown(name: str, report: dict[str, Any], coder: str, tester: str) -> s
     return "\n".join(lines) + "\n"
 
 
+def seed_summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per scale, over the seeds' reports: mean and spread (max - min) of both BoN variants and of the gain, so a
+    gain can be read against the evaluation noise."""
+    out = []
+    for k, s in enumerate(runs[0]["scales"]):
+        row: dict[str, Any] = {"programs": s["programs"], "tests": s["tests"], "seeds": len(runs)}
+        for key in ("bon_paired", "bon_own", "gain"):
+            xs = [r["scales"][k][key] for r in runs]
+            row[key] = {"mean": sum(xs) / len(xs), "spread": max(xs) - min(xs)}
+        out.append(row)
+    return out
+
+
 def make_coder(cfg: CureConfig, coder_model: str, coder_engine: str | None) -> Any:
     """The coder's engine; ``openai`` takes the base URL and key variable from the rollout section."""
     from cure.rollout.engine import make_engine
@@ -192,6 +205,12 @@ def evaluate_pairing(
                          ", ".join(f"bon {s['programs']}x{s['tests']} paired {s['bon_paired']:.3f} own {s['bon_own']:.3f}"
                                    for s in report["scales"]))
             result["benchmarks"][name] = runs
+            result.setdefault("over_seeds", {})[name] = seed_summary(runs)
+            if len(runs) > 1:
+                md.append("Over seeds " + ", ".join(map(str, seeds)) + ": " + "; ".join(
+                    f"{r['programs']} x {r['tests']} gain {r['gain']['mean']:+.3f} (spread {r['gain']['spread']:.3f}, "
+                    f"BoN spreads {r['bon_paired']['spread']:.3f} / {r['bon_own']['spread']:.3f})"
+                    for r in result["over_seeds"][name]) + "\n")
     finally:
         coder.close()
         tester.close()
