@@ -8,11 +8,12 @@ from components.data import prepare_benchmarks, prepare_data
 from components.evaluate import evaluate
 from components.execute import execute
 from components.model import init_model, promote_checkpoint
+from components.pairing import evaluate_pairing
 from components.reward import reward
 from components.rollout import rollout
 from components.train import train
 
-ALL = [prepare_data, prepare_benchmarks, init_model, promote_checkpoint, rollout, execute, reward, train, evaluate]
+ALL = [prepare_data, prepare_benchmarks, init_model, promote_checkpoint, rollout, execute, reward, train, evaluate, evaluate_pairing]
 # The image family each component runs in (checked against images/ by the tests).
 IMAGE_FAMILY = {
     "prepare-data": "cpu",
@@ -24,4 +25,5 @@ IMAGE_FAMILY = {
     "reward": "cpu",
     "train": "train",
     "evaluate": "rollout",
+    "evaluate-pairing": "rollout",
 }

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from components import (
     evaluate,
+    evaluate_pairing,
     execute,
     init_model,
     prepare_benchmarks,
@@ -128,8 +129,12 @@ def build_eval_pipeline(
     eval_benchmarks: tuple[str, ...] = PAPER_BENCHMARKS,
     cfg: CureConfig | None = None,
     name: str = "cure-evaluation",
+    api_key_secret: str = "cure-api-key",
 ) -> Callable[..., Any]:
-    """Evaluate one model (or an experiment's latest checkpoint) on the given benchmarks."""
+    """Evaluate one model (or an experiment's latest checkpoint) on the given benchmarks; with ``coder_model`` set,
+    evaluate it as the tester paired with that coder (:mod:`cure.pairing`). An API coder's key comes from the
+    Secret ``api_key_secret`` (key ``api_key``) as the environment variable ``rollout.api_key_env``."""
+    cfg = cfg or CureConfig()
 
     def pipeline_body(**kw: Any) -> None:
         config = config_dict(kw)
@@ -138,17 +143,29 @@ def build_eval_pipeline(
         benches = _retry(prepare_benchmarks(specs=run["eval_benchmarks"]))
         init = _retry(init_model(base_model=run["base_model"], store_uri=store, experiment=experiment, resume=run["use_latest"]))
         init.set_caching_options(False)
-        ev = evaluate(
-            config=config, round=0, seeds=run["seeds"], model=init.outputs["model"], benchmarks=benches.outputs["benchmarks"],
-            store_uri=store, experiment=experiment, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-        )
-        _retry(_gpu(ev, accelerator, gpus, "8", "64G").set_caching_options(False))
+        with dsl.If(run["coder_model"] == "", name="self-evaluation"):
+            ev = evaluate(
+                config=config, round=0, seeds=run["seeds"], model=init.outputs["model"], benchmarks=benches.outputs["benchmarks"],
+                store_uri=store, experiment=experiment, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            )
+            _retry(_gpu(ev, accelerator, gpus, "8", "64G").set_caching_options(False))
+        with dsl.Else(name="pairing"):
+            # Pairing: another coder (an API model: key from the Secret) writes the programs; the model the tests.
+            pa = evaluate_pairing(config=config, seeds=run["seeds"], model=init.outputs["model"],
+                                  benchmarks=benches.outputs["benchmarks"], coder_model=run["coder_model"],
+                                  coder_engine=run["coder_engine"])
+            _retry(_gpu(pa, accelerator, gpus, "8", "64G").set_caching_options(False)).set_display_name("pairing")
+            kubernetes.use_secret_as_env(pa, secret_name=api_key_secret, secret_key_to_env={"api_key": cfg.rollout.api_key_env},
+                                         optional=True)
 
     fixed = [
         ("base_model", str, base_model, "Model to evaluate: a hub name, a folder, or tiny[:SEED]."),
         ("eval_benchmarks", list, list(eval_benchmarks), "Benchmarks, NAME=SPEC each."),
         ("use_latest", bool, False, "Evaluate the experiment's latest checkpoint instead of base_model when one exists."),
         ("seeds", list, [0], "Sampling seeds; more than one measures evaluation noise."),
+        ("coder_model", str, "", "Pairing: the coder that writes the programs (API model name, folder or hub name); "
+         "empty = evaluate the model alone."),
+        ("coder_engine", str, "openai", "Pairing: the coder's engine, hf, vllm or openai (base URL: rollout.api_base_url)."),
     ]
     doc = "CURE evaluation: one-shot code accuracy, unit-test accuracy, p01/p00 and Best-of-N."
     return dsl.pipeline(name=name, description=doc)(with_config_signature(pipeline_body, fixed, cfg, doc))

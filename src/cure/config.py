@@ -87,6 +87,10 @@ class RewardConfig(_Section):
     max_len_threshold: int = Field(8000, description="enable_efficient: responses at least this long get a negative reward.")
     min_len_threshold: int = Field(1000, description="enable_efficient: responses at most this long get no length penalty.")
     post_stage: bool = Field(False, description="Eq. 4 with any/all instead of shares, and no public example in the tester prompt (p_give_example 0), as the reference (default False; it suggests True after 100+ steps).")
+    code_reward_source: Literal["ground_truth", "generated_tests"] = Field("ground_truth", description="Coder reward from the ground-truth tests (paper, default) or from the generated tests alone (label-free RL, paper Sec. 4.4: works on tasks with no ground-truth test; the tester then gets no Eq. 4 reward on those tasks).")
+    test_weighting: Literal["uniform", "agreement"] = Field("uniform", description="generated_tests: weight of each generated test in the coder reward: uniform (each extracted test once, as a ground-truth test) or agreement (by the share of programs passing it, damping wrong tests); see cure.reward.test_weights.")
+    tester_model: str = Field("", description="Frozen tester sampled in the rollout stage for the generated tests (a model folder or hub name, or the API's model name); empty = the co-evolving policy. Its responses are not trained on.")
+    tester_engine: Literal["", "hf", "vllm", "openai"] = Field("", description="Engine of reward.tester_model; empty = rollout.engine.")
 
 
 class TrainConfig(_Section):
@@ -138,6 +142,7 @@ class EvalConfig(_Section):
     max_test: int = Field(8, ge=1, description="Ground-truth tests per task at evaluation (reference: 8).")
     unextracted_tests: Literal["drop", "fail"] = Field("drop", description="Generated tests that could not be extracted: drop = left out of the table, and a task with none left is skipped by every metric (reference eval.py); fail = kept as columns no program passes, every task counted.")
     exec_namespace: Literal["reference", "plain"] = Field("reference", description="Evaluation programs' globals: reference = List, Tuple, Optional from typing predefined (reference eval.py); plain = only input(), as in training.")
+    refine_rounds: int = Field(0, ge=0, description="Agentic refinement rounds after the one-shot sample (S*/AlphaCodium style, cure.refine): failing programs and tests disagreeing with most programs are rewritten with execution feedback; 0 = off (the paper's evaluation).")
 
 
 class PipelineConfig(_Section):
@@ -185,11 +190,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def preset_path(name: str) -> Path:
+    """A built-in config preset (``--config preset:NAME``), e.g. ``long_cot`` for reasoning models."""
+    from importlib import resources
+
+    p = Path(str(resources.files("cure").joinpath("presets", f"{name}.yaml")))
+    if not p.is_file():
+        known = sorted(x.stem for x in p.parent.glob("*.yaml"))
+        raise ConfigError(f"unknown config preset {name!r}: choose one of {', '.join(known)}")
+    return p
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> CureConfig:
-    """Load the config from an optional YAML file plus ``section.field=value`` overrides."""
+    """Load the config from an optional YAML file (or ``preset:NAME``) plus ``section.field=value`` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
+        p = preset_path(str(path)[len("preset:"):]) if str(path).startswith("preset:") else Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:

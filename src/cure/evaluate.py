@@ -69,6 +69,11 @@ def evaluate_tasks(
     mean_len = lambda key: float(np.mean([x for r in rollouts for x in r[key]])) if rollouts else 0.0  # noqa: E731
     metrics["code_response_length"] = mean_len("code_lengths")
     metrics["test_response_length"] = mean_len("test_lengths") if cfg.eval.k_test else 0.0
+    if cfg.eval.refine_rounds:
+        from cure.refine import flatten, refine
+
+        rows, _, _ = refine(tasks, rollouts, executions, engine, engine, c, cfg.eval.refine_rounds)
+        metrics.update(flatten(rows))
     return metrics, rollouts, executions
 
 
@@ -146,6 +151,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--round", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="more than one measures evaluation noise")
     p.add_argument("--out", required=True, help="folder: metrics.json, rollouts and executions per benchmark")
+    p.add_argument("--coder-model", help="pairing: another coder writes the programs, --model writes the tests "
+                   "(report: pairing.md/json, cure.pairing)")
+    p.add_argument("--coder-engine", choices=["hf", "vllm", "openai"], help="pairing: the coder's engine (default: rollout.engine)")
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
@@ -164,9 +172,17 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
         benchmarks[name] = load_tasks(path)[0]
         if not benchmarks[name]:
             raise CliError(f"--tasks {item}: no tasks in {path}; a benchmark needs at least one task")
+    if getattr(args, "coder_model", None):
+        from cure import pairing
+
+        return pairing.run_cli(args, cfg, benchmarks)
     entry = evaluate_benchmarks(args.model, benchmarks, cfg, args.round, args.seeds, args.out)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "metrics.json").write_text(json.dumps(entry, indent=2))
+    if cfg.eval.refine_rounds:
+        from cure.refine import write_tables
+
+        write_tables(entry, Path(args.out) / "refine.md")
     for name, m in entry["benchmarks"].items():
         print(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if not k.endswith("_accumulate")))
     return 0

@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 from jinja2 import Environment, StrictUndefined
 
+from cure.reasoning import split_reasoning
+
 SPECIAL_REQUIREMENTS = "You should use input() to input and print() to output in your script. "
 # The evaluation's coder wording (reference ``evaluation/evaluation_config.py``): one more sentence, no final space.
 EVAL_SPECIAL_REQUIREMENTS = (
@@ -160,8 +162,12 @@ _OUT_PLAIN = re.compile(r"\*\*Test Output:\*\*\s*([\s\S]*?)(?=\*\*Explanation:|\
 
 
 def extract_code(response: str) -> tuple[str | None, str | None]:
-    """The last fenced ```python block, stripped (reference ``extract_code``). Returns (code, None) or (None, reason)."""
-    matches = _CODE.findall(response)
+    """The last fenced ```python block of the answer (after any ``</think>`` reasoning, :mod:`cure.reasoning`),
+    stripped (reference ``extract_code``). Returns (code, None) or (None, reason)."""
+    answer, why = split_reasoning(response)
+    if answer is None:
+        return None, why
+    matches = _CODE.findall(answer)
     if not matches:
         return None, "no_python_block"
     code = matches[-1].strip()
@@ -180,9 +186,14 @@ def extract_test(response: str) -> tuple[dict[str, str] | None, str | None]:
     """A generated unit test from ``**Test Input:**`` / ``**Test Output:**`` blocks (fenced, else plain text).
 
     Same rules and fallbacks as the reference's ``extract_test_cases``: the last fenced block of each, else the
-    plain text up to the next marker; both markers must be present. Returns ({"input", "output"}, None) or
+    plain text up to the next marker; both markers must be present. Only the answer after any ``</think>``
+    reasoning is read (:mod:`cure.reasoning`). Returns ({"input", "output"}, None) or
     (None, reason).
     """
+    answer, why = split_reasoning(response)
+    if answer is None:
+        return None, why
+    response = answer
     if "**Test Input:**" not in response:
         return None, "no_test_input"
     fenced_in = _IN_FENCED.findall(response)

@@ -149,3 +149,57 @@ def task_rewards(
                 raise ValueError("enable_efficient needs test_lengths")
             test = length_regularize(test, test_lengths, max_len_threshold, min_len_threshold)
     return code, test
+
+
+# --- label-free coder rewards (generated tests in place of ground truth) --------------------------------
+
+TEST_WEIGHTINGS = ("uniform", "agreement")
+
+
+def test_weights(gen_pass: Any, test_valid: Sequence[bool] | None = None, weighting: str = "uniform") -> np.ndarray:
+    """Weight of each generated test in the label-free coder reward.
+
+    * ``uniform`` (default, the paper's label-free setting): every extracted test counts once, as a ground-truth
+      test would. A test that could not be extracted (``test_valid`` False) weighs 0: it is not a test.
+    * ``agreement``: each extracted test is weighted by the share of the task's programs that pass it. A wrong
+      test (wrong expected output) is usually failed by most programs, correct ones included, so it gets little
+      weight; a test most programs agree with is likely correct. This trades some signal from hard tests (which
+      reject most programs) for robustness to a noisy tester; use it when the tester's unit-test accuracy is low.
+    """
+    gen = _as_table(gen_pass, "gen_pass")
+    n_gen = gen.shape[1]
+    if test_valid is None:
+        w = np.ones(n_gen)
+    else:
+        w = np.asarray(test_valid, dtype=float)
+        if w.shape != (n_gen,):
+            raise ValueError(f"test_valid has {w.size} entries for {n_gen} generated tests")
+    if weighting == "agreement":
+        w = w * (gen.mean(axis=0) if gen.shape[0] else 0.0)
+    elif weighting != "uniform":
+        raise ValueError(f"unknown test weighting {weighting!r}: choose one of {', '.join(TEST_WEIGHTINGS)}")
+    return w
+
+
+test_weights.__test__ = False  # not a pytest test despite the name
+
+
+def generated_test_pass_rate(gen_pass: Any, weights: Any) -> np.ndarray | None:
+    """Each program's weighted share of generated tests passed; ``None`` when no test has weight."""
+    gen = _as_table(gen_pass, "gen_pass")
+    w = np.asarray(weights, dtype=float)
+    if gen.shape[0] == 0 or w.sum() <= 0:
+        return None
+    return gen.astype(float) @ w / w.sum()
+
+
+def label_free_code_rewards(
+    gen_pass: Any, test_valid: Sequence[bool] | None = None, weighting: str = "uniform", enable_efficient: bool = False
+) -> np.ndarray | None:
+    """Coder rewards from generated tests alone (``reward.code_reward_source=generated_tests``): the weighted
+    generated-test pass rate (:func:`test_weights`), z-normalised within the task; ``None`` when all equal or when
+    the task has no usable generated test. Ground-truth tests are not read, so a task may have none."""
+    rate = generated_test_pass_rate(gen_pass, test_weights(gen_pass, test_valid, weighting))
+    if rate is None or np.ptp(rate) == 0:  # equal rates can differ in the last bit of the std: no signal
+        return None
+    return normalize(rate, enable_efficient)

@@ -4,6 +4,12 @@ Each example is ``{prompt, response, reward, role, task_id, truncated}``; ``role
 As in the reference, the training stage appends the end-of-sequence token to a response unless it was truncated at
 the generation limit (``truncated``). Tasks whose rewards are all equal, or (tester) with no correct program,
 contribute nothing (their rewards are ``None``); the summary counts them.
+
+Label-free mode (``reward.code_reward_source=generated_tests``): the coder's reward is its weighted pass rate on
+the generated tests (:func:`cure.reward.label_free_code_rewards`), ground-truth tests unread, so tasks with
+``num_gt`` 0 train the coder too. The tester's Eq. 4 needs ground truth: tasks without it give no tester rows.
+When the tests came from a frozen tester (``reward.tester_model``, or a rollout record's ``tester_model``), no
+tester rows are written at all: those responses are not the policy's.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from cure.config import CureConfig, RewardConfig
-from cure.reward import task_rewards
+from cure.reward import label_free_code_rewards, length_regularize, task_rewards
 from cure.tasks import read_jsonl, write_jsonl
 from cure.validate import check_executions, check_join, check_output_path, check_rollouts
 
@@ -67,6 +73,10 @@ def assemble(
             max_len_threshold=cfg.max_len_threshold,
             min_len_threshold=cfg.min_len_threshold,
         )
+        if cfg.code_reward_source == "generated_tests":
+            code_r = _label_free(r, passed[:, t:], cfg)
+        if cfg.tester_model or r.get("tester_model"):
+            test_r = None  # the tests came from a frozen tester: they are not the policy's to learn from
         for role, rewards, prompt, responses in (
             ("coder", code_r, r["code_prompt"], r["code_responses"]),
             ("tester", test_r, r["test_prompt"], r["test_responses"]),
@@ -87,6 +97,16 @@ def assemble(
     rng.shuffle(code_data)
     rng.shuffle(test_data)
     return code_data, test_data, counts
+
+
+def _label_free(rollout: dict[str, Any], gen_pass: np.ndarray, cfg: RewardConfig) -> np.ndarray | None:
+    """Coder rewards from the generated tests alone (``reward.code_reward_source=generated_tests``)."""
+    tests = rollout.get("tests")
+    valid = [t is not None for t in tests] if tests is not None and len(tests) == gen_pass.shape[1] else None
+    code = label_free_code_rewards(gen_pass, valid, cfg.test_weighting, cfg.enable_efficient)
+    if code is not None and cfg.enable_efficient:
+        code = length_regularize(code, rollout["code_lengths"], cfg.max_len_threshold, cfg.min_len_threshold)
+    return code
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

@@ -137,8 +137,13 @@ def rollout(model_dir: str, tasks_path: str, cfg: CureConfig, round_: int, out_p
     c.rollout.seed = 1000 * cfg.rollout.seed + round_
     c.rollout.prompt_dir = c.rollout.prompt_dir or default_prompt_dir(model_dir)
     engine = make_engine(c.rollout.engine, model_dir, c.rollout)
+    # Label-free RL with a frozen tester (reward.tester_model): it writes the tests, the policy the programs.
+    tester = make_engine(cfg.reward.tester_engine or c.rollout.engine, cfg.reward.tester_model, c.rollout) \
+        if cfg.reward.tester_model else engine
     t0 = time.monotonic()
-    records = rollout_tasks(tasks, engine, engine, c, policy_tokenizer(engine, model_dir))
+    records = rollout_tasks(tasks, engine, tester, c, policy_tokenizer(engine, model_dir))
+    for rec in records if cfg.reward.tester_model else []:
+        rec["tester_model"] = cfg.reward.tester_model
     write_jsonl(out_path, records)
     stats = summarize_rollouts(records)
     stats["seconds"] = time.monotonic() - t0

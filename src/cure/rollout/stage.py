@@ -265,8 +265,8 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     _apply_flags(args, cfg)
     rc = cfg.rollout
     coder_model, coder_kind = cfg.model.path, rc.engine
-    tester_model = args.tester_model or coder_model
-    tester_kind = args.tester_engine or coder_kind
+    tester_model = args.tester_model or cfg.reward.tester_model or coder_model
+    tester_kind = args.tester_engine or cfg.reward.tester_engine or coder_kind
     local = [m for m, k in ((coder_model, coder_kind), (tester_model, tester_kind)) if _is_local(k, m)]
     tok_path = args.tokenizer or (local[0] if local else None)
     if tok_path is None:
@@ -307,6 +307,9 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     except (ApiError, ImportError, OSError) as e:  # their messages say what to check; no traceback needed
         log.error("cure rollout: %s", e)
         return 1
+    if cfg.reward.tester_model and not args.tester_model:
+        for rec in records:  # provenance: the reward stage trains no tester rows on a frozen tester's tests
+            rec["tester_model"] = cfg.reward.tester_model
     n = write_jsonl(args.out, records)
     stats = summarize(records)
     log.info("wrote %d rollout records to %s: %s", n, args.out, ", ".join(f"{k}={v}" for k, v in stats.items()))

@@ -42,6 +42,8 @@ class Job:
     key: object = None
     typing_names: bool = False  # predefine List, Tuple, Optional (the reference's evaluation namespace)
     status: list[str] = field(default_factory=list)
+    want_output: bool = False  # also collect what the program printed per test (None where it did not finish)
+    outputs: list[str | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class _Sandbox:
             "output_limit": limits.output_limit,
             "confirm_cpu": self.isolation == "gvisor",
             "typing_names": job.typing_names,
+            "want_output": job.want_output,
         }
         # The worker enforces every limit itself; this only catches a hung worker. A CPU timeout may be re-run
         # up to 3 times with a 3x stretched budget (see worker.Worker._confirm_timeout), hence the factor 10.
@@ -160,6 +163,7 @@ class _Sandbox:
         answer = json.loads(line)
         if "error" in answer:
             raise RuntimeError(f"sandbox worker failed on a job: {answer['error']}")
+        job.outputs = answer.get("outputs") or []
         return answer["status"]
 
     def host_cpu(self) -> float:

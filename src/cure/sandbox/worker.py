@@ -8,6 +8,9 @@ Python. Protocol, one JSON object per line: the host writes a job to stdin, the 
             "wall_limit": 4.0, "memory_mb": 1024, "output_limit": 1048576}
     answer {"id": 7, "status": ["pass", "fail", "timeout", ...]}
 
+A job with ``"want_output": true`` is also answered ``"outputs"``: per test, what the program printed (its first
+``OUTPUT_ECHO`` characters) when it ran to the end, else null; refinement prompts show it.
+
 Semantics are CURE's (``optimization/execute.py`` of the reference): the program is ``exec``-uted as
 ``__main__`` in a fresh namespace whose ``input`` reads the test input line by line (a job with
 ``"typing_names": true`` also finds ``List``, ``Tuple`` and ``Optional`` from ``typing`` there, as the reference's
@@ -103,6 +106,7 @@ CPU_BACKSTOP_S = 600  # RLIMIT_CPU of a runner: a backstop only; per-test CPU li
 EXIT_RESTART = 75
 CONFIRM_TRIES = 3
 CONFIRM_STRETCH = 3.0  # in a confirmation run the in-sandbox CPU timer is only a backstop at 3 x the limit
+OUTPUT_ECHO = 2000  # characters of a test's output answered with want_output (feedback prompts need only a glimpse)
 TICK_S = 0.05  # how often a confirmation run asks the host for the sandbox's real CPU time
 CONFIRM_SHARE = 0.8  # a timeout is confirmed when the run used >= this share of the limit in real host CPU  # child: "state may have changed, start a fresh process for the next test"
 _HDR = struct.Struct("<IIB")  # test index, payload length, status code
@@ -419,6 +423,7 @@ class Worker:
         self.host_cpu: Callable[[], float] | None = None  # the sandbox's real CPU seconds, asked of the host
         self.measure = False  # this job's CPU timeouts are checked against the host's measure
         self.ended: _Runner | None = None
+        self.last_outputs: list[str | None] | None = None
 
     def run_job(self, job: dict) -> list[str]:
         tests = [t[0] for t in job["tests"]]
@@ -427,6 +432,8 @@ class Worker:
         if job.get("code") is None:
             return ["no_code"] * n
         status: list[str | None] = [None] * n
+        # want_output: also answer each test's output (up to OUTPUT_ECHO characters), for feedback prompts.
+        self.last_outputs = [None] * n if job.get("want_output") else None
         fresh = needs_fresh_process(job["code"])
         measure = bool(job.get("confirm_cpu")) and self.host_cpu is not None
         if measure != self.measure and self.runner is not None:
@@ -566,6 +573,8 @@ class Worker:
                 if code == OK:
                     out = bytes(buf[_HDR.size : _HDR.size + length]).decode("utf-8", "replace")
                     status[k] = "pass" if _same(out, expected[k]) else "fail"
+                    if self.last_outputs is not None and len(self.last_outputs) == n:
+                        self.last_outputs[k] = out[:OUTPUT_ECHO]
                 else:
                     status[k] = _CODE_STATUS.get(code, "error")
                 del buf[: _HDR.size + length]
@@ -661,6 +670,8 @@ def main() -> int:
         job = json.loads(line)
         try:
             result = {"id": job.get("id"), "status": worker.run_job(job)}
+            if job.get("want_output"):
+                result["outputs"] = worker.last_outputs
         except Exception as e:  # a bug here must not silently lose a job: report it to the host
             result = {"id": job.get("id"), "error": f"{type(e).__name__}: {e}"}
         out.write(json.dumps(result).encode() + b"\n")

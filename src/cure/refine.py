@@ -1,0 +1,255 @@
+"""Agentic refinement at evaluation (``eval.refine_rounds`` K), in the S* / AlphaCodium style.
+
+Start: the one-shot programs and generated unit tests of an evaluation, with their execution records. Each round:
+
+1. **Probe.** Every program runs on every generated test in the sandbox, keeping what it printed
+   (:class:`cure.sandbox.pool.Job` ``want_output``).
+2. **Test refinement** (agentic unit-test generation). A test that disagrees with the majority of programs (fewer
+   than half of the extracted programs pass it) is regenerated: the tester gets its prompt again, with that test
+   and the output most programs print for its input, and writes a new test in the same format.
+3. **Code refinement.** A program that fails a generated test gets a refinement prompt carrying one failing test:
+   the one most programs pass (the most trusted), with its input, expected output and the program's actual output
+   (or how it failed: error, timeout, ...). The coder writes a new program, which replaces the old one (a response
+   with no program keeps the old one).
+4. **Score.** The refined programs and tests run against the ground truth, and CURE's metrics are computed.
+
+Both refinements of a round read the same probe (the state at the start of the round), so they are independent.
+Reported per round (round 0 = the one-shot sample): code accuracy (the refined accuracy; round 0 = one-shot),
+Best-of-N on ``eval.scales`` with the current tests, and unit-test accuracy (before test refinement = previous row,
+after = this row), with the number of programs and tests refined.
+
+The probe reads program outputs from the local sandbox pool; with the Kubernetes execute backend the feedback
+says how the program failed but not what it printed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from cure.config import CureConfig
+from cure.metrics import summarize, tables_from_executions
+from cure.prompts import SPECIAL_REQUIREMENTS, PromptTemplates, _env, _render, extract_code, extract_test
+from cure.tasks import Task
+
+log = logging.getLogger(__name__)
+
+FAILURE_TEXT = {
+    "error": "It raised an error (or did not compile), so it printed nothing usable.",
+    "timeout": "It ran past the time limit.",
+    "memory": "It ran out of memory.",
+    "output_limit": "It printed more than the output limit.",
+}
+
+
+def _block(text: str) -> str:
+    return "```\n" + (text if text.endswith("\n") else text + "\n") + "```"
+
+
+def code_refine_prompt(task: Task, code: str, test: dict[str, str], status: str, actual: str | None,
+                       templates: PromptTemplates, tokenizer: Any) -> str:
+    """The coder's refinement prompt: the problem, its program, and one failing test with what went wrong."""
+    if status == "fail" and actual is not None:
+        outcome = "Your program printed:\n" + _block(actual)
+    else:
+        outcome = FAILURE_TEXT.get(status, f"It failed ({status}).")
+    user = (
+        f"{task.question}\n\nHere is a program written for this problem:\n```python\n{code}\n```\n"
+        f"It fails this unit test.\nInput:\n{_block(test['input'])}\nExpected output:\n{_block(test['output'])}\n"
+        f"{outcome}\n\nFind the mistake and write the corrected program. {SPECIAL_REQUIREMENTS}"
+        "Put the complete program in one ```python block."
+    )
+    return lambda_render(templates.coder_system, user, tokenizer)
+
+
+def test_refine_prompt(task: Task, test: dict[str, str], majority_output: str | None, templates: PromptTemplates,
+                       tokenizer: Any) -> str:
+    """The tester's refinement prompt: its usual prompt plus the doubtful test and what most programs print."""
+    intro = _env.from_string(templates.tester_user).render(problem=task.question, example_intro=" ")
+    seen = ("Most programs written for this problem print instead:\n" + _block(majority_output)) if majority_output \
+        is not None else "Most programs written for this problem disagree with it."
+    user = (
+        f"{intro}\n\nA previous test for this problem was:\n**Test Input:**\n{_block(test['input'])}\n"
+        f"**Test Output:**\n{_block(test['output'])}\n{seen}\nCheck the expected output step by step. Then write a "
+        "correct test in the format above."
+    )
+    return lambda_render(templates.tester_system, user, tokenizer)
+
+
+test_refine_prompt.__test__ = False  # not a pytest test despite the name
+
+
+def lambda_render(system_template: str, user: str, tokenizer: Any) -> Any:
+    return _render(_env.from_string(system_template).render(), user, tokenizer)
+
+
+def probe(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[tuple[list[list[str]], list[list[str | None]]]]:
+    """Per task: (status, output) tables, programs x generated tests, with what each program printed."""
+    from cure.sandbox.pool import Job, Limits, SandboxPool
+    from cure.steps import execute_backend
+
+    out: list[tuple[list[list[str]], list[list[str | None]]]] = []
+    jobs: list[Any] = []
+    for t, r in enumerate(rollouts):
+        tests = r["tests"]
+        status = [["no_test" if x is None else "no_code" for x in tests] for _ in r["codes"]]
+        outputs: list[list[str | None]] = [[None] * len(tests) for _ in r["codes"]]
+        out.append((status, outputs))
+        live = [j for j, x in enumerate(tests) if x is not None]
+        for i, code in enumerate(r["codes"]):
+            if code is not None and live:
+                jobs.append(Job(code, [(tests[j]["input"], tests[j]["output"]) for j in live],
+                                float(r.get("time_limit_s", 1.0)), key=(t, i, live), want_output=True))
+    if not jobs:
+        return out
+    if execute_backend(cfg) == "kubernetes":  # status only, through the configured backend
+        from cure.steps import run_sandbox
+
+        gen_only = [dict(r, gt_tests=[]) for r in rollouts]
+        for t, ex in enumerate(run_sandbox(gen_only, cfg)):
+            out[t] = (ex["status"], out[t][1])
+        return out
+    ec = cfg.execute
+    limits = Limits(memory_mb=ec.memory_mb, output_limit=ec.output_limit_bytes, wall_factor=ec.wall_factor)
+    with SandboxPool(ec.isolation, workers=ec.workers, limits=limits) as pool:
+        pool.run(jobs)
+    for job in jobs:
+        t, i, live = job.key
+        for k, j in enumerate(live):
+            out[t][0][i][j] = job.status[k]
+            out[t][1][i][j] = job.outputs[k] if k < len(job.outputs) else None
+    return out
+
+
+def _sample_one(engine: Any, prompts: list[Any], cfg: CureConfig) -> list[str]:
+    from cure.rollout.engine import SamplingParams
+
+    if not prompts:
+        return []
+    params = SamplingParams.from_config(cfg.rollout, 1)
+    return [c[0].text for c in engine.generate(prompts, params)]
+
+
+def refine_round(
+    tasks: list[Task], rollouts: list[dict[str, Any]], coder: Any, tester: Any, cfg: CureConfig,
+    templates: PromptTemplates,
+) -> tuple[list[dict[str, Any]], dict[str, int], list[dict[str, Any]]]:
+    """One round of test then code refinement; returns (new rollouts, counts, the prompts sent, for the record)."""
+    from cure.rollout.stage import _render_for
+
+    tables = probe(rollouts, cfg)
+    by_id = {t.task_id: t for t in tasks}
+    new = [dict(r, codes=list(r["codes"]), tests=list(r["tests"])) for r in rollouts]
+    test_jobs: list[tuple[int, int, Any]] = []
+    code_jobs: list[tuple[int, int, Any]] = []
+    log_rows: list[dict[str, Any]] = []
+    for t, (r, (status, outputs)) in enumerate(zip(rollouts, tables)):
+        task = by_id[r["task_id"]]
+        ran = [i for i, c in enumerate(r["codes"]) if c is not None]
+        if not ran:
+            continue
+        passed = np.array([[s == "pass" for s in status[i]] for i in ran], dtype=bool).reshape(len(ran), -1)
+        share = passed.mean(axis=0) if passed.size else np.zeros(len(r["tests"]))
+        for j, test in enumerate(r["tests"]):
+            if test is None or share[j] >= 0.5:
+                continue
+            printed = [outputs[i][j] for i in ran if outputs[i][j] is not None]
+            majority = Counter(printed).most_common(1)[0][0] if printed else None
+            prompt = partial(test_refine_prompt, task, test, majority, templates)
+            test_jobs.append((t, j, prompt))
+            log_rows.append({"task_id": task.task_id, "role": "tester", "test": j, "prompt": prompt(None)})
+        for row, i in enumerate(ran):
+            failing = [j for j, test in enumerate(r["tests"]) if test is not None and not passed[row, j]]
+            if not failing:
+                continue
+            j = max(failing, key=lambda j: (share[j], -j))  # the most trusted test it fails
+            prompt = partial(code_refine_prompt, task, r["codes"][i], r["tests"][j], status[i][j], outputs[i][j], templates)
+            code_jobs.append((t, i, prompt))
+            log_rows.append({"task_id": task.task_id, "role": "coder", "program": i, "test": j, "prompt": prompt(None)})
+    counts = {"tests_regenerated": 0, "programs_refined": 0}
+    for (t, j, _), text in zip(test_jobs, _sample_one(tester, [_render_for(tester, p) for _, _, p in test_jobs], cfg)):
+        test, _ = extract_test(text)
+        if test is not None:
+            new[t]["tests"][j] = test
+            counts["tests_regenerated"] += 1
+    for (t, i, _), text in zip(code_jobs, _sample_one(coder, [_render_for(coder, p) for _, _, p in code_jobs], cfg)):
+        code, _ = extract_code(text)
+        if code is not None:
+            new[t]["codes"][i] = code
+            counts["programs_refined"] += 1
+    counts["test_prompts"], counts["code_prompts"] = len(test_jobs), len(code_jobs)
+    return new, counts, log_rows
+
+
+def refine(
+    tasks: list[Task], rollouts: list[dict[str, Any]], executions: list[dict[str, Any]], coder: Any, tester: Any,
+    cfg: CureConfig, rounds: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run ``rounds`` refinement rounds; returns (one row per round, 0 = one-shot; final rollouts; prompts sent)."""
+    from cure.steps import run_sandbox
+
+    templates = PromptTemplates.load(cfg.rollout.prompt_dir)
+
+    def row(r: int, execs: list[dict[str, Any]], counts: dict[str, int]) -> dict[str, Any]:
+        m = summarize(tables_from_executions(execs), cfg.eval.scales)
+        keep = {k: v for k, v in m.items() if k in ("code_acc", "unit_test_acc", "p01") or
+                (k.startswith("bon_") and not k.endswith("_accumulate"))}
+        return {"round": r, **keep, **counts}
+
+    rows = [row(0, executions, {"tests_regenerated": 0, "programs_refined": 0})]
+    prompts: list[dict[str, Any]] = []
+    current = rollouts
+    for r in range(1, rounds + 1):
+        current, counts, sent = refine_round(tasks, current, coder, tester, cfg, templates)
+        for s in sent:
+            s["round"] = r
+        prompts += sent
+        execs = run_sandbox(current, cfg)
+        rows.append(row(r, execs, counts))
+        log.info("refinement round %d: code_acc %.3f unit_test_acc %.3f (%d programs, %d tests refined)", r,
+                 rows[-1]["code_acc"], rows[-1]["unit_test_acc"], counts["programs_refined"], counts["tests_regenerated"])
+    return rows, current, prompts
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    """The refinement table: one row per round."""
+    bons = [k for k in rows[0] if k.startswith("bon_")]
+    head = "| round | code acc. | " + " | ".join(f"BoN {k[4:]}" for k in bons) + \
+        " | unit-test acc. | programs refined | tests regenerated |"
+    lines = [head, "|" + "---|" * (5 + len(bons))]
+    for r in rows:
+        label = "0 (one-shot)" if r["round"] == 0 else str(r["round"])
+        lines.append(f"| {label} | {r['code_acc']:.3f} | " + " | ".join(f"{r[k]:.3f}" for k in bons) +
+                     f" | {r['unit_test_acc']:.3f} | {r['programs_refined']} | {r['tests_regenerated']} |")
+    return "\n".join(lines) + "\n"
+
+
+def flatten(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Rows as flat metrics (``refine{r}_{metric}``), so evaluation histories keep numbers only."""
+    return {f"refine{r['round']}_{k}": float(v) for r in rows for k, v in r.items() if k != "round"}
+
+
+def rows_from_metrics(metrics: dict[str, float]) -> list[dict[str, Any]]:
+    """Inverse of :func:`flatten`."""
+    rows: dict[int, dict[str, Any]] = {}
+    for key, v in metrics.items():
+        if key.startswith("refine") and "_" in key and key[6:].split("_", 1)[0].isdigit():
+            r, name = key[6:].split("_", 1)
+            rows.setdefault(int(r), {"round": int(r)})[name] = int(v) if name.endswith(("refined", "regenerated", "prompts")) else v
+    return [rows[r] for r in sorted(rows)]
+
+
+def write_tables(entry: dict[str, Any], path: Any) -> None:
+    """``refine.md``: the refinement table of every benchmark of an evaluation entry."""
+    from pathlib import Path
+
+    parts = []
+    for name, m in entry["benchmarks"].items():
+        rows = rows_from_metrics(m)
+        if rows:
+            parts.append(f"### Refinement on `{name}` (seed {entry['seeds'][0]})\n\n" + to_markdown(rows))
+    Path(path).write_text("\n".join(parts))

@@ -1,0 +1,170 @@
+"""Label-free coder rewards: generated tests in place of ground truth (``reward.code_reward_source``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from cure.cli import main
+from cure.config import load_config
+from cure.reward import generated_test_pass_rate, label_free_code_rewards, test_weights
+from cure.reward_stage import assemble
+from cure.tasks import read_jsonl, write_jsonl
+
+tables = st.tuples(st.integers(1, 8), st.integers(1, 8)).flatmap(
+    lambda s: arrays(bool, s, elements=st.booleans())
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tables)
+def test_uniform_rewards_order_programs_by_generated_test_pass_rate(gen):
+    r = label_free_code_rewards(gen)
+    rate = gen.mean(axis=1)
+    if np.all(rate == rate[0]):
+        assert r is None
+        return
+    assert r is not None and np.isclose(r.mean(), 0) and np.isclose(r.std(), 1)
+    for i in range(len(rate)):
+        for j in range(len(rate)):
+            assert (rate[i] > rate[j]) == (r[i] > r[j] + 1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(tables, st.data())
+def test_unextracted_tests_weigh_nothing(gen, data):
+    valid = np.asarray(data.draw(arrays(bool, gen.shape[1], elements=st.booleans())))
+    w = test_weights(gen, valid)
+    assert np.all(w[~valid] == 0)
+    rate = generated_test_pass_rate(gen, w)
+    if not valid.any():
+        assert rate is None
+    else:
+        assert np.allclose(rate, gen[:, valid].mean(axis=1))
+
+
+def test_agreement_weighting_damps_tests_few_programs_pass():
+    # Programs 0-2 agree on tests 0-2; test 3 (likely wrong) is passed by program 3 alone.
+    gen = np.array([[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1]], dtype=bool)
+    w = test_weights(gen, weighting="agreement")
+    assert w.tolist() == [0.75, 0.75, 0.5, 0.25]
+    uni = label_free_code_rewards(gen)
+    agr = label_free_code_rewards(gen, weighting="agreement")
+    assert agr[3] < uni[3]  # the lone program's odd test counts less
+    assert agr[0] > agr[2] > agr[3]
+    with pytest.raises(ValueError, match="unknown test weighting 'vote'"):
+        test_weights(gen, weighting="vote")
+
+
+def _task(task_id, passed, num_gt, tests=None):
+    n_code, n_test = len(passed), len(passed[0]) - num_gt
+    rollout = {
+        "task_id": task_id, "code_prompt": f"code {task_id}", "test_prompt": f"test {task_id}",
+        "code_responses": [f"{task_id} program {i}" for i in range(n_code)], "code_lengths": [5] * n_code,
+        "test_responses": [f"{task_id} test {j}" for j in range(n_test)], "test_lengths": [5] * n_test,
+        "tests": tests if tests is not None else [{"input": "1\n", "output": "1\n"}] * n_test,
+    }
+    return rollout, {"task_id": task_id, "num_gt": num_gt, "passed": passed}
+
+
+# No ground truth: four programs that pass 3, 1, 2 and 0 of three generated tests.
+NO_GT = [[True, True, True], [False, True, False], [True, False, True], [False, False, False]]
+
+
+def test_no_ground_truth_task_trains_the_coder_and_not_the_tester():
+    ro, ex = _task("nogt", NO_GT, 0)
+    cfg = load_config(None, ["reward.code_reward_source=generated_tests"]).reward
+    code, test, counts = assemble([ro], [ex], cfg, 100)
+    rewards = {r["response"]: r["reward"] for r in code}
+    assert rewards["nogt program 0"] > rewards["nogt program 2"] > rewards["nogt program 1"] > rewards["nogt program 3"]
+    assert test == [] and counts["tester_none"] == 1 and counts["coder_tasks"] == 1
+    # The default (ground truth) gives the coder nothing on such a task.
+    code, test, counts = assemble([ro], [ex], load_config(None).reward, 100)
+    assert code == [] and test == [] and counts["coder_none"] == 1
+
+
+def test_ground_truth_is_not_read_in_label_free_mode():
+    # One gt test that every program but the last passes; generated tests say the opposite.
+    passed = [[True, False, True], [True, False, True], [False, True, True]]
+    ro, ex = _task("gt", passed, 1)
+    lf = load_config(None, ["reward.code_reward_source=generated_tests"]).reward
+    code, test, _ = assemble([ro], [ex], lf, 100)
+    rewards = {r["response"]: r["reward"] for r in code}
+    assert rewards["gt program 2"] > rewards["gt program 0"]
+    # With ground truth present, the co-evolving tester still gets its Eq. 4 reward.
+    assert len(test) == 2
+    # A frozen tester's tests are never trained on.
+    frozen = load_config(None, ["reward.code_reward_source=generated_tests", "reward.tester_model=/models/tester"]).reward
+    _, test, _ = assemble([ro], [ex], frozen, 100)
+    assert test == []
+    ro["tester_model"] = "/models/tester"
+    _, test, _ = assemble([ro], [ex], lf, 100)
+    assert test == []
+
+
+def test_unextracted_tests_do_not_count():
+    # Test 1 was not extracted (no_test column: every program fails it); test 2 was.
+    passed = [[False, False, True], [False, False, False]]
+    ro, ex = _task("x", passed, 0, tests=[None, {"input": "1\n", "output": "2\n"}, {"input": "", "output": "3\n"}])
+    cfg = load_config(None, ["reward.code_reward_source=generated_tests"]).reward
+    code, _, _ = assemble([ro], [ex], cfg, 100)
+    assert sorted(r["reward"] for r in code) == [-1.0, 1.0]
+
+
+def test_cli_contract_orders_coder_rows_by_generated_test_pass_rate(tmp_path):
+    """``cure reward ... --set reward.code_reward_source=generated_tests`` on a task with num_gt 0."""
+    ro, ex = _task("nogt", NO_GT, 0)
+    write_jsonl(tmp_path / "r.jsonl", [ro])
+    write_jsonl(tmp_path / "e.jsonl", [ex])
+    rc = main(["reward", "--rollouts", str(tmp_path / "r.jsonl"), "--executions", str(tmp_path / "e.jsonl"),
+               "--out", str(tmp_path / "o.jsonl"), "--summary", str(tmp_path / "s.json"),
+               "--set", "reward.code_reward_source=generated_tests"])
+    assert rc == 0
+    rows = read_jsonl(tmp_path / "o.jsonl")
+    coder = [r for r in rows if r["role"] == "coder"]
+    assert len(coder) == 4 and not [r for r in rows if r["role"] == "tester"]
+    rate = {f"nogt program {i}": np.mean(row) for i, row in enumerate(NO_GT)}
+    ordered = sorted(coder, key=lambda r: r["reward"])
+    assert [rate[r["response"]] for r in ordered] == sorted(rate.values())
+    assert json.loads((tmp_path / "s.json").read_text())["tester_none"] == 1
+
+
+def test_rollout_step_samples_tests_from_the_frozen_tester(tmp_path):
+    """``reward.tester_model``: the rollout stage's tests come from that model, the programs from the policy."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    import cure
+    from cure import steps
+    from cure.prompts import PromptTemplates, test_prompt
+    from cure.rollout.engine import SamplingParams
+    from cure.rollout.hf import HFEngine
+    from cure.rollout.stage import _render_for
+    from cure.tasks import Task
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from rollout_fixtures import build_fixture_model
+    from train_fixtures import build_tiny_model
+
+    policy, tester = build_fixture_model(tmp_path / "policy"), build_tiny_model(tmp_path / "tester")
+    for d in (policy, tester):
+        shutil.copytree(Path(cure.__file__).parent / "templates" / "tiny", d / "prompts")
+    task = Task(task_id="t", source="unit", question="Print the input.", example_input=["1\n"], example_output=["1\n"],
+                test_input=["2\n"], test_output=["2\n"])
+    write_jsonl(tmp_path / "tasks.jsonl", [task])
+    cfg = load_config(None, ["rollout.engine=hf", "rollout.dtype=float32", "rollout.k_code=2", "rollout.k_test=2", "rollout.max_new_tokens=8",
+                             "rollout.temperature=0", "rollout.p_give_example=0", f"reward.tester_model={tester}"])
+    steps.rollout(str(policy), str(tmp_path / "tasks.jsonl"), cfg, 1, str(tmp_path / "r.jsonl"))
+    rec = read_jsonl(tmp_path / "r.jsonl")[0]
+    assert rec["tester_model"] == str(tester)
+    engine = HFEngine(str(tester), cfg.rollout)
+    templates = PromptTemplates.load(tester / "prompts")
+    greedy = SamplingParams(n=1, temperature=0, max_new_tokens=8, stop=cfg.rollout.stop)
+    want = engine.generate([_render_for(engine, lambda t: test_prompt(task.question, [], [], t, templates))], greedy)
+    assert rec["test_responses"][0] == want[0][0].text
