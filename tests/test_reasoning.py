@@ -111,9 +111,12 @@ def test_length_aware_reward_on_reasoning_responses():
     lengths = [len(r.split()) for r in responses]
     rollout = {
         "task_id": "t", "code_prompt": "p", "test_prompt": "q", "code_responses": responses,
-        "code_lengths": lengths, "test_responses": [], "test_lengths": [],
+        "code_lengths": lengths, "test_responses": [], "test_lengths": [], "tests": [],
+        "codes": [extract_code(r) for r in responses], "gt_tests": [{"input": "3", "output": "6"}], "time_limit_s": 1.0,
     }
-    execution = {"task_id": "t", "num_gt": 1, "passed": [[True], [True], [False], [True]]}
+    passed = [[True], [True], [False], [True]]
+    execution = {"task_id": "t", "num_gt": 1, "passed": passed,
+                 "status": [["pass" if p else "fail" for p in row] for row in passed]}
     cfg = load_config("preset:long_cot", ["reward.min_len_threshold=1"])
     code, _, _ = assemble([rollout], [execution], cfg.reward, 10000)
     by_resp = {r["response"]: r["reward"] for r in code}
