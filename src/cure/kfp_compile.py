@@ -164,43 +164,12 @@ def run_cli_compile(args: argparse.Namespace, cfg: CureConfig) -> int:
 
 
 def configure_parser_submit(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow:80")
-    p.add_argument("--package", default="build/pipelines/cure-training.yaml", help="compiled pipeline YAML")
-    p.add_argument("--experiment-name", default="cure", help="KFP experiment")
-    p.add_argument("--run-name", help="run name (default: derived by KFP)")
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
-    p.add_argument("--recurring", metavar="CRON", help="create a recurring run with this cron schedule instead (max concurrency 1)")
-    p.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+    from cure.submit import configure_parser
 
-
-def _params(items: list[str]) -> dict[str, Any]:
-    from cure.config import _parse_value
-
-    out = {}
-    for item in items:
-        k, sep, v = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: --param {item!r}: expected NAME=VALUE")
-        out[k] = _parse_value(v)
-    return out
+    configure_parser(p)
 
 
 def run_cli_submit(args: argparse.Namespace, cfg: CureConfig) -> int:
-    import kfp
+    from cure.submit import run_cli
 
-    client = kfp.Client(host=args.host, namespace=args.namespace)
-    params = _params(args.param)
-    experiment = client.create_experiment(args.experiment_name, namespace=args.namespace)
-    if args.recurring:
-        job = client.create_recurring_run(
-            experiment_id=experiment.experiment_id, job_name=args.run_name or "cure-recurring",
-            cron_expression=args.recurring, max_concurrency=1, pipeline_package_path=args.package, params=params,
-            no_catchup=True,
-        )
-        print(f"recurring run {job.recurring_run_id} created (cron {args.recurring}, max concurrency 1)")
-        return 0
-    run = client.create_run_from_pipeline_package(
-        args.package, arguments=params, run_name=args.run_name, experiment_name=args.experiment_name, namespace=args.namespace
-    )
-    print(f"run {run.run_id} submitted")
-    return 0
+    return run_cli(args, cfg)
