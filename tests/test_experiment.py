@@ -9,8 +9,8 @@ import pytest
 from cure import experiment as exp
 from cure import rounds
 from cure.config import CureConfig
-from cure.store import StoreError, open_store
 from cure.steps import shard_seed, shard_slice
+from cure.store import StoreError, open_store
 
 
 @pytest.fixture
