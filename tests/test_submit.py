@@ -202,3 +202,60 @@ def test_until_done_stops_on_a_failed_run_or_no_progress(package, tmp_path):
     with FakeKFP([["SUCCEEDED"]]) as fake:  # a run that succeeds without advancing the experiment: no endless chain
         assert _submit(fake, package, *args) == 1
     assert len(fake.runs) == 1
+
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "manifests" / "examples" / "kfp-runs.sh"
+
+
+def _run_example(fake: FakeKFP, package: Path, mode: str, tmp_path: Path, *params: str):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KFP_ENDPOINT": fake.host, "EXPERIMENT": "cure-test", "PACKAGE": str(package), "MODE": mode,
+           "STORE": f"file://{tmp_path / 'store'}", "CURE": f"{sys.executable} -m cure.cli",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    return subprocess.run(["bash", str(EXAMPLE), *params], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_example_script_fails_ci_when_the_run_fails(package, tmp_path):
+    with FakeKFP([["RUNNING", "FAILED"]]) as fake:
+        proc = _run_example(fake, package, "run", tmp_path, "train__learning_rate=2e-6")
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    params = fake.runs[0]["runtime_config"]["parameters"]
+    assert params["pipeline__experiment"] == "cure-test" and params["total_rounds"] == 120
+    assert params["train__learning_rate"] == 2e-6
+
+
+def test_example_script_schedules_with_kfp_cron(package, tmp_path):
+    with FakeKFP([["SUCCEEDED"]]) as fake:
+        proc = _run_example(fake, package, "recurring", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    job = fake.recurring[0]
+    assert job["trigger"]["cron_schedule"]["cron"] == "0 0 2 * * *"  # 02:00 every day, not minute 2 of every hour
+    assert int(job["max_concurrency"]) == 1 and job["no_catchup"] is True
+
+
+def test_documented_submit_commands_parse():
+    """Every `cure submit` line in the README and the operator guide parses, with a valid cron where it has one."""
+    import argparse
+    import re
+    import shlex
+
+    from cure.submit import configure_parser
+
+    found = 0
+    for doc in (REPO / "README.md", REPO / "docs" / "operator.md"):
+        for block in re.findall(r"```(?:bash|sh|shell)\n(.*?)```", doc.read_text(), re.DOTALL):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                line = line.split(" #", 1)[0].strip()
+                if not line.startswith("cure submit"):
+                    continue
+                parser = argparse.ArgumentParser()
+                configure_parser(parser)
+                args = parser.parse_args(shlex.split(line.replace('"$KFP_ENDPOINT"', "http://h"))[2:])
+                if args.recurring:
+                    kfp_cron(args.recurring)
+                found += 1
+    assert found >= 4
