@@ -152,3 +152,11 @@ def test_markdown_report_images_are_embedded(tmp_path):
     (tmp_path / "metrics.png").write_bytes(b"\x89PNG fake")
     md = rounds.embed_images("# r\n![all metrics](metrics.png)\n![missing](gone.png)\n", tmp_path)
     assert "data:image/png;base64," in md and "(gone.png)" in md
+
+
+def test_raw_reward_means():
+    # 2 programs x (2 ground-truth tests + 1 generated test): program 0 correct, program 1 wrong
+    rec = {"num_gt": 2, "passed": [[True, True, True], [False, True, False]]}
+    m = rounds.raw_reward_means([rec, {"num_gt": 0, "passed": []}])
+    assert m["coder_reward_mean"] == 0.75  # pass rates 1.0 and 0.5
+    assert m["tester_reward_mean"] > 0  # the test passes the correct program and rejects the wrong one

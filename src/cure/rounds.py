@@ -188,9 +188,32 @@ def execute_and_reward(config: str, plan_: str, slot: int, shards: int, workspac
         return {}
     _log_stage(r, "reward")
     t0 = time.monotonic()
-    rm = steps.reward(rollouts_out, executions_out, load_config(config), rewards_out, seed=r)
+    cfg = load_config(config)
+    rm = {**steps.reward(rollouts_out, executions_out, cfg, rewards_out, seed=r),
+          **raw_reward_means(read_jsonl(executions_out), cfg.reward.post_stage)}
     _stage_metrics(workspace, r, "reward", rm, time.monotonic() - t0)
     return {**m, **{f"reward_{k}": v for k, v in rm.items()}}
+
+
+def raw_reward_means(executions: list[dict[str, Any]], post_stage: bool = False) -> dict[str, float]:
+    """Mean rewards before normalisation over the round's tasks: the coder's ground-truth pass rate and the
+    tester's Eq. 4 (tasks where it is defined), what the z-normalised training rewards hide."""
+    import numpy as np
+
+    from cure.reward import raw_unit_test_rewards
+
+    code, test = [], []
+    for rec in executions:
+        table = np.asarray(rec["passed"], dtype=bool)
+        n = int(rec["num_gt"])
+        if table.ndim != 2 or table.shape[0] == 0 or n == 0:
+            continue
+        code.extend(table[:, :n].mean(axis=1))
+        raw = raw_unit_test_rewards(table[:, :n], table[:, n:], post_stage)
+        if raw is not None:
+            test.extend(raw)
+    return {"coder_reward_mean": float(np.mean(code)) if code else 0.0,
+            "tester_reward_mean": float(np.mean(test)) if test else 0.0}
 
 
 def train(config: str, plan_: str, slot: int, workspace: str, rewards: str, log_dir: str | None = None) -> dict[str, Any]:
