@@ -72,7 +72,9 @@ def test_resume_continues_and_survives_a_kill(tmp_path, capsys):
         for key in ("code_acc", "unit_test_acc", "p01", "p00", "bon_2x2"):
             assert 0.0 <= h[key] <= 1.0
     assert (out / "report" / "report.html").stat().st_size > 1000
-    # The total is reached: another run does nothing and succeeds.
+    # The total is reached: another run (through kfp.local) does nothing and succeeds.
     assert main(["run", "--preset", "smoke", "--out", str(out), "--resume", *FAST]) == 0
     assert [h["round"] for h in json.loads((out / "history.json").read_text())] == [0, 2, 4]
+    assert [r["round"] for r in json.loads((out / "rounds.json").read_text())] == [1, 2, 3, 4]
+    assert len(list((out / "kfp").iterdir())) == 4  # four kfp.local runs: 1-2, killed, 3-4, nothing to do
     assert "round" in capsys.readouterr().out

@@ -161,9 +161,9 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     arguments["pipeline__eval_every"], arguments["pipeline__save_every"] = eval_every, save_every
     t0 = time.monotonic()
     runs = 0
-    while True:
+    while True:  # at least one run: once the total is reached a run does nothing and succeeds, as in a cluster
         _, done = latest_round(store, experiment)
-        if done >= total:
+        if done >= total and runs:
             break
         workspace = run_dir / "workspace"  # one run's workspace, like the PVC of a run in a cluster
         if workspace.exists():
@@ -176,7 +176,7 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
         pipeline(**arguments)
         runs += 1
         shutil.rmtree(workspace, ignore_errors=True)
-        if latest_round(store, experiment)[1] <= done:
+        if done < total and latest_round(store, experiment)[1] <= done:
             raise RuntimeError(f"run {runs} finished without promoting a checkpoint after round {done} in {store_uri}")
     seconds = time.monotonic() - t0
     history, round_records = read_history(store, experiment), read_rounds(store, experiment)
