@@ -1,29 +1,36 @@
-"""KFP components, one per stage: thin wrappers that call :mod:`cure.steps` (imports inside the body).
+"""KFP components, one per stage: thin wrappers that call :mod:`cure.rounds` / :mod:`cure.steps` (imports inside
+the body).
 
 Images come from :func:`cure.images.image_for` (one registry/tag for all, ``CURE_IMAGE_REGISTRY`` /
-``CURE_IMAGE_TAG``). Every component takes the run's config as the nested dict ``config`` built by the pipeline.
+``CURE_IMAGE_TAG``). The training pipeline's first task (``plan_run``) turns the named parameters into one config
+(JSON text) that every other task takes, with the run's plan; the evaluation pipeline passes the nested dict.
 """
 
 from components.data import prepare_benchmarks, prepare_data
-from components.evaluate import evaluate
+from components.evaluate import evaluate, evaluate_round
 from components.execute import execute
-from components.model import init_model, promote_checkpoint
+from components.model import init_model, promote
 from components.pairing import evaluate_pairing
-from components.reward import reward
+from components.plan import finish_run, has_rounds, init_models, plan_run
 from components.rollout import rollout
 from components.train import train
 
-ALL = [prepare_data, prepare_benchmarks, init_model, promote_checkpoint, rollout, execute, reward, train, evaluate, evaluate_pairing]
+ALL = [prepare_data, prepare_benchmarks, plan_run, has_rounds, init_models, init_model, promote, rollout, execute, train,
+       evaluate, evaluate_round, finish_run, evaluate_pairing]
 # The image family each component runs in (checked against images/ by the tests).
 IMAGE_FAMILY = {
     "prepare-data": "cpu",
     "prepare-benchmarks": "cpu",
+    "plan-run": "cpu",
+    "has-rounds": "cpu",
+    "init-models": "cpu",
     "init-model": "cpu",
-    "promote-checkpoint": "cpu",
+    "promote": "cpu",
     "rollout": "rollout",
     "execute": "cpu",
-    "reward": "cpu",
     "train": "train",
     "evaluate": "rollout",
     "evaluate-pairing": "rollout",
+    "evaluate-round": "rollout",
+    "finish-run": "cpu",
 }

@@ -42,3 +42,13 @@ def evaluate(
         metrics.log_metric(k, float(v))
     shutil.copyfile(os.path.join(report_dir, "report.html"), report.path)
     shutil.copyfile(os.path.join(report_dir, "report.md"), report_md.path)
+
+
+@dsl.component(base_image=image_for("rollout"), install_kfp_package=False)
+def evaluate_round(config: str, plan: str, slot: int, seeds: list, benchmarks: Input[Dataset], workspace: str,
+                   run_name: str, metrics: Output[Metrics], report: Output[HTML], report_md: Output[Markdown]):
+    """On an evaluation round: code / unit-test accuracy, p01/p00, Best-of-N; the experiment's history and report."""
+    from cure.rounds import evaluate_component as step
+
+    for k, v in step(config, plan, slot, seeds, benchmarks.path, workspace, run_name, report.path, report_md.path).items():
+        metrics.log_metric(k, v)

@@ -1,8 +1,8 @@
 """Pipeline parameters generated from :class:`cure.config.CureConfig`: one parameter per config field.
 
 A field ``section.field`` becomes the pipeline parameter ``section__field`` with the config's default and help text,
-so a hyperparameter is documented once (in the config) and the Kubeflow UI shows every one of them. Fields that
-shape the compiled graph (the number of rounds, evaluation and save intervals) are compile-time options instead.
+so a hyperparameter is documented once (in the config) and the Kubeflow UI shows every one of them. The number of
+rounds is the training pipeline's ``total_rounds`` parameter instead (it is not a field of one run's config).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, get_args, get_origin
 
 from cure.config import CureConfig
 
-COMPILE_TIME = {"pipeline.rounds", "pipeline.eval_every", "pipeline.save_every"}
+COMPILE_TIME = {"pipeline.rounds"}
 
 
 def _kfp_type(annotation: Any) -> type:

@@ -1,28 +1,40 @@
 """The CURE training pipeline and the evaluation-only pipeline (KFP v2).
 
-Rounds are unrolled at compile time (KFP v2 has no while loop): round r is rollout -> execute -> reward -> train on
-the model of round r-1. The starting model is evaluated at round 0 (with several seeds, to measure evaluation
-noise), then every ``eval_every`` rounds and after the last; checkpoints are promoted to the store every
-``save_every`` rounds and after the last. Every hyperparameter of :class:`cure.config.CureConfig` is a pipeline
-parameter (``section__field``) with the paper's default.
+A training run is a *segment* of round slots (compile option ``segment``, default 10), so the graph's size does not
+depend on the number of rounds; ``total_rounds`` is a run-time parameter (default: the paper's 120) and a training
+is a chain of runs of one experiment (``cure submit --until-done``, a recurring run, or ``cure run`` locally).
+
+``plan-run`` (first task) assembles the named parameters into one config and reads the experiment's state in the
+store: slot ``k`` trains global round ``latest + k`` and does nothing past ``min(latest + segment, total_rounds)``;
+a run started after the total was reached skips everything and succeeds. Each slot is rollout (one task per
+shard, a ``ParallelFor`` when ``rollout_shards > 1``) -> execute + reward (one CPU task) -> train on the run's workspace, then
+evaluate (on evaluation rounds) and promote (on save points and at the end of the segment). Models move between
+tasks on the workspace; the store gets promoted checkpoints, the history, ``rounds.json`` and the report
+(:mod:`cure.rounds`, :mod:`cure.experiment`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from kfp import dsl, kubernetes
+from kfp import dsl
+from kfp import kubernetes as k8s
 
 from components import (
     evaluate,
     evaluate_pairing,
+    evaluate_round,
     execute,
+    finish_run,
+    has_rounds,
     init_model,
+    init_models,
+    plan_run,
     prepare_benchmarks,
     prepare_data,
-    promote_checkpoint,
-    reward,
+    promote,
     rollout,
     train,
 )
@@ -31,17 +43,57 @@ from cure.data import PAPER_BENCHMARKS, TRAIN_DATA
 from pipelines.params import config_dict, with_config_signature
 
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
+DEFAULT_SEGMENT = 10
+DEFAULT_STORE = "s3://cure"
+# The Secret the store reads its endpoint and keys from (manifests/minio/secret.yaml); key -> environment variable.
+DEFAULT_STORE_SECRET = "cure-minio"
+DEFAULT_STORE_KEYS = {"CURE_S3_ENDPOINT": "CURE_S3_ENDPOINT", "CURE_S3_ACCESS_KEY": "CURE_S3_ACCESS_KEY",
+                      "CURE_S3_SECRET_KEY": "CURE_S3_SECRET_KEY"}
+# Pod deadlines (activeDeadlineSeconds) per stage: generous for a 7B model, finite so that a hung vLLM or NCCL
+# step fails the run instead of holding GPUs forever.
+DEFAULT_TIMEOUTS = {"prepare": 3600, "plan": 900, "init": 7200, "rollout": 4 * 3600, "execute": 2 * 3600, "train": 6 * 3600, "evaluate": 4 * 3600, "promote": 7200, "finish": 7200}
 
 
-def _gpu(task: Any, accelerator: str, gpus: int, cpu: str, memory: str) -> Any:
-    task.set_cpu_limit(cpu).set_memory_limit(memory)
-    if gpus > 0:
-        task.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
-    return task
+@dataclass
+class ClusterOptions:
+    """What ``cure compile`` sets about pods: GPUs, scheduling, credentials, deadlines, the workspace."""
+
+    gpus: int = 1
+    nodes: int = 1
+    accelerator: str = DEFAULT_ACCELERATOR
+    rollout_shards: int = 1
+    store_secret: str = DEFAULT_STORE_SECRET
+    store_keys: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STORE_KEYS))
+    tolerations: Sequence[dict[str, Any]] = ()
+    node_selector: dict[str, str] = field(default_factory=dict)
+    timeouts: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
+    shm_size: str = "16Gi"
+    workspace_size: str = "300Gi"
+    workspace_storage_class: str = ""
 
 
-def _retry(task: Any, n: int = 2) -> Any:
-    return task.set_retry(num_retries=n, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
+def _platform(task: Any, opts: ClusterOptions, stage: str, store: bool = True, gpu: bool = False,
+              retries: int = 2) -> Any:
+    """Timeout, retries, store credentials, and for GPU stages resources, /dev/shm and scheduling."""
+    k8s.set_timeout(task, int(opts.timeouts[stage]))
+    if retries:
+        task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
+    if store and opts.store_secret:
+        k8s.use_secret_as_env(task, opts.store_secret, dict(opts.store_keys))
+    if stage in ("execute", "train"):
+        # The launchers of sandbox Jobs and training jobs name their pod as the owner (cure.sandbox.k8s.launcher_pod).
+        for env, path in (("CURE_POD_NAME", "metadata.name"), ("CURE_POD_NAMESPACE", "metadata.namespace"),
+                          ("CURE_POD_UID", "metadata.uid")):
+            k8s.use_field_path_as_env(task, env, path)
+    if gpu:
+        if opts.gpus > 0:
+            task.set_accelerator_type(opts.accelerator).set_accelerator_limit(opts.gpus)
+        k8s.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=opts.shm_size)
+        for t in opts.tolerations:
+            k8s.add_toleration(task, **t)
+        for key, value in opts.node_selector.items():
+            k8s.add_node_selector(task, key, value)
+    return task.set_caching_options(False)
 
 
 def run_fields(kw: dict[str, Any]) -> dict[str, Any]:
@@ -54,77 +106,104 @@ def build_training_pipeline(
     eval_every: int | None = None,
     save_every: int | None = None,
     *,
+    segment: int = DEFAULT_SEGMENT,
     gpus: int = 1,
     accelerator: str = DEFAULT_ACCELERATOR,
+    cluster: ClusterOptions | None = None,
     base_model: str = "Qwen/Qwen2.5-7B-Instruct",
     train_data: str = TRAIN_DATA,
     eval_benchmarks: tuple[str, ...] = PAPER_BENCHMARKS,
     cfg: CureConfig | None = None,
     name: str = "cure-training",
 ) -> Callable[..., Any]:
-    """Build the training pipeline. ``rounds``/``eval_every``/``save_every`` default to the config's pipeline section."""
-    cfg = cfg or CureConfig()
-    rounds = cfg.pipeline.rounds if rounds is None else rounds
-    eval_every = cfg.pipeline.eval_every if eval_every is None else eval_every
-    save_every = cfg.pipeline.save_every if save_every is None else save_every
-    if rounds < 0 or eval_every < 1 or save_every < 1:
-        raise ValueError("rounds must be >= 0 and eval_every, save_every >= 1")
+    """Build the training pipeline: ``segment`` round slots; ``rounds`` (the default of the ``total_rounds``
+    parameter), ``eval_every`` and ``save_every`` default to the config's pipeline section and count global rounds."""
+    cfg = (cfg or CureConfig()).model_copy(deep=True)
+    opts = cluster or ClusterOptions(gpus=gpus, accelerator=accelerator)
+    total = cfg.pipeline.rounds if rounds is None else rounds
+    if eval_every is not None:
+        cfg.pipeline.eval_every = eval_every
+    if save_every is not None:
+        cfg.pipeline.save_every = save_every
+    if total < 0 or segment < 1 or opts.rollout_shards < 1:
+        raise ValueError(f"rounds must be >= 0 (got {total}), segment and rollout_shards >= 1 (got {segment}, {opts.rollout_shards})")
+    shards = opts.rollout_shards
+    workspace = dsl.WORKSPACE_PATH_PLACEHOLDER
 
     def pipeline_body(**kw: Any) -> None:
-        config = config_dict(kw)
         run = run_fields(kw)
-        store, experiment = kw["pipeline__store_uri"], kw["pipeline__experiment"]
-        data = _retry(prepare_data(spec=run["train_data"])).set_display_name("prepare training tasks")
-        benches = _retry(prepare_benchmarks(specs=run["eval_benchmarks"])).set_display_name("prepare benchmarks")
-        init = _retry(init_model(base_model=run["base_model"], store_uri=store, experiment=experiment, resume=run["resume"]))
-        init.set_display_name("starting model").set_caching_options(False)
-        initial = init.outputs["model"]
+        plan = _platform(plan_run(config=config_dict(kw), total_rounds=run["total_rounds"], segment=segment), opts, "plan")
+        plan.set_display_name("plan run: config and rounds")
+        config, plan_text = plan.outputs["config"], plan.outputs["plan"]
+        # A single-output task for the condition: kfp.local resolves `<task>-Output`, not a named output.
+        active = _platform(has_rounds(plan=plan_text), opts, "plan", store=False).set_display_name("rounds left?")
+        with dsl.If(active.output == True, name="rounds-to-train"):  # noqa: E712 (a KFP condition)
+            data = _platform(prepare_data(spec=run["train_data"]), opts, "prepare", store=False)
+            data.set_display_name("prepare training tasks")
+            benches = _platform(prepare_benchmarks(specs=run["eval_benchmarks"]), opts, "prepare", store=False)
+            benches.set_display_name("prepare benchmarks")
+            init = _platform(init_models(base_model=run["base_model"], config=config, plan=plan_text, workspace=workspace),
+                             opts, "init")
+            init.set_display_name("starting model and reference -> workspace")
 
-        def evaluate_round(r: int, model: Any, history: Any, seeds: Any) -> Any:
-            ev = evaluate(
-                config=config, round=r, seeds=seeds, model=model, benchmarks=benches.outputs["benchmarks"],
-                store_uri=store, experiment=experiment, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                **({"history_in": history} if history is not None else {}),
-            )
-            _gpu(ev, accelerator, gpus, "8", "64G").set_caching_options(False).set_display_name(f"round {r}: evaluate")
-            return _retry(ev).outputs["history"]
+            def evaluate_slot(slot: int, seeds: Any, after: list[Any]) -> Any:
+                ev = evaluate_round(config=config, plan=plan_text, slot=slot, seeds=seeds,
+                                    benchmarks=benches.outputs["benchmarks"], workspace=workspace,
+                                    run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+                _platform(ev.after(*after), opts, "evaluate", gpu=True).set_cpu_limit("8").set_memory_limit("64G")
+                return ev.set_display_name(f"slot {slot}: evaluate")
 
-        history = evaluate_round(0, initial, None, run["noise_seeds"])
-        model = initial
-        for r in range(1, rounds + 1):
-            ro = rollout(config=config, round=r, model=model, tasks=data.outputs["tasks"])
-            _retry(_gpu(ro, accelerator, gpus, "8", "64G").set_caching_options(False)).set_display_name(f"round {r}: rollout")
-            ex = execute(config=config, round=r, rollouts=ro.outputs["rollouts"])
-            _retry(ex.set_cpu_limit("2").set_memory_limit("4G")).set_display_name(f"round {r}: execute")
-            rw = reward(config=config, round=r, rollouts=ro.outputs["rollouts"], executions=ex.outputs["executions"])
-            _retry(rw.set_cpu_limit("1").set_memory_limit("2G")).set_display_name(f"round {r}: reward")
-            tr = train(config=config, round=r, model=model, reference=initial, rewards=rw.outputs["rewards"])
-            # No retry on train: a failed optimisation step (OOM, bad config) fails the same way again.
-            _gpu(tr, accelerator, gpus, "16", "128G").set_caching_options(False).set_display_name(f"round {r}: train")
-            model = tr.outputs["new_model"]
-            if r % eval_every == 0 or r == rounds:
-                history = evaluate_round(r, model, history, [run["eval_seed"]])
-            if r % save_every == 0 or r == rounds:
-                pr = promote_checkpoint(model=model, store_uri=store, experiment=experiment, name=f"round-{r:04d}")
-                _retry(pr).set_display_name(f"round {r}: promote checkpoint")
+            ev = evaluate_slot(0, run["noise_seeds"], [init])
+            prev_train, prev_promote = init, None
+            for slot in range(1, segment + 1):
+                if shards == 1:
+                    ro = rollout(config=config, plan=plan_text, slot=slot, shard=0, shards=1,
+                                 tasks=data.outputs["tasks"], workspace=workspace)
+                    _platform(ro.after(prev_train), opts, "rollout", store=False, gpu=True).set_cpu_limit("8").set_memory_limit("64G")
+                    ro.set_display_name(f"slot {slot}: rollout")
+                else:
+                    with dsl.ParallelFor(list(range(shards)), name=f"rollout-shards-{slot}") as shard:
+                        ro = rollout(config=config, plan=plan_text, slot=slot, shard=shard, shards=shards,
+                                     tasks=data.outputs["tasks"], workspace=workspace)
+                        _platform(ro.after(prev_train), opts, "rollout", store=False, gpu=True).set_cpu_limit("8").set_memory_limit("64G")
+                        ro.set_display_name(f"slot {slot}: rollout shard")
+                ex = execute(config=config, plan=plan_text, slot=slot, shards=shards, workspace=workspace).after(ro)
+                _platform(ex, opts, "execute").set_cpu_limit("2").set_memory_limit("4G")
+                ex.set_display_name(f"slot {slot}: execute + reward")
+                tr = train(config=config, plan=plan_text, slot=slot, workspace=workspace, rewards=ex.outputs["rewards"])
+                # One retry: a preempted node is worth one more attempt; a real error (OOM, bad config) fails again.
+                tr.after(ev, *([prev_promote] if prev_promote is not None else []))
+                _platform(tr, opts, "train", gpu=True, retries=1).set_cpu_limit("16").set_memory_limit("128G")
+                tr.set_display_name(f"slot {slot}: train")
+                ev = evaluate_slot(slot, [run["eval_seed"]], [tr, ev])
+                pr = promote(config=config, plan=plan_text, slot=slot, workspace=workspace).after(tr)
+                _platform(pr, opts, "promote").set_display_name(f"slot {slot}: promote")
+                prev_train, prev_promote = tr, pr
+            fin = finish_run(config=config, plan=plan_text, workspace=workspace).after(ev, prev_promote)
+            _platform(fin, opts, "finish").set_display_name("final model and report")
 
     fixed = [
-        ("base_model", str, base_model, "Starting model: a hub name, a folder, or tiny[:SEED] (the offline tiny model)."),
+        ("base_model", str, base_model, "Starting model of a new experiment: a hub name, a folder, or tiny[:SEED] (the offline tiny model)."),
         ("train_data", str, train_data, "Training tasks: synthetic:SPLIT:N[:SEED], humaneval[:N], file:PATH, hf:NAME[:SPLIT] or a released CURE dataset NAME[:N]."),
         ("eval_benchmarks", list, list(eval_benchmarks), "Evaluation benchmarks, NAME=SPEC each; the first is the primary one."),
-        ("resume", bool, True, "Continue from the experiment's latest checkpoint in the store when there is one (recurring runs)."),
+        ("total_rounds", int, total, "Rounds of the whole training (all runs of the experiment; paper: 120). "
+         f"A run trains up to {segment} of them, continuing from the experiment's latest checkpoint."),
         ("eval_seed", int, 0, "Sampling seed of the evaluations after round 0."),
         ("noise_seeds", list, [0, 1], "Seeds of the round-0 evaluation; their spread is the evaluation noise in the report."),
     ]
-    doc = f"CURE training: {rounds} rounds of rollout -> execute -> reward -> train; evaluate every {eval_every}, save every {save_every}."
+    doc = (f"CURE training: up to {segment} rounds per run of rollout -> execute -> reward -> train, continuing the "
+           "experiment in the store until total_rounds; evaluation and checkpoint intervals count global rounds.")
     body = with_config_signature(pipeline_body, fixed, cfg, doc)
-    return dsl.pipeline(name=name, description=doc)(body)
+    ws = dsl.WorkspaceConfig(size=opts.workspace_size, kubernetes=dsl.KubernetesWorkspaceConfig(
+        pvcSpecPatch={"storageClassName": opts.workspace_storage_class} if opts.workspace_storage_class else {}))
+    return dsl.pipeline(name=name, description=doc, pipeline_config=dsl.PipelineConfig(workspace=ws))(body)
 
 
 def build_eval_pipeline(
     *,
     gpus: int = 1,
     accelerator: str = DEFAULT_ACCELERATOR,
+    cluster: ClusterOptions | None = None,
     base_model: str = "Qwen/Qwen2.5-7B-Instruct",
     eval_benchmarks: tuple[str, ...] = PAPER_BENCHMARKS,
     cfg: CureConfig | None = None,
@@ -135,28 +214,30 @@ def build_eval_pipeline(
     evaluate it as the tester paired with that coder (:mod:`cure.pairing`). An API coder's key comes from the
     Secret ``api_key_secret`` (key ``api_key``) as the environment variable ``rollout.api_key_env``."""
     cfg = cfg or CureConfig()
+    opts = cluster or ClusterOptions(gpus=gpus, accelerator=accelerator)
 
     def pipeline_body(**kw: Any) -> None:
         config = config_dict(kw)
         run = run_fields(kw)
         store, experiment = kw["pipeline__store_uri"], kw["pipeline__experiment"]
-        benches = _retry(prepare_benchmarks(specs=run["eval_benchmarks"]))
-        init = _retry(init_model(base_model=run["base_model"], store_uri=store, experiment=experiment, resume=run["use_latest"]))
-        init.set_caching_options(False)
+        benches = _platform(prepare_benchmarks(specs=run["eval_benchmarks"]), opts, "prepare", store=False)
+        init = init_model(base_model=run["base_model"], store_uri=store, experiment=experiment, resume=run["use_latest"])
+        _platform(init, opts, "init")
         with dsl.If(run["coder_model"] == "", name="self-evaluation"):
             ev = evaluate(
                 config=config, round=0, seeds=run["seeds"], model=init.outputs["model"], benchmarks=benches.outputs["benchmarks"],
                 store_uri=store, experiment=experiment, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             )
-            _retry(_gpu(ev, accelerator, gpus, "8", "64G").set_caching_options(False))
+            _platform(ev, opts, "evaluate", gpu=True).set_cpu_limit("8").set_memory_limit("64G")
         with dsl.Else(name="pairing"):
             # Pairing: another coder (an API model: key from the Secret) writes the programs; the model the tests.
             pa = evaluate_pairing(config=config, seeds=run["seeds"], model=init.outputs["model"],
                                   benchmarks=benches.outputs["benchmarks"], coder_model=run["coder_model"],
                                   coder_engine=run["coder_engine"])
-            _retry(_gpu(pa, accelerator, gpus, "8", "64G").set_caching_options(False)).set_display_name("pairing")
-            kubernetes.use_secret_as_env(pa, secret_name=api_key_secret, secret_key_to_env={"api_key": cfg.rollout.api_key_env},
-                                         optional=True)
+            _platform(pa, opts, "evaluate", store=False, gpu=True).set_cpu_limit("8").set_memory_limit("64G")
+            pa.set_display_name("pairing")
+            k8s.use_secret_as_env(pa, secret_name=api_key_secret, secret_key_to_env={"api_key": cfg.rollout.api_key_env},
+                                  optional=True)
 
     fixed = [
         ("base_model", str, base_model, "Model to evaluate: a hub name, a folder, or tiny[:SEED]."),

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,6 @@ MANIFESTS = ROOT / "manifests"
 OVERLAYS = ("standalone", "store")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 OPERATOR_GUIDE = ROOT / "docs" / "operator.md"
-KFP_EXAMPLE = MANIFESTS / "examples" / "kfp-runs.sh"
 
 # The Kubernetes version the manifests are validated against. kubernetes-validate 1.37.0 ships schemas for
 # 1.25 through 1.37; 1.32 is the oldest release still common on managed clusters that has every API used here.
@@ -328,70 +324,6 @@ def test_store_overlay_has_s3_server_service_and_bucket() -> None:
 # --- submitting runs: the documented kfp CLI lines parse with the installed kfp CLI --------------------------
 
 
-_FAKE_KFP = """#!{python}
-import json, sys
-import click
-from kfp.cli.cli import cli
-
-args = sys.argv[1:]
-group_opts = {{o for p in cli.params for o in p.opts}}
-while args and args[0] in group_opts:
-    args = args[2:]
-try:
-    command = cli.commands[args[0]].commands[args[1]]
-    ctx = command.make_context("kfp " + " ".join(args[:2]), args[2:])
-except click.ClickException as e:
-    e.show()
-    sys.exit(2)
-print(json.dumps({{"command": args[:2], "params": ctx.params}}, default=str))
-"""
-
-
-def _run_example(mode: str, tmp_path: Path) -> dict[str, Any]:
-    """Run manifests/examples/kfp-runs.sh with a `kfp` that parses its arguments with the real CLI, offline."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    fake = bindir / "kfp"
-    fake.write_text(_FAKE_KFP.format(python=sys.executable))
-    fake.chmod(0o755)
-    package = tmp_path / "cure-train.yaml"
-    package.write_text("{}\n")
-    env = {
-        **os.environ,
-        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
-        "KFP_ENDPOINT": "http://127.0.0.1:9",
-        "EXPERIMENT": "cure-test",
-        "PACKAGE": str(package),
-        "MODE": mode,
-    }
-    proc = subprocess.run(["bash", str(KFP_EXAMPLE)], env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, f"{KFP_EXAMPLE} MODE={mode} failed:\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def test_example_recurring_run_parses_with_max_concurrency_one(tmp_path: Path) -> None:
-    parsed = _run_example("recurring", tmp_path)
-    assert parsed["command"] == ["recurring-run", "create"]
-    params = parsed["params"]
-    assert params["max_concurrency"] == 1
-    assert params["catchup"] is False
-    assert params["experiment_name"] == "cure-test"
-    assert len(params["cron_expression"].split()) == 6  # KFP cron has a seconds field
-
-
-def test_example_run_from_ci_parses_and_waits(tmp_path: Path) -> None:
-    parsed = _run_example("run", tmp_path)
-    assert parsed["command"] == ["run", "create"]
-    assert parsed["params"]["watch"] is True
-    assert parsed["params"]["experiment_name"] == "cure-test"
-
-
-def test_example_needs_an_endpoint(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "KFP_ENDPOINT"}
-    proc = subprocess.run(["bash", str(KFP_EXAMPLE)], env=env, capture_output=True, text=True, timeout=30)
-    assert proc.returncode != 0 and "KFP_ENDPOINT" in proc.stderr
-
-
 def _doc_commands(prefix: str) -> list[list[str]]:
     """Shell commands in the operator guide's code blocks that start with `prefix` (continuations joined)."""
     text = OPERATOR_GUIDE.read_text()
@@ -403,29 +335,6 @@ def _doc_commands(prefix: str) -> list[list[str]]:
             if line.startswith(prefix):
                 commands.append(shlex.split(line))
     return commands
-
-
-def test_operator_guide_kfp_commands_parse(tmp_path: Path) -> None:
-    from kfp.cli.cli import cli
-
-    package = tmp_path / "cure-train.yaml"
-    package.write_text("{}\n")
-    commands = _doc_commands("kfp ")
-    kinds = {tuple(c[1:3]) for c in commands if len(c) > 2 and not c[1].startswith("-")} | {
-        tuple(c[3:5]) for c in commands if len(c) > 4 and c[1] == "--endpoint"
-    }
-    assert {("run", "create"), ("recurring-run", "create")} <= kinds, f"guide must show both: {commands}"
-    for argv in commands:
-        args = argv[1:]
-        if args[0] == "--endpoint":
-            args = args[2:]
-        if args[:2] not in (["run", "create"], ["recurring-run", "create"]):
-            continue
-        args = [str(package) if a.endswith((".yaml", ".yml")) else a for a in args]
-        command = cli.commands[args[0]].commands[args[1]]
-        ctx = command.make_context("kfp", args[2:])  # raises click.UsageError on an unknown or bad option
-        if args[0] == "recurring-run":
-            assert ctx.params["max_concurrency"] == 1, f"recurring runs must not overlap: {' '.join(argv)}"
 
 
 def test_operator_guide_applies_existing_overlays() -> None:

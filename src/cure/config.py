@@ -146,9 +146,9 @@ class EvalConfig(_Section):
 
 
 class PipelineConfig(_Section):
-    rounds: int = Field(120, ge=0, description="Training rounds (reference total_steps=120).")
-    eval_every: int = Field(10, ge=1, description="Evaluate every N rounds (reference eval_interval=10).")
-    save_every: int = Field(40, ge=1, description="Promote a checkpoint every N rounds (reference save_interval=40).")
+    rounds: int = Field(120, ge=0, description="Training rounds of the whole experiment, over all runs (reference total_steps=120).")
+    eval_every: int = Field(10, ge=1, description="Evaluate every N global rounds, and after the last (reference eval_interval=10).")
+    save_every: int = Field(40, ge=1, description="Keep a checkpoint every N global rounds, and the last (reference save_interval=40); each run also promotes its last round to continue from.")
     experiment: str = Field("cure", description="Experiment name: the store prefix for checkpoints and history.")
     store_uri: str = Field("file://./runs", description="Artifact store: file://DIR or s3://bucket (MinIO).")
 

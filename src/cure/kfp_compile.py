@@ -28,13 +28,84 @@ def import_pipelines() -> Any:
     return pipelines.training
 
 
+def cluster_options(gpus: int = 1, nodes: int = 1, rollout_shards: int = 1, store_secret: str | None = None,
+                    store_keys: list[str] | None = None, tolerations: list[str] | None = None,
+                    node_selector: list[str] | None = None, timeouts: list[str] | None = None,
+                    shm_size: str | None = None, workspace_size: str | None = None,
+                    workspace_storage_class: str | None = None) -> Any:
+    """:class:`pipelines.training.ClusterOptions` from the ``cure compile`` flags (errors name the flag)."""
+    training = import_pipelines()
+    opts = training.ClusterOptions(gpus=gpus, nodes=nodes, rollout_shards=rollout_shards)
+    if gpus < 0 or nodes < 1 or rollout_shards < 1:
+        raise SystemExit(f"error: --gpus must be >= 0 (got {gpus}), --nodes and --rollout-shards >= 1 (got {nodes}, {rollout_shards})")
+    if store_secret is not None:
+        opts.store_secret = store_secret
+    if store_keys:
+        opts.store_keys = {}
+        for item in store_keys:
+            key, _, env = item.partition(":")
+            opts.store_keys[key] = env or key
+    for item in tolerations or []:
+        opts.tolerations = [*opts.tolerations, parse_toleration(item)]
+    for item in node_selector or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --node-selector {item!r}: expected LABEL=VALUE, e.g. nvidia.com/gpu.product=H100")
+        opts.node_selector[key] = value
+    for item in timeouts or []:
+        stage, sep, seconds = item.partition("=")
+        if not sep or stage not in opts.timeouts or not seconds.isdigit():
+            raise SystemExit(f"error: --timeout {item!r}: expected STAGE=SECONDS with STAGE one of {', '.join(opts.timeouts)}")
+        opts.timeouts[stage] = int(seconds)
+    if shm_size:
+        opts.shm_size = shm_size
+    if workspace_size:
+        opts.workspace_size = workspace_size
+    if workspace_storage_class:
+        opts.workspace_storage_class = workspace_storage_class
+    return opts
+
+
+def parse_toleration(text: str) -> dict[str, Any]:
+    """``KEY[=VALUE][:EFFECT]`` -> add_toleration arguments (no value: operator Exists)."""
+    head, _, effect = text.partition(":")
+    key, sep, value = head.partition("=")
+    if not key or (effect and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute")):
+        raise SystemExit(f"error: --toleration {text!r}: expected KEY[=VALUE][:NoSchedule|PreferNoSchedule|NoExecute], "
+                         "e.g. nvidia.com/gpu:NoSchedule")
+    out: dict[str, Any] = {"key": key, "operator": "Equal" if sep else "Exists"}
+    if sep:
+        out["value"] = value
+    if effect:
+        out["effect"] = effect
+    return out
+
+
+def cluster_config(cfg: CureConfig, opts: Any) -> CureConfig:
+    """The compiled defaults that follow from the pods: the S3 store (a pod's disk does not outlive it), training
+    processes per node and nodes. vLLM's tensor parallelism stays 0 (auto): the engine takes the largest size up to
+    the pod's GPUs that the model's attention heads divide (4 for Qwen2.5-7B on 8 GPUs)."""
+    cfg = cfg.model_copy(deep=True)
+    if cfg.pipeline.store_uri == CureConfig().pipeline.store_uri:
+        cfg.pipeline.store_uri = "s3://cure"
+    gpus = max(1, opts.gpus)
+    if cfg.train.nproc_per_node == CureConfig().train.nproc_per_node:
+        cfg.train.nproc_per_node = gpus
+    if cfg.train.nodes == CureConfig().train.nodes:
+        cfg.train.nodes = opts.nodes
+    return cfg
+
+
 def compile_pipelines(out_dir: str | Path, cfg: CureConfig, rounds: int | None = None, eval_every: int | None = None,
                       save_every: int | None = None, gpus: int = 1, base_model: str | None = None,
-                      train_data: str | None = None, eval_benchmarks: list[str] | None = None) -> dict[str, Path]:
+                      train_data: str | None = None, eval_benchmarks: list[str] | None = None,
+                      segment: int | None = None, cluster: Any = None) -> dict[str, Path]:
     """Write ``cure-training.yaml`` and ``cure-evaluation.yaml`` into ``out_dir``."""
     from kfp import compiler
 
     training = import_pipelines()
+    opts = cluster or cluster_options(gpus=gpus)
+    cfg = cluster_config(cfg, opts)
     extra: dict[str, Any] = {}
     if base_model:
         extra["base_model"] = base_model
@@ -43,9 +114,10 @@ def compile_pipelines(out_dir: str | Path, cfg: CureConfig, rounds: int | None =
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_p = training.build_training_pipeline(
-        rounds, eval_every, save_every, gpus=gpus, cfg=cfg, **extra, **({"train_data": train_data} if train_data else {})
+        rounds, eval_every, save_every, segment=segment or training.DEFAULT_SEGMENT, cluster=opts, cfg=cfg, **extra,
+        **({"train_data": train_data} if train_data else {}),
     )
-    eval_p = training.build_eval_pipeline(gpus=gpus, cfg=cfg, **extra)
+    eval_p = training.build_eval_pipeline(cluster=opts, cfg=cfg, **extra)
     paths = {"training": out / "cure-training.yaml", "evaluation": out / "cure-evaluation.yaml"}
     compiler.Compiler().compile(train_p, str(paths["training"]))
     compiler.Compiler().compile(eval_p, str(paths["evaluation"]))
@@ -54,63 +126,50 @@ def compile_pipelines(out_dir: str | Path, cfg: CureConfig, rounds: int | None =
 
 def configure_parser_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="build/pipelines", help="output folder for the pipeline YAML files")
-    p.add_argument("--rounds", type=int, help="training rounds (compile time: the loop is unrolled); default pipeline.rounds")
-    p.add_argument("--eval-every", type=int, help="default pipeline.eval_every")
-    p.add_argument("--save-every", type=int, help="default pipeline.save_every")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs per rollout/train/evaluate pod (0: CPU only)")
+    p.add_argument("--rounds", type=int, help="total training rounds over all runs (default of the total_rounds parameter); default pipeline.rounds")
+    p.add_argument("--segment", type=int, help="round slots per run (the graph's size; default 10): a run trains up to this many rounds")
+    p.add_argument("--eval-every", type=int, help="default of pipeline__eval_every (global rounds)")
+    p.add_argument("--save-every", type=int, help="default of pipeline__save_every (global rounds)")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs per rollout/train/evaluate pod (0: CPU only); also the default of "
+                   "train.nproc_per_node (vLLM uses the rollout pod's GPUs: rollout.tensor_parallel_size 0)")
+    p.add_argument("--nodes", type=int, default=1, help="training nodes (default of train.nodes)")
+    p.add_argument("--rollout-shards", type=int, default=1, help="rollout pods per round (data parallel, a ParallelFor)")
+    p.add_argument("--store-secret", help="Secret with the store's endpoint and keys, mapped into every task that touches "
+                   "the store (default cure-minio; empty: none)")
+    p.add_argument("--store-secret-key", dest="store_keys", action="append", metavar="KEY[:ENV]",
+                   help="a key of that Secret and the environment variable it becomes (repeatable; default "
+                   "CURE_S3_ENDPOINT, CURE_S3_ACCESS_KEY, CURE_S3_SECRET_KEY)")
+    p.add_argument("--toleration", action="append", metavar="KEY[=VALUE][:EFFECT]", help="toleration of the GPU pods (repeatable)")
+    p.add_argument("--node-selector", action="append", metavar="LABEL=VALUE", help="node selector of the GPU pods (repeatable)")
+    p.add_argument("--timeout", action="append", metavar="STAGE=SECONDS", help="a stage's pod deadline (repeatable)")
+    p.add_argument("--shm-size", help="memory-backed /dev/shm of GPU pods (default 16Gi)")
+    p.add_argument("--workspace-size", help="the run's workspace PVC, where models move between tasks (default 300Gi)")
+    p.add_argument("--workspace-storage-class", help="storage class of the workspace PVC (default: the cluster's)")
     p.add_argument("--base-model", help="default base_model parameter")
     p.add_argument("--train-data", help=f"default train_data parameter (default: {TRAIN_DATA}, the reference's training set)")
     p.add_argument("--eval-benchmarks", nargs="+", help=f"default eval_benchmarks parameter, NAME=SPEC each (default: the paper's five: {' '.join(PAPER_BENCHMARKS)})")
 
 
 def run_cli_compile(args: argparse.Namespace, cfg: CureConfig) -> int:
+    opts = cluster_options(args.gpus, args.nodes, args.rollout_shards, args.store_secret, args.store_keys,
+                           args.toleration, args.node_selector, args.timeout, args.shm_size, args.workspace_size,
+                           args.workspace_storage_class)
     paths = compile_pipelines(args.out, cfg, args.rounds, args.eval_every, args.save_every, args.gpus,
-                              args.base_model, args.train_data, args.eval_benchmarks)
+                              args.base_model, args.train_data, args.eval_benchmarks, args.segment, opts)
     for name, path in paths.items():
-        print(f"{name}: {path}")
+        print(f"{name}: {path} ({path.stat().st_size / 1024:.0f} KiB)")
     print("upload in the Kubeflow UI (Pipelines > Upload pipeline), or: "
           f"kfp pipeline create -p cure-training {paths['training']}")
     return 0
 
 
 def configure_parser_submit(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow:80")
-    p.add_argument("--package", default="build/pipelines/cure-training.yaml", help="compiled pipeline YAML")
-    p.add_argument("--experiment-name", default="cure", help="KFP experiment")
-    p.add_argument("--run-name", help="run name (default: derived by KFP)")
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
-    p.add_argument("--recurring", metavar="CRON", help="create a recurring run with this cron schedule instead (max concurrency 1)")
-    p.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+    from cure.submit import configure_parser
 
-
-def _params(items: list[str]) -> dict[str, Any]:
-    from cure.config import _parse_value
-
-    out = {}
-    for item in items:
-        k, sep, v = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: --param {item!r}: expected NAME=VALUE")
-        out[k] = _parse_value(v)
-    return out
+    configure_parser(p)
 
 
 def run_cli_submit(args: argparse.Namespace, cfg: CureConfig) -> int:
-    import kfp
+    from cure.submit import run_cli
 
-    client = kfp.Client(host=args.host, namespace=args.namespace)
-    params = _params(args.param)
-    experiment = client.create_experiment(args.experiment_name, namespace=args.namespace)
-    if args.recurring:
-        job = client.create_recurring_run(
-            experiment_id=experiment.experiment_id, job_name=args.run_name or "cure-recurring",
-            cron_expression=args.recurring, max_concurrency=1, pipeline_package_path=args.package, params=params,
-            no_catchup=True,
-        )
-        print(f"recurring run {job.recurring_run_id} created (cron {args.recurring}, max concurrency 1)")
-        return 0
-    run = client.create_run_from_pipeline_package(
-        args.package, arguments=params, run_name=args.run_name, experiment_name=args.experiment_name, namespace=args.namespace
-    )
-    print(f"run {run.run_id} submitted")
-    return 0
+    return run_cli(args, cfg)

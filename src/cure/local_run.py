@@ -4,7 +4,9 @@ The same pipeline that runs in a cluster runs here with ``kfp.local.SubprocessRu
 component is a subprocess of this Python environment (container images, GPUs and resource requests are ignored
 locally). The ``demo`` preset uses the offline tiny model (``tiny:0``, built and cached on first use), synthetic
 tasks, the hf engine and the gVisor sandbox. At the end the run folder holds ``history.json`` (one object per
-evaluated round), the report (``report/report.md``, ``report/report.html``, plots) and KFP's outputs (``kfp/``).
+evaluated round), ``rounds.json`` (one training record per round), the report (``report/report.md``,
+``report/report.html``, plots), the experiment's store (``store/``) and KFP's outputs (``kfp/``). ``--resume``
+continues the experiment kept there, exactly as a new run in a cluster continues from the store.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rounds": 12,
         "eval_every": 6,
         "save_every": 12,
+        "segment": 12,
         "base_model": "tiny:0",
         "train_data": "synthetic:train:512:0",
         "eval_benchmarks": ["synthetic_heldout=synthetic:heldout:64:1"],
@@ -75,6 +78,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rounds": 1,
         "eval_every": 1,
         "save_every": 1,
+        "segment": 2,
         "base_model": "tiny:0",
         "train_data": "synthetic:train:64:0",
         "eval_benchmarks": ["synthetic_heldout=synthetic:heldout:8:1"],
@@ -112,12 +116,21 @@ def pipeline_arguments(cfg: CureConfig, run: dict[str, Any], store_uri: str, exp
 
 
 def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, overrides: list[str] | None = None,
-              rounds: int | None = None, eval_every: int | None = None, base_model: str | None = None) -> dict[str, Any]:
-    """Run the training pipeline locally; returns {"history": [...], "run_dir": Path, "seconds": float}."""
+              rounds: int | None = None, eval_every: int | None = None, base_model: str | None = None,
+              resume: bool = False, segment: int | None = None) -> dict[str, Any]:
+    """Run the training pipeline locally, as a chain of ``kfp.local`` runs of ``segment`` rounds each (a run
+    continues the experiment kept in ``out_dir/store``, as in a cluster).
+
+    ``resume``: continue the experiment in ``out_dir``; ``rounds`` more rounds past its latest checkpoint, or
+    without ``rounds`` up to the total the experiment was started with. Otherwise ``out_dir`` is started afresh.
+    Returns {"history": [...], "rounds": [...], "run_dir": Path, "seconds": float, "runs": int}.
+    """
     from kfp import local
 
+    from cure.experiment import latest_round, read_history, read_rounds
     from cure.kfp_compile import import_pipelines
-    from cure.report import format_round_table, write_report
+    from cure.report import format_round_table
+    from cure.rounds import write_experiment_report
     from cure.store import open_store
 
     if preset not in PRESETS:
@@ -128,46 +141,79 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     cfg = load_config(cfg_file, p.pop("set") + list(overrides or []))  # the user's overrides win
     # compile-time options leave p, which keeps only pipeline inputs
     preset_rounds, preset_eval_every, save_every = p.pop("rounds"), p.pop("eval_every"), p.pop("save_every")
-    rounds = preset_rounds if rounds is None else rounds
+    segment = segment or p.pop("segment")
+    p.pop("segment", None)
     eval_every = preset_eval_every if eval_every is None else eval_every
     run_dir = Path(out_dir).resolve()
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
     store_uri = f"file://{run_dir / 'store'}"
     experiment = f"local-{preset}"
+    state_file = run_dir / "run.json"
+    if resume:
+        if not (run_dir / "store").is_dir():
+            raise SystemExit(f"error: --resume: {run_dir} holds no experiment (no store/); start it without --resume")
+        _, done = latest_round(open_store(store_uri), experiment)
+        recorded = json.loads(state_file.read_text()) if state_file.is_file() else {}
+        total = done + rounds if rounds is not None else int(recorded.get("total_rounds", done))
+        log.info("resuming experiment %s at round %d of %d", experiment, done, total)
+    else:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        total = preset_rounds if rounds is None else rounds
+    state_file.write_text(json.dumps({"preset": preset, "experiment": experiment, "total_rounds": total}))
+    store = open_store(store_uri)
     training = import_pipelines()
     pipeline = training.build_training_pipeline(
-        rounds, eval_every, save_every, gpus=0, base_model=p["base_model"], train_data=p["train_data"],
-        eval_benchmarks=tuple(p["eval_benchmarks"]), cfg=cfg, name=f"cure-{preset}",
+        total, eval_every, save_every, segment=segment, cluster=training.ClusterOptions(gpus=0, store_secret=""),
+        base_model=p["base_model"], train_data=p["train_data"], eval_benchmarks=tuple(p["eval_benchmarks"]), cfg=cfg,
+        name=f"cure-{preset}",
     )
     (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"), raise_on_error=True)
-    log.info("running %d rounds locally (evaluate every %d) -> %s", rounds, eval_every, run_dir)
+    arguments = pipeline_arguments(cfg, {**p, "total_rounds": total}, store_uri, experiment)
+    arguments["pipeline__eval_every"], arguments["pipeline__save_every"] = eval_every, save_every
     t0 = time.monotonic()
-    pipeline(**pipeline_arguments(cfg, {**p, "resume": False}, store_uri, experiment))
+    runs = 0
+    while True:  # at least one run: once the total is reached a run does nothing and succeeds, as in a cluster
+        _, done = latest_round(store, experiment)
+        if done >= total and runs:
+            break
+        workspace = run_dir / "workspace"  # one run's workspace, like the PVC of a run in a cluster
+        if workspace.exists():
+            shutil.rmtree(workspace)
+        workspace.mkdir()
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"),
+                   workspace_root=str(workspace), raise_on_error=True)
+        log.info("run %d: rounds %d..%d of %d (evaluate every %d) -> %s", runs + 1, done + 1, min(done + segment, total),
+                 total, eval_every, run_dir)
+        pipeline(**arguments)
+        runs += 1
+        shutil.rmtree(workspace, ignore_errors=True)
+        if done < total and latest_round(store, experiment)[1] <= done:
+            raise RuntimeError(f"run {runs} finished without promoting a checkpoint after round {done} in {store_uri}")
     seconds = time.monotonic() - t0
-    store = open_store(store_uri)
-    keys = [k for k in store.list(f"{experiment}/runs/") if k.endswith("history.json")]
-    if not keys:
-        raise RuntimeError(f"the pipeline finished but wrote no history under {store_uri}/{experiment}/runs/")
-    history = store.get_json(sorted(keys)[-1])
+    history, round_records = read_history(store, experiment), read_rounds(store, experiment)
+    if not history:
+        raise RuntimeError(f"the pipeline finished but wrote no history under {store_uri}/{experiment}/")
     (run_dir / "history.json").write_text(json.dumps(history, indent=2))
-    noise = history[0].get("noise", {}).get(history[0].get("primary_benchmark", ""), None)
-    write_report(history, run_dir / "report", title=f"CURE local run ({preset})", noise=noise)
+    (run_dir / "rounds.json").write_text(json.dumps(round_records, indent=2))
+    write_experiment_report(store, experiment, str(run_dir / "report"), f"local {preset}")
     print(format_round_table(history))
-    print(f"\nfinished in {seconds / 60:.1f} min; report: {run_dir / 'report' / 'report.html'}; history: {run_dir / 'history.json'}")
-    return {"history": history, "run_dir": run_dir, "seconds": seconds}
+    print(f"\nfinished {runs} run(s) in {seconds / 60:.1f} min; report: {run_dir / 'report' / 'report.html'}; "
+          f"history: {run_dir / 'history.json'}")
+    return {"history": history, "rounds": round_records, "run_dir": run_dir, "seconds": seconds, "runs": runs}
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="demo: the offline main job; smoke: one tiny round")
     p.add_argument("--out", help="run folder (default runs/<preset>)")
-    p.add_argument("--rounds", type=int, help="override the preset's number of rounds")
-    p.add_argument("--eval-every", type=int, help="override the preset's evaluation interval")
+    p.add_argument("--rounds", type=int, help="override the preset's number of rounds (with --resume: rounds to add)")
+    p.add_argument("--eval-every", type=int, help="override the preset's evaluation interval (global rounds)")
+    p.add_argument("--segment", type=int, help="rounds per local run (the compiled graph's round slots)")
+    p.add_argument("--resume", action="store_true", help="continue the experiment kept in --out instead of starting afresh")
     p.add_argument("--base-model", help="override the preset's starting model (folder, hub name, tiny[:SEED[:STEPS]])")
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
-    run_local(args.preset, args.out or f"runs/{args.preset}", args.config, args.overrides, args.rounds, args.eval_every, args.base_model)
+    run_local(args.preset, args.out or f"runs/{args.preset}", args.config, args.overrides, args.rounds, args.eval_every,
+              args.base_model, resume=args.resume, segment=args.segment)
     return 0

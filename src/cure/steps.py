@@ -127,14 +127,33 @@ def select_tasks(tasks: list[Task], n: int, seed: int) -> list[Task]:
     return random.Random(seed).sample(tasks, n)
 
 
-def rollout(model_dir: str, tasks_path: str, cfg: CureConfig, round_: int, out_path: str) -> dict[str, Any]:
+def shard_slice(n: int, shard: int, shards: int) -> slice:
+    """Contiguous share ``shard`` of ``shards`` of ``n`` items (sizes differ by at most one); concatenating the
+    shards in order gives the items in order."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
+    return slice(shard * n // shards, (shard + 1) * n // shards)
+
+
+def shard_seed(round_seed: int, shard: int) -> int:
+    """The sampling seed of one rollout shard: shard 0 keeps the round's seed (one shard = unsharded)."""
+    return round_seed + 100_003 * shard
+
+
+def rollout(model_dir: str, tasks_path: str, cfg: CureConfig, round_: int, out_path: str,
+            shard: int = 0, shards: int = 1) -> dict[str, Any]:
+    """Sample the round's tasks (or shard ``shard`` of ``shards`` of them); seeds derive from the global round."""
     from cure.rollout.engine import make_engine
     from cure.rollout.stage import default_prompt_dir, policy_tokenizer, rollout_tasks
     from cure.rollout.stage import summarize as summarize_rollouts
 
     tasks = select_tasks(load_tasks(tasks_path)[0], cfg.data.tasks_per_step, seed=1000 * cfg.rollout.seed + round_)
+    tasks = tasks[shard_slice(len(tasks), shard, shards)]
+    if not tasks:
+        write_jsonl(out_path, [])
+        return {"tasks": 0, "seconds": 0.0}
     c = cfg.model_copy(deep=True)
-    c.rollout.seed = 1000 * cfg.rollout.seed + round_
+    c.rollout.seed = shard_seed(1000 * cfg.rollout.seed + round_, shard)
     c.rollout.prompt_dir = c.rollout.prompt_dir or default_prompt_dir(model_dir)
     engine = make_engine(c.rollout.engine, model_dir, c.rollout)
     # Label-free RL with a frozen tester (reward.tester_model): it writes the tests, the policy the programs.

@@ -1,0 +1,43 @@
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Markdown, Metrics, Model, Output
+
+from cure.images import image_for
+
+
+@dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
+def plan_run(config: dict, total_rounds: int, segment: int) -> NamedTuple("Plan", [("config", str), ("plan", str), ("active", bool)]):
+    """The run's config (every named parameter, checked) and its rounds, from the experiment's state in the store."""
+    from collections import namedtuple
+
+    from cure.rounds import plan
+
+    return namedtuple("Plan", ["config", "plan", "active"])(*plan(config, total_rounds, segment))
+
+
+@dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
+def has_rounds(plan: str) -> bool:
+    """Whether the run has rounds to train (the condition of the round slots)."""
+    import json
+
+    return bool(json.loads(plan)["active"])
+
+
+@dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
+def init_models(base_model: str, config: str, plan: str, workspace: str, metrics: Output[Metrics]):
+    """The starting model (latest checkpoint or base model) and the KL reference, onto the run's workspace."""
+    from cure.rounds import init_models as step
+
+    for k, v in step(base_model, config, plan, workspace).items():
+        metrics.log_metric(k, v)
+
+
+@dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
+def finish_run(config: str, plan: str, workspace: str, model: Output[Model], report: Output[HTML],
+               report_md: Output[Markdown], metrics: Output[Metrics]):
+    """The run's last model as a Model artifact, and the experiment's report with its plots embedded."""
+    from cure.rounds import finish
+
+    for k, v in finish(config, plan, workspace, model.path, report.path, report_md.path).items():
+        metrics.log_metric(k, v)
