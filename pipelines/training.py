@@ -80,11 +80,10 @@ def _platform(task: Any, opts: ClusterOptions, stage: str, store: bool = True, g
         task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
     if store and opts.store_secret:
         k8s.use_secret_as_env(task, opts.store_secret, dict(opts.store_keys))
-    if stage in ("execute", "train"):
-        # The launchers of sandbox Jobs and training jobs name their pod as the owner (cure.sandbox.k8s.launcher_pod).
-        for env, path in (("CURE_POD_NAME", "metadata.name"), ("CURE_POD_NAMESPACE", "metadata.namespace"),
-                          ("CURE_POD_UID", "metadata.uid")):
-            k8s.use_field_path_as_env(task, env, path)
+    if stage == "execute":
+        # The sandbox Job's owner is this pod (cure.sandbox.k8s.launcher_pod): its name is HOSTNAME and its
+        # namespace the service account's; the uid comes from the downward API (no API read needed).
+        k8s.use_field_path_as_env(task, "CURE_POD_UID", "metadata.uid")
     if gpu:
         if opts.gpus > 0:
             task.set_accelerator_type(opts.accelerator).set_accelerator_limit(opts.gpus)

@@ -147,10 +147,13 @@ def test_evaluation_pipeline_pairs_with_a_coder_whose_key_comes_from_a_secret(tm
     spec, platform = yaml.safe_load_all((tmp_path / "e.yaml").read_text())
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["coder_model"]["defaultValue"] == "" and params["coder_engine"]["defaultValue"] == "openai"
-    env = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-evaluate-pairing"]["secretAsEnv"]
-    assert env[0]["secretName"] == "my-key" and env[0]["keyToEnv"] == [{"envVar": "OPENAI_API_KEY", "secretKey": "api_key"}]
-    # Only the pairing pod gets the key; the self-evaluation runs when no coder is given.
-    assert list(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]) == ["exec-evaluate-pairing"]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    env = [e for e in executors["exec-evaluate-pairing"]["secretAsEnv"] if e["secretName"] == "my-key"]
+    assert env and env[0]["keyToEnv"] == [{"envVar": "OPENAI_API_KEY", "secretKey": "api_key"}]
+    # Only the pairing pod gets the key (others get at most the store's Secret); the self-evaluation runs when no
+    # coder is given.
+    with_key = [name for name, ex in executors.items() if any(e["secretName"] == "my-key" for e in ex.get("secretAsEnv", []))]
+    assert with_key == ["exec-evaluate-pairing"]
     text = (tmp_path / "e.yaml").read_text()
     assert "exec-evaluate:" in text and text.count("condition: ") == 2  # self-evaluation if no coder, else pairing
 
