@@ -113,3 +113,16 @@ def test_refinement_prompts_follow_the_configured_layout():
     targs = (TASK, {"input": "1\n", "output": "3\n"}, "2\n", t, ChatTokenizer())
     assert test_refine_prompt(*targs).startswith("<|im_start|>")
     assert test_refine_prompt(*targs, "chat_template").startswith("CHAT:system=")
+
+
+def test_the_probe_runs_programs_in_the_evaluation_namespace():
+    from cure.refine import probe
+
+    # an annotated program needs List/Optional/Tuple predefined, as the evaluation's scoring run gives it
+    code = "def f(xs: List[int]) -> Optional[Tuple[int, int]]:\n    return (min(xs), max(xs))\nprint(*f([3, 1, 2]))"
+    rec = {"task_id": "t", "codes": [code], "gt_tests": [], "tests": [{"input": "", "output": "1 3\n"}],
+           "time_limit_s": 1.0}
+    cfg = load_config(None, ["execute.isolation=none", "execute.workers=1"])
+    (plain, _), (named, printed) = probe([rec, dict(rec, task_id="t2", typing_names=True)], cfg)
+    assert plain == [["error"]]
+    assert named == [["pass"]] and printed == [["1 3\n"]]

@@ -102,7 +102,8 @@ def lambda_render(system_template: str, user: str, tokenizer: Any, layout: Layou
 
 
 def probe(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[tuple[list[list[str]], list[list[str | None]]]]:
-    """Per task: (status, output) tables, programs x generated tests, with what each program printed."""
+    """Per task: (status, output) tables, programs x generated tests, with what each program printed; programs
+    run in the namespace their rollout record asks for (``typing_names``), as at scoring."""
     from cure.sandbox.pool import Job, Limits, SandboxPool
     from cure.steps import execute_backend
 
@@ -117,7 +118,8 @@ def probe(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[tuple[list[li
         for i, code in enumerate(r["codes"]):
             if code is not None and live:
                 jobs.append(Job(code, [(tests[j]["input"], tests[j]["output"]) for j in live],
-                                float(r.get("time_limit_s", 1.0)), key=(t, i, live), want_output=True))
+                                float(r.get("time_limit_s", 1.0)), key=(t, i, live), want_output=True,
+                                typing_names=bool(r.get("typing_names"))))
     if not jobs:
         return out
     if execute_backend(cfg) == "kubernetes":  # status only, through the configured backend
