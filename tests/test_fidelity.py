@@ -204,7 +204,7 @@ def test_typing_names_in_the_evaluation_namespace() -> None:
     rec = {"task_id": "t", "codes": [code], "gt_tests": [{"input": "", "output": "1 3\n"}], "tests": [],
            "time_limit_s": 1.0}
     cfg = ExecuteConfig(isolation="none", workers=1)
-    plain, with_names = execute_rollouts([rec, dict(rec, typing_names=True)], cfg, progress=False)
+    plain, with_names = execute_rollouts([rec, dict(rec, task_id="t2", typing_names=True)], cfg, progress=False)
     assert plain["status"] == [["error"]]
     assert with_names["status"] == [["pass"]]
 

@@ -62,14 +62,20 @@ def test_agreement_weighting_damps_tests_few_programs_pass():
 
 
 def _task(task_id, passed, num_gt, tests=None):
+    """A complete rollout record and its execution record (the reward stage validates both and their join)."""
     n_code, n_test = len(passed), len(passed[0]) - num_gt
+    tests = tests if tests is not None else [{"input": "1\n", "output": "1\n"}] * n_test
     rollout = {
         "task_id": task_id, "code_prompt": f"code {task_id}", "test_prompt": f"test {task_id}",
         "code_responses": [f"{task_id} program {i}" for i in range(n_code)], "code_lengths": [5] * n_code,
+        "codes": [f"print({i})" for i in range(n_code)],
         "test_responses": [f"{task_id} test {j}" for j in range(n_test)], "test_lengths": [5] * n_test,
-        "tests": tests if tests is not None else [{"input": "1\n", "output": "1\n"}] * n_test,
+        "gt_tests": [{"input": "", "output": f"gt {g}\n"} for g in range(num_gt)],
+        "tests": tests, "time_limit_s": 1.0,
     }
-    return rollout, {"task_id": task_id, "num_gt": num_gt, "passed": passed}
+    status = [["pass" if p else ("no_test" if c >= num_gt and tests[c - num_gt] is None else "fail")
+               for c, p in enumerate(row)] for row in passed]
+    return rollout, {"task_id": task_id, "num_gt": num_gt, "passed": passed, "status": status}
 
 
 # No ground truth: four programs that pass 3, 1, 2 and 0 of three generated tests.
@@ -166,5 +172,5 @@ def test_rollout_step_samples_tests_from_the_frozen_tester(tmp_path):
     engine = HFEngine(str(tester), cfg.rollout)
     templates = PromptTemplates.load(tester / "prompts")
     greedy = SamplingParams(n=1, temperature=0, max_new_tokens=8, stop=cfg.rollout.stop)
-    want = engine.generate([_render_for(engine, lambda t: test_prompt(task.question, [], [], t, templates))], greedy)
+    want = engine.generate([_render_for(engine, lambda t, _: test_prompt(task.question, [], [], t, templates, "reference"), None)], greedy)
     assert rec["test_responses"][0] == want[0][0].text

@@ -120,9 +120,9 @@ def test_pairing_two_different_local_models(tmp_path: Path):
     greedy = SamplingParams(n=1, temperature=0, max_new_tokens=12, stop=cfg.rollout.stop)
     coder, tester = HFEngine(str(coder_dir), cfg.rollout), HFEngine(str(tester_dir), cfg.rollout)
     q = TASK.question
-    assert rec["code_responses"][0] == coder.generate([_render_for(coder, lambda t: code_prompt(q, t, templates))], greedy)[0][0].text
-    assert rec["test_responses"][0] == tester.generate([_render_for(tester, lambda t: test_prompt(q, [], [], t, templates))], greedy)[0][0].text
-    assert rec["coder_test_responses"][0] == coder.generate([_render_for(coder, lambda t: test_prompt(q, [], [], t, templates))], greedy)[0][0].text
+    assert rec["code_responses"][0] == coder.generate([_render_for(coder, lambda t, _: code_prompt(q, t, templates, "reference", "evaluation"), None)], greedy)[0][0].text
+    assert rec["test_responses"][0] == tester.generate([_render_for(tester, lambda t, _: test_prompt(q, [], [], t, templates, "reference"), None)], greedy)[0][0].text
+    assert rec["coder_test_responses"][0] == coder.generate([_render_for(coder, lambda t, _: test_prompt(q, [], [], t, templates, "reference"), None)], greedy)[0][0].text
     assert rec["test_responses"][0] != rec["coder_test_responses"][0]
 
 

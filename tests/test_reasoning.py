@@ -112,7 +112,7 @@ def test_length_aware_reward_on_reasoning_responses():
     rollout = {
         "task_id": "t", "code_prompt": "p", "test_prompt": "q", "code_responses": responses,
         "code_lengths": lengths, "test_responses": [], "test_lengths": [], "tests": [],
-        "codes": [extract_code(r) for r in responses], "gt_tests": [{"input": "3", "output": "6"}], "time_limit_s": 1.0,
+        "codes": [extract_code(r)[0] for r in responses], "gt_tests": [{"input": "3", "output": "6"}], "time_limit_s": 1.0,
     }
     passed = [[True], [True], [False], [True]]
     execution = {"task_id": "t", "num_gt": 1, "passed": passed,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from cure.config import load_config
 from cure.evaluate import evaluate_tasks
+from cure.prompts import EVAL_SPECIAL_REQUIREMENTS
 from cure.refine import flatten, rows_from_metrics, to_markdown
 from cure.rollout.engine import Completion, Engine
 from cure.tasks import Task
@@ -63,6 +64,10 @@ def test_a_refinement_round_carries_the_failing_test_and_fixes_program_and_test(
     # Three programs get feedback: the +2 program on the trusted test (5 -> 6, it printed 7), the two right ones
     # on the wrong test (5 -> 9), which they fail with 6.
     assert len(coder_fix) == 3 and len(test_fix) == 1
+    # The evaluation's prompt rules: the reference layout (rollout.prompt_layout) and the coder's evaluation wording.
+    assert all(p.startswith("<|im_start|>") and p.endswith(" <|im_end|>\n<|im_start|>Assistant: ")
+               for p in coder_fix + test_fix)
+    assert all(EVAL_SPECIAL_REQUIREMENTS + " Put the complete program" in p for p in coder_fix)
     wrong = [p for p in coder_fix if "+ 2" in p]
     assert len(wrong) == 1
     assert "Input:\n```\n5\n```" in wrong[0] and "Expected output:\n```\n6\n```" in wrong[0]
@@ -87,3 +92,37 @@ def test_errors_are_reported_as_errors():
     p = code_refine_prompt(TASK, "raise ValueError", {"input": "1\n", "output": "2\n"}, "error", None,
                            PromptTemplates.load(), None)
     assert "It raised an error" in p and "Expected output:\n```\n2\n```" in p
+
+
+class ChatTokenizer:
+    chat_template = "{{ messages }}"
+
+    @staticmethod
+    def apply_chat_template(messages, tokenize=False, add_generation_prompt=True):
+        return "CHAT:" + "|".join(m["role"] + "=" + m["content"] for m in messages)
+
+
+def test_refinement_prompts_follow_the_configured_layout():
+    from cure.prompts import PromptTemplates
+    from cure.refine import code_refine_prompt, test_refine_prompt
+
+    t = PromptTemplates.load()
+    args = (TASK, "print(0)", {"input": "1\n", "output": "2\n"}, "fail", "0\n", t, ChatTokenizer())
+    assert code_refine_prompt(*args).startswith("<|im_start|>")
+    assert code_refine_prompt(*args, "chat_template").startswith("CHAT:system=")
+    targs = (TASK, {"input": "1\n", "output": "3\n"}, "2\n", t, ChatTokenizer())
+    assert test_refine_prompt(*targs).startswith("<|im_start|>")
+    assert test_refine_prompt(*targs, "chat_template").startswith("CHAT:system=")
+
+
+def test_the_probe_runs_programs_in_the_evaluation_namespace():
+    from cure.refine import probe
+
+    # an annotated program needs List/Optional/Tuple predefined, as the evaluation's scoring run gives it
+    code = "def f(xs: List[int]) -> Optional[Tuple[int, int]]:\n    return (min(xs), max(xs))\nprint(*f([3, 1, 2]))"
+    rec = {"task_id": "t", "codes": [code], "gt_tests": [], "tests": [{"input": "", "output": "1 3\n"}],
+           "time_limit_s": 1.0}
+    cfg = load_config(None, ["execute.isolation=none", "execute.workers=1"])
+    (plain, _), (named, printed) = probe([rec, dict(rec, task_id="t2", typing_names=True)], cfg)
+    assert plain == [["error"]]
+    assert named == [["pass"]] and printed == [["1 3\n"]]

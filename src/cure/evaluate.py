@@ -72,7 +72,7 @@ def evaluate_tasks(
     if cfg.eval.refine_rounds:
         from cure.refine import flatten, refine
 
-        rows, _, _ = refine(tasks, rollouts, executions, engine, engine, c, cfg.eval.refine_rounds)
+        rows, _, _ = refine(tasks, rollouts, executions, engine, engine, c, cfg.eval.refine_rounds, tokenizer)
         metrics.update(flatten(rows))
     return metrics, rollouts, executions
 

@@ -9,6 +9,11 @@
 * every program runs on the ground-truth tests, the tester's tests and the coder's tests, once, in the sandbox
   (table columns: ground truth | tester | coder).
 
+Sampling and scoring follow the evaluation's rules (:mod:`cure.evaluate`): prompts in ``rollout.prompt_layout``,
+the evaluation's coder wording and per-task time limits, ``eval.exec_namespace``, and with
+``eval.unextracted_tests=drop`` each test source's unextracted tests left out (a task left with none from a source
+is skipped by that source's metrics).
+
 Reported per (programs, tests) scale of ``eval.scales``: the coder's one-shot accuracy, BoN with the paired tester,
 BoN with the coder's own tests, and the difference; also each test set's unit-test accuracy, and tokens spent per
 role (all counted with the tester's tokenizer, as the rollout stage counts response lengths; prompt tokens once
@@ -37,7 +42,8 @@ def sample_tests(
     tasks: list[Task], engine: Any, cfg: CureConfig, templates: Any, give_example: bool, tokenizer: Any
 ) -> tuple[list[list[dict[str, str] | None]], list[list[str]], list[list[int]]]:
     """``cfg.rollout.k_test`` unit tests per task from ``engine``: (extracted tests, responses, token counts with
-    ``tokenizer``, as the rollout stage counts)."""
+    ``tokenizer``, as the rollout stage counts). The prompt is the rollout stage's tester prompt, in
+    ``rollout.prompt_layout`` (a chat template is the engine's own, else ``tokenizer``'s)."""
     from cure.prompts import extract_test, test_prompt
     from cure.rollout.engine import SamplingParams
     from cure.rollout.stage import _examples, _render_for
@@ -46,8 +52,10 @@ def sample_tests(
     renders = []
     for t in tasks:
         ex_in, ex_out = _examples(t, give_example, rc.max_input_examples)
-        renders.append(lambda tok, t=t, i=ex_in, o=ex_out: test_prompt(t.question, i, o, tok, templates))
-    out = engine.generate([_render_for(engine, r) for r in renders], SamplingParams.from_config(rc, rc.k_test))
+        renders.append(lambda tok, layout, t=t, i=ex_in, o=ex_out:
+                       test_prompt(t.question, i, o, tok, templates, layout or rc.prompt_layout))
+    prompts = [_render_for(engine, r, tokenizer) for r in renders]
+    out = engine.generate(prompts, SamplingParams.from_config(rc, rc.k_test))
     tests = [[extract_test(c.text)[0] for c in comps] for comps in out]
     lengths = [[len(tokenizer.encode(c.text, add_special_tokens=False)) for c in comps] for comps in out]
     return tests, [[c.text for c in comps] for comps in out], lengths
@@ -62,7 +70,7 @@ def pair_tasks(
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Sample, execute and score one pairing; returns (report, rollouts, executions). Both roles use the tester
     model folder's prompt templates when it ships them (``tester_model``), else the built-in ones."""
-    from cure.evaluate import eval_config
+    from cure.evaluate import drop_untested, eval_config
     from cure.prompts import PromptTemplates
     from cure.rollout.stage import rollout_tasks
     from cure.steps import run_sandbox
@@ -70,7 +78,7 @@ def pair_tasks(
     c = eval_config(cfg, seed, tester_model)
     templates = PromptTemplates.load(c.rollout.prompt_dir)
     give = not cfg.eval.no_example
-    rollouts = rollout_tasks(tasks, coder, tester, c, tokenizer, templates, give_example=give)
+    rollouts = rollout_tasks(tasks, coder, tester, c, tokenizer, templates, give_example=give, evaluation=True)
     own_tests, own_resp, own_len = sample_tests(tasks, coder, c, templates, give, tokenizer)
     k = c.rollout.k_test
     for rec, tests, resp, lens in zip(rollouts, own_tests, own_resp, own_len):
@@ -80,13 +88,20 @@ def pair_tasks(
         rec["coder_test_lengths"] = lens
     executions = run_sandbox(rollouts, c)
     paired, own = [], []
+    drop = cfg.eval.unextracted_tests == "drop"
     for rec, ex in zip(rollouts, executions):
         passed = np.asarray(ex["passed"], dtype=bool).reshape(len(ex["passed"]), -1)
         t, kt = int(ex["num_gt"]), rec["paired_tests"]
-        paired.append((passed[:, :t], passed[:, t : t + kt]))
-        own.append((passed[:, :t], passed[:, t + kt :]))
-    m_paired = summarize(paired, cfg.eval.scales)
-    m_own = summarize(own, cfg.eval.scales)
+        gen = passed[:, t:]
+        if drop:  # as the evaluation: tests that could not be extracted are left out (eval.unextracted_tests)
+            keep = np.asarray([x is not None for x in rec["tests"]], dtype=bool)
+            gen = gen[:, keep]
+            kt = int(keep[:kt].sum())
+        paired.append((passed[:, :t], gen[:, :kt]))
+        own.append((passed[:, :t], gen[:, kt:]))
+    skip = drop_untested(cfg)
+    m_paired = summarize(paired, cfg.eval.scales, skip_untested=skip)
+    m_own = summarize(own, cfg.eval.scales, skip_untested=skip)
     scales = []
     for n, m in cfg.eval.scales:
         key = f"bon_{n}x{m}"

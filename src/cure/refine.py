@@ -11,7 +11,11 @@ Start: the one-shot programs and generated unit tests of an evaluation, with the
    the one most programs pass (the most trusted), with its input, expected output and the program's actual output
    (or how it failed: error, timeout, ...). The coder writes a new program, which replaces the old one (a response
    with no program keeps the old one).
-4. **Score.** The refined programs and tests run against the ground truth, and CURE's metrics are computed.
+4. **Score.** The refined programs and tests run against the ground truth, and CURE's metrics are computed with
+   the evaluation's rules (:func:`cure.evaluate.eval_tables`: ``eval.unextracted_tests``).
+
+Refinement prompts are laid out as the rollout stage's (``rollout.prompt_layout``, the reference layout by default)
+and the coder's carries the evaluation's wording (:data:`cure.prompts.EVAL_SPECIAL_REQUIREMENTS`).
 
 Both refinements of a round read the same probe (the state at the start of the round), so they are independent.
 Reported per round (round 0 = the one-shot sample): code accuracy (the refined accuracy; round 0 = one-shot),
@@ -32,8 +36,16 @@ from typing import Any
 import numpy as np
 
 from cure.config import CureConfig
-from cure.metrics import summarize, tables_from_executions
-from cure.prompts import SPECIAL_REQUIREMENTS, PromptTemplates, _env, _render, extract_code, extract_test
+from cure.metrics import summarize
+from cure.prompts import (
+    EVAL_SPECIAL_REQUIREMENTS,
+    Layout,
+    PromptTemplates,
+    _env,
+    _render,
+    extract_code,
+    extract_test,
+)
 from cure.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -51,8 +63,9 @@ def _block(text: str) -> str:
 
 
 def code_refine_prompt(task: Task, code: str, test: dict[str, str], status: str, actual: str | None,
-                       templates: PromptTemplates, tokenizer: Any) -> str:
-    """The coder's refinement prompt: the problem, its program, and one failing test with what went wrong."""
+                       templates: PromptTemplates, tokenizer: Any, layout: Layout | None = "reference") -> Any:
+    """The coder's refinement prompt: the problem, its program, and one failing test with what went wrong; the
+    evaluation's coder wording, in ``layout`` (as :func:`cure.prompts.code_prompt`)."""
     if status == "fail" and actual is not None:
         outcome = "Your program printed:\n" + _block(actual)
     else:
@@ -60,15 +73,16 @@ def code_refine_prompt(task: Task, code: str, test: dict[str, str], status: str,
     user = (
         f"{task.question}\n\nHere is a program written for this problem:\n```python\n{code}\n```\n"
         f"It fails this unit test.\nInput:\n{_block(test['input'])}\nExpected output:\n{_block(test['output'])}\n"
-        f"{outcome}\n\nFind the mistake and write the corrected program. {SPECIAL_REQUIREMENTS}"
+        f"{outcome}\n\nFind the mistake and write the corrected program. {EVAL_SPECIAL_REQUIREMENTS} "
         "Put the complete program in one ```python block."
     )
-    return lambda_render(templates.coder_system, user, tokenizer)
+    return lambda_render(templates.coder_system, user, tokenizer, layout)
 
 
 def test_refine_prompt(task: Task, test: dict[str, str], majority_output: str | None, templates: PromptTemplates,
-                       tokenizer: Any) -> str:
-    """The tester's refinement prompt: its usual prompt plus the doubtful test and what most programs print."""
+                       tokenizer: Any, layout: Layout | None = "reference") -> Any:
+    """The tester's refinement prompt: its usual prompt plus the doubtful test and what most programs print, in
+    ``layout`` (as :func:`cure.prompts.test_prompt`)."""
     intro = _env.from_string(templates.tester_user).render(problem=task.question, example_intro=" ")
     seen = ("Most programs written for this problem print instead:\n" + _block(majority_output)) if majority_output \
         is not None else "Most programs written for this problem disagree with it."
@@ -77,18 +91,19 @@ def test_refine_prompt(task: Task, test: dict[str, str], majority_output: str | 
         f"**Test Output:**\n{_block(test['output'])}\n{seen}\nCheck the expected output step by step. Then write a "
         "correct test in the format above."
     )
-    return lambda_render(templates.tester_system, user, tokenizer)
+    return lambda_render(templates.tester_system, user, tokenizer, layout)
 
 
 test_refine_prompt.__test__ = False  # not a pytest test despite the name
 
 
-def lambda_render(system_template: str, user: str, tokenizer: Any) -> Any:
-    return _render(_env.from_string(system_template).render(), user, tokenizer)
+def lambda_render(system_template: str, user: str, tokenizer: Any, layout: Layout | None) -> Any:
+    return _render(_env.from_string(system_template).render(), user, tokenizer, layout)
 
 
 def probe(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[tuple[list[list[str]], list[list[str | None]]]]:
-    """Per task: (status, output) tables, programs x generated tests, with what each program printed."""
+    """Per task: (status, output) tables, programs x generated tests, with what each program printed; programs
+    run in the namespace their rollout record asks for (``typing_names``), as at scoring."""
     from cure.sandbox.pool import Job, Limits, SandboxPool
     from cure.steps import execute_backend
 
@@ -103,7 +118,8 @@ def probe(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[tuple[list[li
         for i, code in enumerate(r["codes"]):
             if code is not None and live:
                 jobs.append(Job(code, [(tests[j]["input"], tests[j]["output"]) for j in live],
-                                float(r.get("time_limit_s", 1.0)), key=(t, i, live), want_output=True))
+                                float(r.get("time_limit_s", 1.0)), key=(t, i, live), want_output=True,
+                                typing_names=bool(r.get("typing_names"))))
     if not jobs:
         return out
     if execute_backend(cfg) == "kubernetes":  # status only, through the configured backend
@@ -136,10 +152,17 @@ def _sample_one(engine: Any, prompts: list[Any], cfg: CureConfig) -> list[str]:
 
 def refine_round(
     tasks: list[Task], rollouts: list[dict[str, Any]], coder: Any, tester: Any, cfg: CureConfig,
-    templates: PromptTemplates,
+    templates: PromptTemplates, tokenizer: Any = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int], list[dict[str, Any]]]:
-    """One round of test then code refinement; returns (new rollouts, counts, the prompts sent, for the record)."""
+    """One round of test then code refinement; returns (new rollouts, counts, the prompts sent, for the record).
+
+    Prompts are laid out as the rollout stage lays them out (``rollout.prompt_layout``; chat engines get messages,
+    a chat template is the engine's own or ``tokenizer``'s, the policy's); the record holds them as ``tokenizer``
+    renders them."""
     from cure.rollout.stage import _render_for
+
+    def as_render(prompt: Any) -> Any:
+        return lambda tok, layout: prompt(tok, layout or cfg.rollout.prompt_layout)
 
     tables = probe(rollouts, cfg)
     by_id = {t.task_id: t for t in tasks}
@@ -159,24 +182,26 @@ def refine_round(
                 continue
             printed = [outputs[i][j] for i in ran if outputs[i][j] is not None]
             majority = Counter(printed).most_common(1)[0][0] if printed else None
-            prompt = partial(test_refine_prompt, task, test, majority, templates)
+            prompt = as_render(partial(test_refine_prompt, task, test, majority, templates))
             test_jobs.append((t, j, prompt))
-            log_rows.append({"task_id": task.task_id, "role": "tester", "test": j, "prompt": prompt(None)})
+            log_rows.append({"task_id": task.task_id, "role": "tester", "test": j, "prompt": prompt(tokenizer, None)})
         for row, i in enumerate(ran):
             failing = [j for j, test in enumerate(r["tests"]) if test is not None and not passed[row, j]]
             if not failing:
                 continue
             j = max(failing, key=lambda j: (share[j], -j))  # the most trusted test it fails
-            prompt = partial(code_refine_prompt, task, r["codes"][i], r["tests"][j], status[i][j], outputs[i][j], templates)
+            prompt = as_render(partial(code_refine_prompt, task, r["codes"][i], r["tests"][j], status[i][j],
+                                       outputs[i][j], templates))
             code_jobs.append((t, i, prompt))
-            log_rows.append({"task_id": task.task_id, "role": "coder", "program": i, "test": j, "prompt": prompt(None)})
+            log_rows.append({"task_id": task.task_id, "role": "coder", "program": i, "test": j,
+                             "prompt": prompt(tokenizer, None)})
     counts = {"tests_regenerated": 0, "programs_refined": 0}
-    for (t, j, _), text in zip(test_jobs, _sample_one(tester, [_render_for(tester, p) for _, _, p in test_jobs], cfg)):
+    for (t, j, _), text in zip(test_jobs, _sample_one(tester, [_render_for(tester, p, tokenizer) for _, _, p in test_jobs], cfg)):
         test, _ = extract_test(text)
         if test is not None:
             new[t]["tests"][j] = test
             counts["tests_regenerated"] += 1
-    for (t, i, _), text in zip(code_jobs, _sample_one(coder, [_render_for(coder, p) for _, _, p in code_jobs], cfg)):
+    for (t, i, _), text in zip(code_jobs, _sample_one(coder, [_render_for(coder, p, tokenizer) for _, _, p in code_jobs], cfg)):
         code, _ = extract_code(text)
         if code is not None:
             new[t]["codes"][i] = code
@@ -187,29 +212,31 @@ def refine_round(
 
 def refine(
     tasks: list[Task], rollouts: list[dict[str, Any]], executions: list[dict[str, Any]], coder: Any, tester: Any,
-    cfg: CureConfig, rounds: int,
+    cfg: CureConfig, rounds: int, tokenizer: Any = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Run ``rounds`` refinement rounds; returns (one row per round, 0 = one-shot; final rollouts; prompts sent)."""
+    """Run ``rounds`` refinement rounds; returns (one row per round, 0 = one-shot; final rollouts; prompts sent).
+    ``tokenizer`` is the policy's, as for :func:`cure.rollout.stage.rollout_tasks`."""
+    from cure.evaluate import drop_untested, eval_tables
     from cure.steps import run_sandbox
 
     templates = PromptTemplates.load(cfg.rollout.prompt_dir)
 
-    def row(r: int, execs: list[dict[str, Any]], counts: dict[str, int]) -> dict[str, Any]:
-        m = summarize(tables_from_executions(execs), cfg.eval.scales)
+    def row(r: int, rolls: list[dict[str, Any]], execs: list[dict[str, Any]], counts: dict[str, int]) -> dict[str, Any]:
+        m = summarize(eval_tables(rolls, execs, cfg), cfg.eval.scales, skip_untested=drop_untested(cfg))
         keep = {k: v for k, v in m.items() if k in ("code_acc", "unit_test_acc", "p01") or
                 (k.startswith("bon_") and not k.endswith("_accumulate"))}
         return {"round": r, **keep, **counts}
 
-    rows = [row(0, executions, {"tests_regenerated": 0, "programs_refined": 0})]
+    rows = [row(0, rollouts, executions, {"tests_regenerated": 0, "programs_refined": 0})]
     prompts: list[dict[str, Any]] = []
     current = rollouts
     for r in range(1, rounds + 1):
-        current, counts, sent = refine_round(tasks, current, coder, tester, cfg, templates)
+        current, counts, sent = refine_round(tasks, current, coder, tester, cfg, templates, tokenizer)
         for s in sent:
             s["round"] = r
         prompts += sent
         execs = run_sandbox(current, cfg)
-        rows.append(row(r, execs, counts))
+        rows.append(row(r, current, execs, counts))
         log.info("refinement round %d: code_acc %.3f unit_test_acc %.3f (%d programs, %d tests refined)", r,
                  rows[-1]["code_acc"], rows[-1]["unit_test_acc"], counts["programs_refined"], counts["tests_regenerated"])
     return rows, current, prompts
