@@ -180,7 +180,7 @@ def test_only_the_plan_task_takes_the_named_parameters(compiled):
 
 def test_pipeline_config_round_trip():
     from cure.steps import config_from_pipeline
-    from pipelines.params import config_dict
+    from pipelines.params import config_dict, config_parameters
 
     import_pipelines()
     # KFP hands dict members over as strings; the config parses them back.
@@ -189,6 +189,12 @@ def test_pipeline_config_round_trip():
     cfg = config_from_pipeline(config_dict(as_strings))
     assert cfg.rollout.k_code == 4 and cfg.train.learning_rate == 3e-4 and cfg.eval.scales == [(2, 2)]
     assert cfg.reward.post_stage is True and cfg.rollout.prompt_dir is None
+    # Text fields keep their text even when it reads as a number (Kubernetes quantities).
+    cfg = config_from_pipeline(config_dict({"execute__pod_cpu": "2", "train__node_cpu": "16", "train__node_memory": "1e3"}))
+    assert (cfg.execute.pod_cpu, cfg.train.node_cpu, cfg.train.node_memory) == ("2", "16", "1e3")
+    # The default config survives the trip through the pipeline's parameters.
+    defaults = {name: default for name, _, _, _, default, _ in config_parameters()}
+    assert config_from_pipeline(config_dict({k: str(v) if not isinstance(v, str) else v for k, v in defaults.items()})) == CureConfig()
 
 
 def test_compile_option_errors(tmp_path, capsys):

@@ -31,12 +31,18 @@ def config_from_pipeline(values: dict[str, Any] | str) -> CureConfig:
     if isinstance(values, str):
         values = json.loads(values)
 
-    def parse(v: Any) -> Any:
-        if isinstance(v, dict):  # an empty string is an unset parameter: the field keeps its default
-            return {k: parse(x) for k, x in v.items() if x != ""}
+    def parse(section: str, field: str, v: Any) -> Any:
+        info = getattr(CureConfig.model_fields.get(section), "annotation", None)
+        info = getattr(info, "model_fields", {}).get(field)
+        if isinstance(v, str) and info is not None and info.annotation is str:
+            return v  # a text field keeps its text: "2" stays the CPU quantity "2", not the number 2
         return _parse_value(v) if isinstance(v, str) else v
 
-    return CureConfig.model_validate(parse(values))
+    # an empty string is an unset parameter: the field keeps its default
+    return CureConfig.model_validate({
+        sec: {k: parse(sec, k, x) for k, x in fields.items() if x != ""} if isinstance(fields, dict) else fields
+        for sec, fields in values.items()
+    })
 
 
 # --- data and models ------------------------------------------------------------------------------------
