@@ -24,3 +24,6 @@ def test_one_round_local_pipeline(tmp_path, capsys):
     assert (store / "latest").exists() or any(p.name.startswith("latest") for p in store.iterdir())
     printed = capsys.readouterr().out
     assert "round" in printed and "code_acc" in printed
+    # The orchestrator's output went to the run's log, not to the console.
+    log = (out / "run.log").read_text()
+    assert "Executing task" in log and "Executing task" not in printed and str(out / "run.log") in printed

@@ -104,6 +104,7 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     """Run the training pipeline locally; returns {"history": [...], "run_dir": Path, "seconds": float}."""
     from kfp import local
 
+    from cure.console import RunConsole
     from cure.kfp_compile import import_pipelines
     from cure.report import format_round_table, write_report
     from cure.store import open_store
@@ -133,7 +134,8 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"), raise_on_error=True)
     log.info("running %d rounds locally (evaluate every %d) -> %s", rounds, eval_every, run_dir)
     t0 = time.monotonic()
-    pipeline(**pipeline_arguments(cfg, {**p, "resume": False}, store_uri, experiment))
+    with RunConsole(run_dir, rounds, title=f"cure run --preset {preset}"):
+        pipeline(**pipeline_arguments(cfg, {**p, "resume": False}, store_uri, experiment))
     seconds = time.monotonic() - t0
     store = open_store(store_uri)
     keys = [k for k in store.list(f"{experiment}/runs/") if k.endswith("history.json")]
@@ -144,7 +146,7 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     noise = history[0].get("noise", {}).get(history[0].get("primary_benchmark", ""), None)
     write_report(history, run_dir / "report", title=f"CURE local run ({preset})", noise=noise)
     print(format_round_table(history))
-    print(f"\nfinished in {seconds / 60:.1f} min; report: {run_dir / 'report' / 'report.html'}; history: {run_dir / 'history.json'}")
+    print(f"\nfinished in {seconds / 60:.1f} min; report: {run_dir / 'report' / 'report.html'}; history: {run_dir / 'history.json'}; log: {run_dir / 'run.log'}")
     return {"history": history, "run_dir": run_dir, "seconds": seconds}
 
 
