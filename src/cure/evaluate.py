@@ -5,8 +5,9 @@ task (public examples hidden when ``eval.no_example``, as the reference's evalua
 first ``eval.max_test`` ground-truth tests and on every generated test, and :func:`cure.metrics.summarize` scores the
 tables: one-shot code accuracy, unit-test accuracy, p01/p00, Best-of-N on the ``eval.scales`` grid.
 
-Evaluation noise is measured by evaluating the same model with several seeds (``seeds``): the report shows the
-spread, so a change across rounds can be compared with it.
+Evaluation noise is measured by evaluating the same model with several seeds (``seeds``): the noise of a metric is
+the sample standard deviation over the seeds, i.e. the standard error of one evaluation's value, so a change across
+rounds can be compared with it (the difference of two evaluations has a standard error of about sqrt(2) times it).
 """
 
 from __future__ import annotations
@@ -66,10 +67,11 @@ def evaluate_tasks(
 
 
 def noise_of(runs: list[dict[str, float]]) -> dict[str, float]:
-    """Spread of each metric over repeated evaluations of the same model (max - min)."""
+    """Standard error of one evaluation, per metric: the sample standard deviation (ddof 1) over repeated
+    evaluations of the same model with different seeds (at least three give a usable estimate)."""
     if len(runs) < 2:
         return {}
-    return {k: float(max(r[k] for r in runs) - min(r[k] for r in runs)) for k in runs[0]}
+    return {k: float(np.std([r[k] for r in runs], ddof=1)) for k in runs[0]}
 
 
 def evaluate_benchmarks(

@@ -45,7 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "base_model": "tiny:0",
         "train_data": "synthetic:train:512:0",
         "eval_benchmarks": ["synthetic_heldout=synthetic:heldout:64:1"],
-        "noise_seeds": [101, 102],
+        "noise_seeds": [101, 102, 103],
         "eval_seed": 101,
         "set": _CPU_TINY + [
             "rollout.batch_size=256",

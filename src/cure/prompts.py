@@ -25,6 +25,12 @@ _env = Environment(undefined=StrictUndefined, keep_trailing_newline=False, autoe
 
 
 @cache
+def _compiled(source: str) -> Any:
+    """A template compiled once per text (compiling costs more than rendering)."""
+    return _env.from_string(source)
+
+
+@cache
 def _builtin(name: str) -> str:
     return resources.files("cure").joinpath("templates", f"{name}.j2").read_text(encoding="utf-8").rstrip("\n")
 
@@ -74,10 +80,10 @@ def _render(system: str, user: str, tokenizer: Any | None) -> str:
 def code_prompt(question: str, tokenizer: Any | None = None, templates: PromptTemplates | None = None) -> str:
     """The coder prompt for one task."""
     t = templates or PromptTemplates.load()
-    user = _env.from_string(t.coder_user).render(
+    user = _compiled(t.coder_user).render(
         language="python", special_requirements=SPECIAL_REQUIREMENTS, problem=question
     )
-    return _render(_env.from_string(t.coder_system).render(), user, tokenizer)
+    return _render(_compiled(t.coder_system).render(), user, tokenizer)
 
 
 def test_prompt(
@@ -90,8 +96,8 @@ def test_prompt(
     """The tester prompt for one task, showing the given public examples (none: the no-example variant)."""
     t = templates or PromptTemplates.load()
     intro = example_intro(list(example_input or []), list(example_output or []))
-    user = _env.from_string(t.tester_user).render(problem=question, example_intro=intro)
-    return _render(_env.from_string(t.tester_system).render(), user, tokenizer)
+    user = _compiled(t.tester_user).render(problem=question, example_intro=intro)
+    return _render(_compiled(t.tester_system).render(), user, tokenizer)
 
 
 test_prompt.__test__ = False  # not a pytest test despite the name
