@@ -128,3 +128,24 @@ def test_report_plots_training_curves(tmp_path: Path) -> None:
 def test_report_rejects_malformed_rounds(tmp_path: Path, bad: object) -> None:
     with pytest.raises(ReportInputError, match="rounds"):
         write_report([{"round": 0, "code_acc": 0.6}], tmp_path, rounds=bad)  # type: ignore[arg-type]
+
+
+def test_reward_stage_reports_raw_mean_rewards() -> None:
+    from cure.config import RewardConfig
+    from cure.reward_stage import assemble
+
+    rollouts = [
+        {"task_id": t, "code_prompt": "c", "code_responses": ["a", "b"], "test_prompt": "t", "test_responses": ["x", "y"],
+         "code_lengths": [3, 3], "test_lengths": [3, 3]}
+        for t in ("t1", "t2")
+    ]
+    # t1: program 0 passes its ground-truth test, program 1 fails it; test 0 passes the correct program and the
+    # wrong one (raw reward 1 * 0 rejected = 0), test 1 fails the correct one and passes the wrong one (-1 * 1 = -1).
+    # t2: no correct program: the tester's reward is undefined there and does not enter the mean.
+    executions = [
+        {"task_id": "t1", "num_gt": 1, "passed": [[1, 1, 0], [0, 1, 1]]},
+        {"task_id": "t2", "num_gt": 1, "passed": [[0, 1, 0], [0, 0, 1]]},
+    ]
+    _, _, counts = assemble(rollouts, executions, RewardConfig(post_stage=False), max_new_tokens=100)
+    assert counts["coder_reward_mean"] == pytest.approx(0.25)  # (1 + 0 + 0 + 0) / 4
+    assert counts["tester_reward_mean"] == pytest.approx(-0.5)  # (0 + -1) / 2
