@@ -270,6 +270,7 @@ class RunConsole:
                 TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TextColumn("{task.fields[last]}"),
                 console=Console(file=self.out, force_terminal=True), transient=False, refresh_per_second=4,
+                redirect_stdout=False, redirect_stderr=False,
             )
             self._task_id = self._progress.add_task("starting", total=self.state.rounds, last="")
             self._progress.start()
