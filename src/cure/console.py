@@ -232,10 +232,8 @@ class RunConsole:
         return f"{where} {stage}".strip()
 
     def _refresh(self) -> None:
-        if self._progress is not None:
-            last = self.state.summary_line()
-            self._progress.update(self._task_id, completed=self.state.rounds_done,
-                                  description=self._status(), last=last)
+        if self._progress is not None:  # the last round's numbers are printed above the bar as each round ends
+            self._progress.update(self._task_id, completed=self.state.rounds_done, description=self._status())
 
     def _on_line(self, line: str) -> None:
         for kind, value in self.state.feed(line):
@@ -267,12 +265,11 @@ class RunConsole:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
-                TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.fields[last]}"),
+                TextColumn("{task.description:<22}"), BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn(),
                 console=Console(file=self.out, force_terminal=True), transient=False, refresh_per_second=4,
                 redirect_stdout=False, redirect_stderr=False,
             )
-            self._task_id = self._progress.add_task("starting", total=self.state.rounds, last="")
+            self._task_id = self._progress.add_task("starting", total=self.state.rounds)
             self._progress.start()
         capture = _Capture(self._log_file, self._on_line)
         root = logging.getLogger()
