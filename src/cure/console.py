@@ -196,7 +196,8 @@ class _Capture(io.TextIOBase):
 class RunConsole:
     """Context manager around the pipeline call of ``cure run`` (see the module docstring).
 
-    ``tty`` forces the bar (True) or plain lines (False); by default the bar is shown on a terminal.
+    ``tty`` forces the bar (True) or plain lines (False); by default the bar is shown on a terminal unless
+    ``CURE_PLAIN_CONSOLE=1``.
     """
 
     def __init__(self, run_dir: str | Path, rounds: int, title: str = "cure run", evaluations: list[int] | None = None,
@@ -206,7 +207,7 @@ class RunConsole:
         self.title = title
         self.state = RunState(rounds, evaluations)
         self.out = stream or sys.stdout
-        self.tty = self.out.isatty() if tty is None else tty
+        self.tty = (self.out.isatty() and not _env_plain()) if tty is None else tty
         self.t0 = time.monotonic()
         self._progress: Any = None
         self._task_id: Any = None
@@ -308,6 +309,6 @@ def _tail(path: Path, n: int) -> str:
     return "\n".join(_ANSI.sub("", x) for x in lines[-n:])
 
 
-def wants_plain() -> bool:
-    """Plain lines when asked (``CURE_PLAIN_CONSOLE=1``) or when stdout is not a terminal."""
-    return os.environ.get("CURE_PLAIN_CONSOLE", "") not in ("", "0") or not sys.stdout.isatty()
+def _env_plain() -> bool:
+    """Plain lines asked for even on a terminal (``CURE_PLAIN_CONSOLE=1``)."""
+    return os.environ.get("CURE_PLAIN_CONSOLE", "") not in ("", "0")
