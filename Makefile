@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) scripts/system-deps.sh
 	bash scripts/system-deps.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	@echo "installing cure and its dependencies into $(VENV) (quiet; a few minutes on a first run)"
+	$(BIN)/python -m pip install -q --progress-bar off -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)

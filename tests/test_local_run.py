@@ -51,7 +51,7 @@ def test_resume_continues_and_survives_a_kill(tmp_path, capsys):
     assert store.latest_checkpoint("local-smoke") == "round-0002"
 
     # Two more rounds, killed while round 3 trains: nothing of round 3 may become `latest`.
-    _kill_during([*_command(out), "--resume"], "round 3: train")
+    _kill_during([*_command(out), "--resume"], "round 3/4: train")  # the console's plain line
     assert store.latest_checkpoint("local-smoke") == "round-0002"
     manifest = store.checkpoint_manifest("local-smoke", "latest")  # complete, sha256 matches the pointer
     assert manifest["metadata"]["round"] == 2
@@ -77,4 +77,8 @@ def test_resume_continues_and_survives_a_kill(tmp_path, capsys):
     assert [h["round"] for h in json.loads((out / "history.json").read_text())] == [0, 2, 4]
     assert [r["round"] for r in json.loads((out / "rounds.json").read_text())] == [1, 2, 3, 4]
     assert len(list((out / "kfp").iterdir())) == 4  # four kfp.local runs: 1-2, killed, 3-4, nothing to do
-    assert "round" in capsys.readouterr().out
+    # The orchestrator's output went to the run's log, not to the console.
+    printed = capsys.readouterr().out
+    assert "round" in printed
+    log = (out / "run.log").read_text()
+    assert "Executing task" in log and "Executing task" not in printed and str(out / "run.log") in printed

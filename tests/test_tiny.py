@@ -174,3 +174,39 @@ def test_warm_start_can_show_typical_wrong_programs():
             wrong_tests += 1
     assert 0.25 < wrong / len(tasks) < 0.35, wrong
     assert 0.15 < wrong_tests / len(tasks) < 0.25, wrong_tests
+
+
+def _hf_loss(model, batch, pad_id):
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (seq, start) in enumerate(batch):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        labels[row, start : len(seq)] = torch.tensor(seq[start:])
+        mask[row, : len(seq)] = 1
+    return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+
+def test_warm_start_loss_equals_the_models_own_loss(tok_dir):
+    """The warm start's functional loss (no padding mask, fused projections, logits only on response tokens)
+    is the model's own ``forward(labels=...)`` loss, with the same gradients, on right-padded rows of mixed length."""
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    spec = tiny.TinySpec()
+    model = tiny.new_model(tok, spec, 0)
+    with torch.no_grad():  # non-trivial biases and norms
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    tasks = synthetic.generate_tasks(8, 1)
+    pairs = tiny.sft_pairs(tasks, tok, PromptTemplates.load(tiny.TEMPLATES_DIR), random.Random(0), 0.5, wrong_test_share=0.5)
+    batch = tiny._encode_pairs(pairs, tok)
+    assert len({len(ids) for ids, _ in batch}) > 1
+    ref = _hf_loss(model, batch, tok.pad_token_id)
+    ref.backward()
+    ref_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    mine = tiny._response_loss(model, *tiny._batch_tensors(batch, tok.pad_token_id), tiny._Rope(model.config, spec.max_positions))
+    mine.backward()
+    assert abs(ref.item() - mine.item()) < 1e-5
+    for a, p in zip(ref_grads, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6)

@@ -10,8 +10,9 @@ By default this is the reference's ``evaluation/eval.py``: its sampler (``eval.t
 predefined for the programs (``eval.exec_namespace``), and generated tests that could not be extracted left out,
 a task with none left skipped by every metric (``eval.unextracted_tests``).
 
-Evaluation noise is measured by evaluating the same model with several seeds (``seeds``): the report shows the
-spread, so a change across rounds can be compared with it.
+Evaluation noise is measured by evaluating the same model with several seeds (``seeds``): the noise of a metric is
+the sample standard deviation over the seeds, i.e. the standard error of one evaluation's value, so a change across
+rounds can be compared with it (the difference of two evaluations has a standard error of about sqrt(2) times it).
 """
 
 from __future__ import annotations
@@ -92,10 +93,11 @@ def eval_tables(rollouts: list[dict[str, Any]], executions: list[dict[str, Any]]
 
 
 def noise_of(runs: list[dict[str, float]]) -> dict[str, float]:
-    """Spread of each metric over repeated evaluations of the same model (max - min)."""
+    """Standard error of one evaluation, per metric: the sample standard deviation (ddof 1) over repeated
+    evaluations of the same model with different seeds (at least three give a usable estimate)."""
     if len(runs) < 2:
         return {}
-    return {k: float(max(r[k] for r in runs) - min(r[k] for r in runs)) for k in runs[0]}
+    return {k: float(np.std([r[k] for r in runs], ddof=1)) for k in runs[0]}
 
 
 def evaluate_benchmarks(

@@ -60,7 +60,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "base_model": "tiny:0",
         "train_data": "synthetic:train:512:0",
         "eval_benchmarks": ["synthetic_heldout=synthetic:heldout:64:1"],
-        "noise_seeds": [101, 102],
+        "noise_seeds": [101, 102, 103],
         "eval_seed": 101,
         "set": _CPU_TINY + _TINY_PINNED + [
             "rollout.batch_size=256",
@@ -127,6 +127,7 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     """
     from kfp import local
 
+    from cure.console import RunConsole
     from cure.experiment import latest_round, read_history, read_rounds
     from cure.kfp_compile import import_pipelines
     from cure.report import format_round_table
@@ -173,23 +174,24 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     arguments["pipeline__eval_every"], arguments["pipeline__save_every"] = eval_every, save_every
     t0 = time.monotonic()
     runs = 0
-    while True:  # at least one run: once the total is reached a run does nothing and succeeds, as in a cluster
-        _, done = latest_round(store, experiment)
-        if done >= total and runs:
-            break
-        workspace = run_dir / "workspace"  # one run's workspace, like the PVC of a run in a cluster
-        if workspace.exists():
-            shutil.rmtree(workspace)
-        workspace.mkdir()
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"),
-                   workspace_root=str(workspace), raise_on_error=True)
-        log.info("run %d: rounds %d..%d of %d (evaluate every %d) -> %s", runs + 1, done + 1, min(done + segment, total),
-                 total, eval_every, run_dir)
-        pipeline(**arguments)
-        runs += 1
-        shutil.rmtree(workspace, ignore_errors=True)
-        if done < total and latest_round(store, experiment)[1] <= done:
-            raise RuntimeError(f"run {runs} finished without promoting a checkpoint after round {done} in {store_uri}")
+    with RunConsole(run_dir, total, title=f"cure run --preset {preset}"):
+        while True:  # at least one run: once the total is reached a run does nothing and succeeds, as in a cluster
+            _, done = latest_round(store, experiment)
+            if done >= total and runs:
+                break
+            workspace = run_dir / "workspace"  # one run's workspace, like the PVC of a run in a cluster
+            if workspace.exists():
+                shutil.rmtree(workspace)
+            workspace.mkdir()
+            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"),
+                       workspace_root=str(workspace), raise_on_error=True)
+            log.info("run %d: rounds %d..%d of %d (evaluate every %d) -> %s", runs + 1, done + 1, min(done + segment, total),
+                     total, eval_every, run_dir)
+            pipeline(**arguments)
+            runs += 1
+            shutil.rmtree(workspace, ignore_errors=True)
+            if done < total and latest_round(store, experiment)[1] <= done:
+                raise RuntimeError(f"run {runs} finished without promoting a checkpoint after round {done} in {store_uri}")
     seconds = time.monotonic() - t0
     history, round_records = read_history(store, experiment), read_rounds(store, experiment)
     if not history:
@@ -199,7 +201,7 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     write_experiment_report(store, experiment, str(run_dir / "report"), f"local {preset}")
     print(format_round_table(history))
     print(f"\nfinished {runs} run(s) in {seconds / 60:.1f} min; report: {run_dir / 'report' / 'report.html'}; "
-          f"history: {run_dir / 'history.json'}")
+          f"history: {run_dir / 'history.json'}; log: {run_dir / 'run.log'}")
     return {"history": history, "rounds": round_records, "run_dir": run_dir, "seconds": seconds, "runs": runs}
 
 

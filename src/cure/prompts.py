@@ -47,6 +47,12 @@ def _strip_final_newline(text: str) -> str:
 
 
 @cache
+def _compiled(source: str) -> Any:
+    """A template compiled once per text (compiling costs more than rendering)."""
+    return _env.from_string(source)
+
+
+@cache
 def _builtin(name: str) -> str:
     return _strip_final_newline(resources.files("cure").joinpath("templates", f"{name}.j2").read_text(encoding="utf-8"))
 
@@ -125,8 +131,8 @@ def code_prompt(
     """
     t = templates or PromptTemplates.load()
     special = EVAL_SPECIAL_REQUIREMENTS if wording == "evaluation" else SPECIAL_REQUIREMENTS
-    user = _env.from_string(t.coder_user).render(language="python", special_requirements=special, problem=question)
-    return _render(_env.from_string(t.coder_system).render(), user, tokenizer, layout)
+    user = _compiled(t.coder_user).render(language="python", special_requirements=special, problem=question)
+    return _render(_compiled(t.coder_system).render(), user, tokenizer, layout)
 
 
 def test_prompt(
@@ -145,8 +151,8 @@ def test_prompt(
     """
     t = templates or PromptTemplates.load()
     intro = example_intro(list(example_input or []), list(example_output or []), final_newline=layout != "reference")
-    user = _env.from_string(t.tester_user).render(problem=question, example_intro=intro)
-    return _render(_env.from_string(t.tester_system).render(), user, tokenizer, layout)
+    user = _compiled(t.tester_user).render(problem=question, example_intro=intro)
+    return _render(_compiled(t.tester_system).render(), user, tokenizer, layout)
 
 
 test_prompt.__test__ = False  # not a pytest test despite the name

@@ -302,6 +302,73 @@ def _safe_name(metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", metric)
 
 
+# ---- training curves (every round, not just the evaluated ones) -----------------------------------------
+# (panel title, [(label, step, key)]): keys of the metrics dicts that cure.steps returns.
+TRAINING_PANELS = [
+    ("mean reward (raw)", [("coder", "reward", "coder_reward_mean"), ("tester", "reward", "tester_reward_mean")]),
+    ("pass rates on the round's tasks", [("code_acc", "execute", "train_code_acc"),
+                                         ("unit_test_acc", "execute", "train_unit_test_acc")]),
+    ("training loss", [("loss", "train", "loss")]),
+    ("KL to the reference", [("kl", "train", "kl")]),
+]
+
+
+def _training_rows(rounds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Validate the per-round list and sort it by round."""
+    if isinstance(rounds, (str, bytes)) or not isinstance(rounds, Sequence):
+        raise ReportInputError(f"rounds must be a list of objects (one per training round), got {type(rounds).__name__}")
+    rows = []
+    for i, r in enumerate(rounds):
+        if not isinstance(r, Mapping):
+            raise ReportInputError(f"rounds[{i}] must be an object, got {type(r).__name__}")
+        rnd = r.get("round")
+        if isinstance(rnd, bool) or not isinstance(rnd, int):
+            raise ReportInputError(f"rounds[{i}].round must be an integer, got {rnd!r}")
+        for step in ("rollout", "execute", "reward", "train", "seconds"):
+            if r.get(step) is not None and not isinstance(r[step], Mapping):
+                raise ReportInputError(f"rounds[{i}].{step} must be an object of metrics, got {type(r[step]).__name__}")
+        rows.append(dict(r))
+    return sorted(rows, key=lambda r: r["round"])
+
+
+def _training_value(r: Mapping[str, Any], step: str, key: str) -> float | None:
+    return _number((r.get(step) or {}).get(key))
+
+
+def _plot_training(rows: list[dict[str, Any]], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * 2, 3.0 * 2), dpi=90, layout="constrained")
+    axes = fig.subplots(2, 2, squeeze=False)
+    for k, (title, series) in enumerate(TRAINING_PANELS):
+        ax = axes[k // 2][k % 2]
+        for j, (label, step, key) in enumerate(series):
+            pts = [(r["round"], v) for r in rows if (v := _training_value(r, step, key)) is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o", ms=3, color=f"C{j}", label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=8, loc="best")
+    fig.savefig(path, format="png")
+    return path
+
+
+def _training_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    cols = [(label if step != "execute" else f"train {label}", step, key) for _, series in TRAINING_PANELS
+            for label, step, key in series]
+    cols = [(f"{lbl} reward" if step == "reward" else lbl, step, key) for lbl, step, key in cols]
+    header = ["round", *(c[0] for c in cols), "seconds"]
+    body = []
+    for r in rows:
+        secs = r.get("seconds") or {}
+        total = sum(v for v in secs.values() if _number(v) is not None) if isinstance(secs, Mapping) else None
+        body.append([str(r["round"]), *(_fmt(_training_value(r, s, k), 4) for _, s, k in cols), _fmt(total, 1) if secs else "—"])
+    return header, body
+
+
 # ---- tables ---------------------------------------------------------------------------------------------
 def _round_rows(t: _Table, b: str) -> tuple[list[str], list[list[str]]]:
     metrics = [m for m in t.metrics if any(r.metrics.get(b, {}).get(m) is not None for r in t.rounds)]
@@ -379,17 +446,27 @@ def write_report(
     title: str = "CURE evaluation report",
     noise: Mapping[str, Any] | None = None,
     extra_tables: Mapping[str, Any] | None = None,
+    rounds: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` (plots embedded), ``metrics.png`` and ``plot_<metric>.png``.
 
-    Returns the paths: ``markdown``, ``html``, ``overview`` and ``plot/<metric>`` for every metric.
+    ``rounds``: one object per training round, ``{"round": r, "rollout": {...}, "execute": {...}, "reward": {...},
+    "train": {...}, "seconds": {...}}`` (the metrics each step of :mod:`cure.steps` returned); when given, the
+    report also plots the training curves of every round (``training.png``: mean raw coder and tester reward,
+    pass rates on the round's tasks, loss, KL) and lists them in a table.
+
+    Returns the paths: ``markdown``, ``html``, ``overview``, ``plot/<metric>`` for every metric, and
+    ``training`` when ``rounds`` is given.
     """
     t = _build(history, noise)
+    train_rows = _training_rows(rounds) if rounds is not None else []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {"overview": _plot_overview(t, out / "metrics.png")}
     for m in t.metrics:
         paths[f"plot/{m}"] = _plot_metric(t, m, out / f"plot_{_safe_name(m)}.png")
+    if train_rows:
+        paths["training"] = _plot_training(train_rows, out / "training.png")
 
     first, last = t.rounds[0].round, t.rounds[-1].round
     intro = (
@@ -400,6 +477,13 @@ def write_report(
     sections: list[tuple[str, list[tuple[list[str], list[list[str]]] | str]]] = []
     for b in t.benchmarks:
         sections.append((f"Benchmark: {b}", [_change_rows(t, b), _round_rows(t, b)]))
+    if train_rows:
+        sections.append(("Training curves (every round)", [
+            f"{len(train_rows)} training rounds. Rewards are the raw means before per-task normalisation (coder: "
+            "ground-truth pass rate; tester: Eq. 4 where defined); pass rates are measured on each round's "
+            "training tasks with the round's own samples.",
+            _training_table(train_rows),
+        ]))
     for name, table in (extra_tables or {}).items():
         sections.append((str(name), [_extra(table, str(name))]))
     glossary = [[m, metric_help(m)] for m in t.metrics if metric_help(m)]
@@ -410,6 +494,8 @@ def write_report(
         for blk in blocks:
             md += [blk if isinstance(blk, str) else _md_table(*blk), ""]
     md += ["## Plots", ""]
+    if train_rows:
+        md += ["### training curves", "", "![training curves](training.png)", ""]
     for m in t.metrics:
         md += [f"### {m}", "", f"![{m}]({paths[f'plot/{m}'].name})", ""]
     if glossary:
@@ -433,6 +519,8 @@ def write_report(
         for blk in blocks:
             h.append(f"<pre>{html.escape(blk)}</pre>" if isinstance(blk, str) else _html_table(*blk))
     h.append("<h2>Plots</h2>")
+    if train_rows:
+        h.append(f"<h3>training curves</h3><figure>{img(paths['training'], 'training curves')}</figure>")
     for m in t.metrics:
         h.append(f"<h3>{html.escape(m)}</h3><figure>{img(paths[f'plot/{m}'], m)}</figure>")
     if glossary:

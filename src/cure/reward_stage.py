@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from cure.config import CureConfig, RewardConfig
-from cure.reward import label_free_code_rewards, length_regularize, task_rewards
+from cure.reward import label_free_code_rewards, length_regularize, raw_unit_test_rewards, task_rewards
 from cure.tasks import read_jsonl, write_jsonl
 from cure.validate import check_executions, check_join, check_output_path, check_rollouts
 
@@ -45,8 +45,12 @@ def assemble(
     cfg: RewardConfig,
     max_new_tokens: int,
     seed: int = 0,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Build (coder examples, tester examples, counts). Executions are matched to rollouts by ``task_id``.
+
+    The counts also hold the raw (before normalisation) mean rewards of the round, for the training curves:
+    ``coder_reward_mean`` (mean ground-truth pass rate over all programs) and ``tester_reward_mean`` (mean of
+    Eq. 4 over the tests of tasks where it is defined, i.e. with a correct program).
 
     Both inputs are checked first (:mod:`cure.validate`): their contracts, unique task ids, every task on both
     sides and table shapes that match the rollouts; a violation raises :class:`cure.validate.ArtifactError`.
@@ -57,12 +61,18 @@ def assemble(
     by_id = {e["task_id"]: e for e in executions}
     code_data: list[dict[str, Any]] = []
     test_data: list[dict[str, Any]] = []
-    counts = {"tasks": 0, "coder_tasks": 0, "tester_tasks": 0, "coder_none": 0, "tester_none": 0}
+    counts: dict[str, Any] = {"tasks": 0, "coder_tasks": 0, "tester_tasks": 0, "coder_none": 0, "tester_none": 0}
+    raw_code: list[float] = []
+    raw_test: list[float] = []
     for r in rollouts:
         e = by_id[r["task_id"]]
         counts["tasks"] += 1
         passed = np.asarray(e["passed"], dtype=bool).reshape(len(e["passed"]), len(e["passed"][0]) if e["passed"] else 0)
         t = e["num_gt"]
+        if passed.size and t:
+            raw_code += passed[:, :t].mean(axis=1).tolist()
+            raw = raw_unit_test_rewards(passed[:, :t], passed[:, t:], post_stage=cfg.post_stage)
+            raw_test += [] if raw is None else raw.tolist()
         code_r, test_r = task_rewards(
             passed[:, :t],
             passed[:, t:],
@@ -93,6 +103,8 @@ def assemble(
                 target.append(
                     {"prompt": prompt, "response": resp, "reward": rew, "role": role, "task_id": r["task_id"], "truncated": trunc}
                 )
+    counts["coder_reward_mean"] = float(np.mean(raw_code)) if raw_code else 0.0
+    counts["tester_reward_mean"] = float(np.mean(raw_test)) if raw_test else 0.0
     rng = random.Random(seed)
     rng.shuffle(code_data)
     rng.shuffle(test_data)
@@ -117,7 +129,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def write_rewards(rollouts_path: str, executions_path: str, cfg: CureConfig, out_path: str, seed: int = 0) -> dict[str, int]:
+def write_rewards(rollouts_path: str, executions_path: str, cfg: CureConfig, out_path: str, seed: int = 0) -> dict[str, Any]:
     """The stage from files to file: coder then tester examples (shuffled together unless trained separately)."""
     code, test, counts = assemble(
         read_jsonl(rollouts_path), read_jsonl(executions_path), cfg.reward, cfg.rollout.max_new_tokens, seed

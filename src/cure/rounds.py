@@ -19,7 +19,6 @@ Only promoted checkpoints go to the store. Each function returns the numbers its
 from __future__ import annotations
 
 import base64
-import inspect
 import json
 import logging
 import re
@@ -318,10 +317,8 @@ def write_experiment_report(store: Any, experiment: str, report_dir: str, run_na
     if not history:
         return None
     noise = history[0].get("noise", {}).get(history[0].get("primary_benchmark", ""), None)
-    kwargs: dict[str, Any] = {}
-    if "rounds" in inspect.signature(write_report).parameters:
-        kwargs["rounds"] = exp.read_rounds(store, experiment)
-    write_report(history, report_dir, title=f"CURE training, experiment {experiment}", noise=noise, **kwargs)
+    write_report(history, report_dir, title=f"CURE training, experiment {experiment}", noise=noise,
+                 rounds=exp.read_rounds(store, experiment))
     for name in ("report.md", "report.html"):
         store.put_file(f"{experiment}/report/{name}", Path(report_dir) / name)
     return Path(report_dir)

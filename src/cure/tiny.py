@@ -63,7 +63,8 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class TinySpec:
-    """Sizes and warm-start settings. The defaults build in about 6 minutes on 2 CPU cores."""
+    """Sizes and warm-start settings. The defaults build in about 6 minutes on 2 idle CPU cores (measured before the
+    functional warm-start loss, which measured 1.05x to 1.6x faster on a loaded machine)."""
 
     vocab_size: int = 1024
     hidden_size: int = 128
@@ -236,12 +237,11 @@ def format_test(test_input: str, test_output: str) -> str:
 def _encode_pairs(pairs: list[tuple[str, str]], tokenizer: Any) -> list[tuple[list[int], int]]:
     """Token ids of prompt + response + <|im_end|>, and where the response starts (loss only after it)."""
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    out = []
-    for prompt, response in pairs:
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        r = tokenizer(response, add_special_tokens=False)["input_ids"]
-        out.append((p + r + [end], len(p)))
-    return out
+    if not pairs:
+        return []
+    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]  # one batched call each
+    responses = tokenizer([r for _, r in pairs], add_special_tokens=False)["input_ids"]
+    return [(p + r + [end], len(p)) for p, r in zip(prompts, responses)]
 
 
 # --- model and warm start -------------------------------------------------------------------------------
@@ -272,14 +272,23 @@ def new_model(tokenizer: Any, spec: TinySpec, seed: int) -> Any:
 
 
 def warm_start(model: Any, examples: list[tuple[list[int], int]], spec: TinySpec, steps: int, seed: int, pad_id: int) -> list[float]:
-    """Supervised training on the response tokens; AdamW, linear warm-up then cosine decay. Returns the losses."""
+    """Supervised training on the response tokens; AdamW, linear warm-up then cosine decay. Returns the losses.
+
+    The model's own ``forward`` is not used: :func:`_response_loss` computes the same loss with the same
+    parameters (checked against it in the tests) but without padding masks (right padding under a causal mask
+    never reaches a real token), with one matrix product for q/k/v and one for gate/up, and with logits only where
+    a response token is predicted. Batches are built once, as tensors, before the loop.
+    """
     import torch
 
     if not examples or steps == 0:
         return []
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
+    try:
+        opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, betas=(0.9, 0.95), weight_decay=0.01, fused=True)
+    except (RuntimeError, TypeError):  # a torch without the fused CPU kernel
+        opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
 
     def lr_at(step: int) -> float:
         if step < spec.warmup_steps:
@@ -288,34 +297,104 @@ def warm_start(model: Any, examples: list[tuple[list[int], int]], spec: TinySpec
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    batches: list[list[int]] = []
+    rope = _Rope(model.config, spec.max_positions)
+    batches: list[tuple[Any, Any, Any]] = []
     losses = []
     model.train()
     t0 = time.time()
     for step in range(steps):
         if not batches:
-            batches = _length_batches([len(ids) for ids, _ in examples], spec.batch_size, rng)
-        batch = [examples[i] for i in batches.pop()]
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (seq, start) in enumerate(batch):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            labels[row, start : len(seq)] = torch.tensor(seq[start:])
-            mask[row, : len(seq)] = 1
-        dev = model.device
-        loss = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)).loss
+            order = _length_batches([len(ids) for ids, _ in examples], spec.batch_size, rng)
+            batches = [_batch_tensors([examples[i] for i in b], pad_id) for b in order]
+        ids, where, targets = batches.pop()
+        loss = _response_loss(model, ids, where, targets, rope)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(loss.item())
+        losses.append(loss.detach())
         if step % 100 == 0 or step == steps - 1:
-            log.info("warm start step %d/%d loss %.3f (%.0f s)", step + 1, steps, losses[-1], time.time() - t0)
+            log.info("warm start step %d/%d loss %.3f (%.0f s)", step + 1, steps, losses[-1].item(), time.time() - t0)
     model.eval()
-    return losses
+    return [float(x) for x in torch.stack(losses).tolist()]
+
+
+def _batch_tensors(batch: list[tuple[list[int], int]], pad_id: int) -> tuple[Any, Any, Any]:
+    """(ids [B, W] right-padded, boolean [B, W-1] marking positions whose next token is a response token,
+    those next tokens) for one batch."""
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    where = torch.zeros((len(batch), width - 1), dtype=torch.bool)
+    for row, (seq, start) in enumerate(batch):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        where[row, max(0, start - 1) : len(seq) - 1] = True
+    return ids, where, ids[:, 1:][where]
+
+
+class _Rope:
+    """Qwen2's default rotary embedding (cos/sin tables for positions 0..n-1)."""
+
+    def __init__(self, config: Any, n: int) -> None:
+        import torch
+
+        dim = config.hidden_size // config.num_attention_heads
+        theta = getattr(config, "rope_theta", None) or (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+        inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+        freqs = torch.outer(torch.arange(n, dtype=torch.float32), inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.cos, self.sin = emb.cos(), emb.sin()
+
+    def apply(self, x: Any) -> Any:
+        import torch
+
+        n = x.shape[-2]
+        cos, sin = self.cos[:n], self.sin[:n]
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+
+def _rms(x: Any, weight: Any, eps: float) -> Any:
+    import torch
+
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def _response_loss(model: Any, ids: Any, where: Any, targets: Any, rope: _Rope) -> Any:
+    """Mean cross-entropy of the response tokens under ``model`` (a Qwen2ForCausalLM with tied embeddings),
+    computed functionally from its parameters: the same value as ``model(input_ids, attention_mask,
+    labels).loss`` for right-padded rows."""
+    import torch
+    import torch.nn.functional as F
+
+    cfg = model.config
+    heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+    dim = cfg.hidden_size // heads
+    eps = cfg.rms_norm_eps
+    b, n = ids.shape
+    x = F.embedding(ids, model.model.embed_tokens.weight)
+    for layer in model.model.layers:
+        att, mlp = layer.self_attn, layer.mlp
+        h = _rms(x, layer.input_layernorm.weight, eps)
+        w = torch.cat((att.q_proj.weight, att.k_proj.weight, att.v_proj.weight))
+        bias = None if att.q_proj.bias is None else torch.cat((att.q_proj.bias, att.k_proj.bias, att.v_proj.bias))
+        q, k, v = F.linear(h, w, bias).split((heads * dim, kv_heads * dim, kv_heads * dim), dim=-1)
+        q = rope.apply(q.view(b, n, heads, dim).transpose(1, 2))
+        k = rope.apply(k.view(b, n, kv_heads, dim).transpose(1, 2))
+        v = v.view(b, n, kv_heads, dim).transpose(1, 2)
+        if kv_heads != heads:
+            k = k.repeat_interleave(heads // kv_heads, dim=1)
+            v = v.repeat_interleave(heads // kv_heads, dim=1)
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + F.linear(o.transpose(1, 2).reshape(b, n, heads * dim), att.o_proj.weight)
+        h = _rms(x, layer.post_attention_layernorm.weight, eps)
+        gate, up = F.linear(h, torch.cat((mlp.gate_proj.weight, mlp.up_proj.weight))).chunk(2, dim=-1)
+        x = x + F.linear(F.silu(gate) * up, mlp.down_proj.weight)
+    x = _rms(x[:, :-1][where], model.model.norm.weight, eps)
+    return F.cross_entropy(F.linear(x, model.lm_head.weight), targets)
 
 
 def _length_batches(lengths: list[int], size: int, rng: random.Random) -> list[list[int]]:
