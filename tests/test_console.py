@@ -136,16 +136,20 @@ def test_reward_stage_reports_raw_mean_rewards() -> None:
 
     rollouts = [
         {"task_id": t, "code_prompt": "c", "code_responses": ["a", "b"], "test_prompt": "t", "test_responses": ["x", "y"],
-         "code_lengths": [3, 3], "test_lengths": [3, 3]}
+         "code_lengths": [3, 3], "test_lengths": [3, 3], "codes": ["print(1)", "print(2)"],
+         "tests": [{"input": "", "output": "1"}, {"input": "", "output": "2"}], "gt_tests": [{"input": "", "output": "1"}],
+         "time_limit_s": 1.0}
         for t in ("t1", "t2")
     ]
     # t1: program 0 passes its ground-truth test, program 1 fails it; test 0 passes the correct program and the
     # wrong one (raw reward 1 * 0 rejected = 0), test 1 fails the correct one and passes the wrong one (-1 * 1 = -1).
     # t2: no correct program: the tester's reward is undefined there and does not enter the mean.
     executions = [
-        {"task_id": "t1", "num_gt": 1, "passed": [[1, 1, 0], [0, 1, 1]]},
-        {"task_id": "t2", "num_gt": 1, "passed": [[0, 1, 0], [0, 0, 1]]},
+        {"task_id": "t1", "num_gt": 1, "passed": [[True, True, False], [False, True, True]]},
+        {"task_id": "t2", "num_gt": 1, "passed": [[False, True, False], [False, False, True]]},
     ]
+    for e in executions:
+        e["status"] = [["pass" if p else "fail" for p in row] for row in e["passed"]]
     _, _, counts = assemble(rollouts, executions, RewardConfig(post_stage=False), max_new_tokens=100)
     assert counts["coder_reward_mean"] == pytest.approx(0.25)  # (1 + 0 + 0 + 0) / 4
     assert counts["tester_reward_mean"] == pytest.approx(-0.5)  # (0 + -1) / 2
