@@ -100,10 +100,16 @@ def pipeline_arguments(cfg: CureConfig, run: dict[str, Any], store_uri: str, exp
 
 
 def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, overrides: list[str] | None = None,
-              rounds: int | None = None, eval_every: int | None = None, base_model: str | None = None) -> dict[str, Any]:
-    """Run the training pipeline locally; returns {"history": [...], "run_dir": Path, "seconds": float}."""
+              rounds: int | None = None, eval_every: int | None = None, base_model: str | None = None,
+              runner: str = "subprocess") -> dict[str, Any]:
+    """Run the training pipeline locally; returns {"history": [...], "run_dir": Path, "seconds": float}.
+
+    ``runner``: ``subprocess`` (components as processes of this environment) or ``docker`` (each component in its
+    image on a local engine, :mod:`cure.container_runner`).
+    """
     from kfp import local
 
+    from cure.container_runner import DOCKER_OVERRIDES, make_runner
     from cure.kfp_compile import import_pipelines
     from cure.report import format_round_table, write_report
     from cure.store import open_store
@@ -113,7 +119,8 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     p = dict(PRESETS[preset])
     if base_model:
         p["base_model"] = base_model
-    cfg = load_config(cfg_file, p.pop("set") + list(overrides or []))  # the user's overrides win
+    runner_set = DOCKER_OVERRIDES if runner == "docker" else []
+    cfg = load_config(cfg_file, p.pop("set") + runner_set + list(overrides or []))  # the user's overrides win
     # compile-time options leave p, which keeps only pipeline inputs
     preset_rounds, preset_eval_every, save_every = p.pop("rounds"), p.pop("eval_every"), p.pop("save_every")
     rounds = preset_rounds if rounds is None else rounds
@@ -130,7 +137,7 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
         eval_benchmarks=tuple(p["eval_benchmarks"]), cfg=cfg, name=f"cure-{preset}",
     )
     (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"), raise_on_error=True)
+    local.init(runner=make_runner(runner, run_dir, p["base_model"]), pipeline_root=str(run_dir / "kfp"), raise_on_error=True)
     log.info("running %d rounds locally (evaluate every %d) -> %s", rounds, eval_every, run_dir)
     t0 = time.monotonic()
     pipeline(**pipeline_arguments(cfg, {**p, "resume": False}, store_uri, experiment))
@@ -154,8 +161,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, help="override the preset's number of rounds")
     p.add_argument("--eval-every", type=int, help="override the preset's evaluation interval")
     p.add_argument("--base-model", help="override the preset's starting model (folder, hub name, tiny[:SEED[:STEPS]])")
+    p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"],
+                   help="subprocess: components as local processes; docker: each in its image (make images-local first)")
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
-    run_local(args.preset, args.out or f"runs/{args.preset}", args.config, args.overrides, args.rounds, args.eval_every, args.base_model)
+    run_local(args.preset, args.out or f"runs/{args.preset}", args.config, args.overrides, args.rounds, args.eval_every, args.base_model,
+              args.runner)
     return 0

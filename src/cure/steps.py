@@ -169,6 +169,12 @@ def run_sandbox(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[dict[st
 
     if execute_backend(cfg) == "kubernetes":
         return _execute_on_cluster(rollouts, cfg)
+    if execute_backend(cfg) == "container":
+        from cure.sandbox.container import run_shards
+
+        e = cfg.execute
+        return run_shards(rollouts, e.shards, workers=e.workers or 2, memory_mb=e.memory_mb,
+                          output_limit=e.output_limit_bytes, wall_factor=e.wall_factor)
     return execute_rollouts(rollouts, cfg.execute)
 
 

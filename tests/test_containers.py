@@ -1,0 +1,141 @@
+"""The images, run for real on a local engine (opt-in: `make test-containers`, which builds what is missing).
+
+- The sandbox image runs as the cluster Job runs its pods (:func:`cure.sandbox.container.container_spec`: runsc,
+  read-only root, uid 10001, no capabilities, no network, /shard read-only, /tmp tmpfs, the shard entrypoint) and
+  contains every program of the adversarial suite (tests/test_sandbox_adversarial.py).
+- `cure run --preset smoke --runner docker` runs every component in its image and gives the subprocess runner's
+  results for the same seeds.
+
+Needs root, podman with the runsc runtime (scripts/container-engine.sh), the API socket (DOCKER_HOST) and the
+images of `make images-local`; CURE_TEST_CONTAINERS=1 turns these tests on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from test_sandbox_adversarial import AFTER, HOSTILE, LIMIT, PROCS
+
+pytestmark = [
+    pytest.mark.containers,
+    pytest.mark.skipif(os.environ.get("CURE_TEST_CONTAINERS") != "1", reason="opt-in: make test-containers"),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def client():
+    from cure.container_runner import engine_client, missing_images
+
+    c = engine_client()
+    missing = missing_images(c)
+    assert not missing, f"build the images first (make images-local): {missing}"
+    return c
+
+
+def _record(task_id: str, code: str, tests: list[tuple[str, str]]) -> dict:
+    return {"task_id": task_id, "codes": [code], "gt_tests": [{"input": i, "output": o} for i, o in tests],
+            "tests": [], "time_limit_s": LIMIT}
+
+
+def _run(client, records: list[dict]) -> list[list[str]]:
+    from cure.sandbox.container import run_shards
+
+    # the adversarial suite's limits; one worker, so the jobs of a shard run in order in one sandbox
+    out = run_shards(records, shards=1, client=client, workers=1, memory_mb=256, output_limit=1 << 16, timeout_s=300)
+    return [rec["status"][0] for rec in out]
+
+
+PROBE = (
+    "import os\n"
+    "print(os.getuid(), os.getgid(), os.uname().release)\n"
+    "print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])\n"
+    "for p in ('/shard/x', '/x', '/usr/x'):\n"
+    "    try:\n"
+    "        open(p, 'w')\n"
+    "        print('writable', p)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "open('/tmp/mine', 'w').write('ok')\n"
+    "print(sorted(k for k in os.environ if k.startswith(('AWS', 'DOCKER', 'KUBERNETES', 'CURE_SANDBOX_SHARED'))))\n"
+)
+
+
+def test_sandbox_container_is_confined_like_the_cluster_pod(client, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak")
+    # uid/gid 10001, gVisor's kernel (4.4.0), no effective capabilities, read-only root and /shard, a writable /tmp
+    expected = "10001 10001 4.4.0\n0000000000000000\n[]"
+    assert _run(client, [_record("probe", PROBE, [("", expected)])]) == [["pass"]]
+
+
+def _baseline_procs(client) -> str:
+    """How many processes a clean sandbox container shows to a program (the shard entrypoint, its worker, the program)."""
+    counts = [str(n) for n in range(1, 8)]
+    status = _run(client, [_record("procs", PROCS[0], [("", c) for c in counts])])[0]
+    assert status.count("pass") == 1, status
+    return counts[status.index("pass")]
+
+
+@pytest.fixture(scope="module")
+def adversarial(client) -> dict[str, list[list[str]]]:
+    procs = _baseline_procs(client)
+
+    def one(name: str) -> list[list[str]]:
+        code, stdin, expected, _ = HOSTILE[name]
+        return _run(client, [
+            _record(name, code, [(stdin, expected)] * 2),
+            _record("procs", PROCS[0], [("", procs)]),
+            _record("after", AFTER[0], [(AFTER[1], AFTER[2])]),
+        ])
+
+    os.environ["AWS_SECRET_ACCESS_KEY"] = "do-not-leak"  # must not reach any program
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            return dict(zip(HOSTILE, pool.map(one, HOSTILE)))
+    finally:
+        del os.environ["AWS_SECRET_ACCESS_KEY"]
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_adversarial_program_is_contained_in_the_sandbox_image(adversarial, name) -> None:
+    hostile, procs, after = adversarial[name]
+    assert set(hostile) <= HOSTILE[name][3], f"{name}: {hostile}"
+    assert procs == ["pass"], f"{name}: processes left inside the sandbox container"
+    assert after == ["pass"], f"{name}: the sandbox container does not serve the next job"
+
+
+def test_no_sandbox_container_is_left_behind(adversarial) -> None:
+    from cure.sandbox.container import LABEL
+
+    left = subprocess.run(["podman", "ps", "-a", "-q", "--filter", f"label={LABEL}"], capture_output=True, text=True, check=True)
+    assert left.stdout.strip() == ""
+
+
+# --- the smoke pipeline, each component in its image -------------------------------------------------------------
+
+
+def _comparable(history: list[dict]) -> list[dict]:
+    """History without wall-clock figures (the only fields allowed to differ between runners)."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if "seconds" not in k and not k.endswith("_s") and k not in ("time", "timestamp", "run_name", "tokens_per_s")}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+    return strip(history)
+
+
+def test_smoke_in_containers_matches_the_subprocess_runner(client, tmp_path) -> None:
+    from cure.local_run import run_local
+
+    docker = run_local("smoke", tmp_path / "docker", runner="docker")
+    plain = run_local("smoke", tmp_path / "subprocess", runner="subprocess")
+    assert (tmp_path / "docker" / "report" / "report.html").is_file()
+    assert _comparable(docker["history"]) == _comparable(plain["history"]), json.dumps(
+        {"docker": docker["history"], "subprocess": plain["history"]}, indent=1)
