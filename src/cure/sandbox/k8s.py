@@ -48,6 +48,12 @@ class Store(Protocol):
     def get_file(self, key: str, path: str | Path) -> Any: ...
 
 
+def _pull_policy() -> str:
+    from cure.images import pull_policy
+
+    return pull_policy()
+
+
 def default_image() -> str:
     """The sandbox image from :mod:`cure.images` when that module is present."""
     from cure.images import image_for
@@ -77,7 +83,7 @@ def build_job(
     container = {
         "name": "execute",
         "image": image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": _pull_policy(),
         "command": ["python", "-m", "cure.sandbox.shard"],
         "args": ["--dir", "/shard", "--workers", str(workers), "--memory-mb", str(memory_mb)],
         "env": [{"name": "CURE_SANDBOX_OUTER", "value": "gvisor-pod"}, {"name": "HOME", "value": "/tmp"}],
