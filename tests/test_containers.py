@@ -31,11 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def client():
-    from cure.container_runner import engine_client, missing_images
+    """The engine that runs sandbox containers (podman's runsc socket), holding the sandbox image of this code."""
+    from cure.images import image_for
+    from cure.sandbox.container import sandbox_client
 
-    c = engine_client()
-    missing = missing_images(c)
-    assert not missing, f"build the images first (make images-local): {missing}"
+    c = sandbox_client()
+    assert c.images.list(name=image_for("sandbox")), f"build the images first (make images-local): {image_for('sandbox')}"
     return c
 
 
@@ -44,11 +45,12 @@ def _record(task_id: str, code: str, tests: list[tuple[str, str]]) -> dict:
             "tests": [], "time_limit_s": LIMIT}
 
 
-def _run(client, records: list[dict]) -> list[list[str]]:
+def _run(client, records: list[dict], worker_root: bool = False) -> list[list[str]]:
     from cure.sandbox.container import run_shards
 
     # the adversarial suite's limits; one worker, so the jobs of a shard run in order in one sandbox
-    out = run_shards(records, shards=1, client=client, workers=1, memory_mb=256, output_limit=1 << 16, timeout_s=300)
+    out = run_shards(records, shards=1, client=client, workers=1, memory_mb=256, output_limit=1 << 16, timeout_s=300,
+                     worker_root=worker_root)
     return [rec["status"][0] for rec in out]
 
 
@@ -62,57 +64,98 @@ PROBE = (
     "        print('writable', p)\n"
     "    except OSError:\n"
     "        pass\n"
-    "open('/tmp/mine', 'w').write('ok')\n"
+    "open('mine', 'w').write('ok')\n"
     "print(sorted(k for k in os.environ if k.startswith(('AWS', 'DOCKER', 'KUBERNETES', 'CURE_SANDBOX_SHARED'))))\n"
 )
 
 
-def test_sandbox_container_is_confined_like_the_cluster_pod(client, monkeypatch) -> None:
+@pytest.mark.parametrize(("worker_root", "uid"), [(False, 10001), (True, 65534)], ids=["job", "worker-root"])
+def test_sandbox_container_is_confined(client, monkeypatch, worker_root: bool, uid: int) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak")
-    # uid/gid 10001, gVisor's kernel (4.4.0), no effective capabilities, read-only root and /shard, a writable /tmp
-    expected = "10001 10001 4.4.0\n0000000000000000\n[]"
-    assert _run(client, [_record("probe", PROBE, [("", expected)])]) == [["pass"]]
+    # the program's uid (the Job's 10001, or nobody under a root worker), gVisor's kernel (4.4.0), no effective
+    # capabilities, read-only root and /shard, a writable working folder, no credentials or engine address
+    expected = f"{uid} {uid} 4.4.0\n0000000000000000\n[]"
+    assert _run(client, [_record("probe", PROBE, [("", expected)])], worker_root) == [["pass"]]
 
 
-def _baseline_procs(client) -> str:
+# The image has its own /etc, /home and /var (the single-machine sandbox's root is empty): what must stay invisible
+# is the host's.
+CONTAINER_HOSTILE = dict(HOSTILE)
+CONTAINER_HOSTILE["files_outside"] = (
+    "import os\nprint([p for p in ('/work', '/root/.ssh', '/root/.cache', '/opt/wheels', '/run/podman', '/var/lib/containers')"
+    " if os.path.exists(p)])",
+    "",
+    "[]",
+    {"pass"},
+)
+# Under the cluster Job's settings (uid 10001, no capabilities) the worker and the programs share a uid: a program
+# can signal the shard process (pid 1) and its worker, write /tmp, and leave processes the worker cannot kill.
+JOB_WEAKNESSES = {"fork_bomb", "fork_bomb_catching", "kill_everyone", "background_process", "write_outside", "signal_parent"}
+
+
+def _baseline_procs(client, worker_root: bool) -> str:
     """How many processes a clean sandbox container shows to a program (the shard entrypoint, its worker, the program)."""
     counts = [str(n) for n in range(1, 8)]
-    status = _run(client, [_record("procs", PROCS[0], [("", c) for c in counts])])[0]
+    status = _run(client, [_record("procs", PROCS[0], [("", c) for c in counts])], worker_root)[0]
     assert status.count("pass") == 1, status
     return counts[status.index("pass")]
 
 
-@pytest.fixture(scope="module")
-def adversarial(client) -> dict[str, list[list[str]]]:
-    procs = _baseline_procs(client)
+def _suite(client, worker_root: bool) -> dict[str, list[list[str]] | str]:
+    procs = _baseline_procs(client, worker_root)
 
-    def one(name: str) -> list[list[str]]:
-        code, stdin, expected, _ = HOSTILE[name]
-        return _run(client, [
-            _record(name, code, [(stdin, expected)] * 2),
-            _record("procs", PROCS[0], [("", procs)]),
-            _record("after", AFTER[0], [(AFTER[1], AFTER[2])]),
-        ])
+    def one(name: str) -> list[list[str]] | str:
+        code, stdin, expected, _ = CONTAINER_HOSTILE[name]
+        try:
+            return _run(client, [
+                _record(name, code, [(stdin, expected)] * 2),
+                _record("procs", PROCS[0], [("", procs)]),
+                _record("after", AFTER[0], [(AFTER[1], AFTER[2])]),
+            ], worker_root)
+        except RuntimeError as e:  # the shard container itself failed
+            return str(e)
 
     os.environ["AWS_SECRET_ACCESS_KEY"] = "do-not-leak"  # must not reach any program
     try:
         with ThreadPoolExecutor(2) as pool:
-            return dict(zip(HOSTILE, pool.map(one, HOSTILE)))
+            return dict(zip(CONTAINER_HOSTILE, pool.map(one, CONTAINER_HOSTILE)))
     finally:
         del os.environ["AWS_SECRET_ACCESS_KEY"]
 
 
-@pytest.mark.parametrize("name", list(HOSTILE))
-def test_adversarial_program_is_contained_in_the_sandbox_image(adversarial, name) -> None:
-    hostile, procs, after = adversarial[name]
-    assert set(hostile) <= HOSTILE[name][3], f"{name}: {hostile}"
+@pytest.fixture(scope="module")
+def suites(client) -> dict[bool, dict]:
+    return {}
+
+
+def _check(suites, client, worker_root: bool, name: str) -> None:
+    if worker_root not in suites:
+        suites[worker_root] = _suite(client, worker_root)
+    result = suites[worker_root][name]
+    assert not isinstance(result, str), f"{name}: {result}"
+    hostile, procs, after = result
+    assert set(hostile) <= CONTAINER_HOSTILE[name][3], f"{name}: {hostile}"
     assert procs == ["pass"], f"{name}: processes left inside the sandbox container"
     assert after == ["pass"], f"{name}: the sandbox container does not serve the next job"
 
 
-def test_no_sandbox_container_is_left_behind(adversarial) -> None:
+@pytest.mark.parametrize("name", list(CONTAINER_HOSTILE))
+def test_adversarial_program_is_contained_with_a_root_worker_in_gvisor(suites, client, name) -> None:
+    _check(suites, client, True, name)
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="uid 10001 without capabilities: see JOB_WEAKNESSES"))
+    if n in JOB_WEAKNESSES else n for n in CONTAINER_HOSTILE
+])
+def test_adversarial_program_under_the_cluster_job_settings(suites, client, name) -> None:
+    _check(suites, client, False, name)
+
+
+def test_no_sandbox_container_is_left_behind(suites, client) -> None:
     from cure.sandbox.container import LABEL
 
+    _check(suites, client, True, "background_process")
     left = subprocess.run(["podman", "ps", "-a", "-q", "--filter", f"label={LABEL}"], capture_output=True, text=True, check=True)
     assert left.stdout.strip() == ""
 
@@ -131,8 +174,12 @@ def _comparable(history: list[dict]) -> list[dict]:
     return strip(history)
 
 
-def test_smoke_in_containers_matches_the_subprocess_runner(client, tmp_path) -> None:
+def test_smoke_in_containers_matches_the_subprocess_runner(tmp_path) -> None:
+    from cure.container_runner import engine_client, missing_images
     from cure.local_run import run_local
+
+    missing = missing_images(engine_client())
+    assert not missing, f"build the images first (make images-local): {missing}"
 
     docker = run_local("smoke", tmp_path / "docker", runner="docker")
     plain = run_local("smoke", tmp_path / "subprocess", runner="subprocess")

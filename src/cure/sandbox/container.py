@@ -14,6 +14,15 @@ podman's ``podman system service``) with the same confinement:
 - ``python -m cure.sandbox.shard`` as the command; results come back through the container log between the same
   marker lines the cluster launcher reads.
 
+**Two privilege settings.** The cluster Job's (``worker_root=False``): uid 10001 without capabilities. There the
+worker cannot give programs a uid of their own, so a program shares its uid with the worker and the shard process:
+it can kill them (the shard container, or pod, then fails: one program can fail a whole execute stage), write
+``/tmp``, and leave processes behind that the worker cannot kill (tests/test_containers.py measures this against
+the adversarial suite: 6 of its 21 programs get through). ``worker_root=True`` runs the worker as root *inside
+gVisor* (the sentry's root, not the host's) with only the six capabilities the single-machine sandbox gives it
+(:data:`cure.sandbox.gvisor.CAPS`, all within Pod Security "baseline"), so each program runs as ``nobody`` and the
+worker kills whatever it leaves; the whole suite is contained. ``cure run --runner docker`` uses it.
+
 The shard folder is bind-mounted by the engine, so it must be a path the engine's host sees: when the launcher
 itself runs in a container (``cure run --runner docker``), ``$CURE_SANDBOX_SHARED_DIR`` names a folder mounted at
 the same path in the launcher's container and on the host.
@@ -79,9 +88,17 @@ def check_gvisor(client: Any, image: str) -> None:
 
 def container_spec(image: str, shard_dir: str, index: int, workers: int = 2, memory_mb: int = 1024,
                    output_limit: int = 1 << 20, wall_factor: float = 3.0, cpus: float = 2.0,
-                   memory_limit: str = "4g", tmp_size: str = "1g", runtime: str | None = None) -> dict[str, Any]:
-    """Keyword arguments of the docker SDK's ``containers.create`` for shard ``index`` (pure; what tests check)."""
-    return {
+                   memory_limit: str = "4g", tmp_size: str = "1g", runtime: str | None = None,
+                   worker_root: bool = False) -> dict[str, Any]:
+    """Keyword arguments of the docker SDK's ``containers.create`` for shard ``index`` (pure; what tests check).
+
+    ``worker_root``: run the worker as root *inside gVisor* with only the capabilities it needs to hand each
+    program an unprivileged uid and clean up after it (:data:`cure.sandbox.gvisor.CAPS`, as the single-machine
+    sandbox does), instead of the cluster pod's uid 10001 without capabilities (see the README's sandbox notes).
+    """
+    from cure.sandbox.gvisor import CAPS
+
+    spec = {
         "image": image,
         "command": ["python", "-m", "cure.sandbox.shard", "--dir", "/shard", "--index", str(index),
                     "--workers", str(workers), "--memory-mb", str(memory_mb),
@@ -101,6 +118,10 @@ def container_spec(image: str, shard_dir: str, index: int, workers: int = 2, mem
         "labels": {LABEL: "shard"},
         "detach": True,
     }
+    if worker_root:
+        spec.update(user="0:0", cap_add=[c.removeprefix("CAP_") for c in CAPS],
+                    tmpfs={"/tmp": f"rw,nosuid,nodev,size={tmp_size},mode=755"})
+    return spec
 
 
 def run_shards(rollouts: list[dict], shards: int = 1, image: str | None = None, client: Any = None,
