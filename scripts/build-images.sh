@@ -96,7 +96,7 @@ if ((local_build)); then
   pipdir=$(mktemp -d /tmp/cure-pip-forward.XXXXXX)
   trap 'rm -rf "$pipdir"' EXIT
   if ((dry_run)); then
-    mapfile -t pipfwd < <(echo "--volume=$pipdir/pip.conf:/etc/pip.conf:ro")
+    pipfwd=("--volume=$pipdir:/mnt/host-pip/conf:ro" "--build-arg=PIP_CONFIG_FILE=/mnt/host-pip/conf/pip.conf")
   else
     mapfile -t pipfwd < <("$PYTHON" scripts/host_pip_config.py "$pipdir")
   fi

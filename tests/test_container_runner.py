@@ -120,10 +120,12 @@ def test_host_pip_configuration_is_forwarded(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "host_pip_config.py"), str(out)], env=env,
                           capture_output=True, text=True, check=True)
-    mounts = proc.stdout.split()
-    assert mounts[0] == f"--volume={out / 'pip.conf'}:/etc/pip.conf:ro"
-    # the CA, the find-links folder, and the index with the folder above it (its pages link ../../files/...)
-    # (/etc/pip.conf, which no variable can hide, may add its own paths)
-    assert {f"--volume={p}:{p}:ro" for p in (ca, wheels, index.parent)} <= set(mounts[1:])
+    opts = proc.stdout.split()
+    assert opts[:2] == [f"--volume={out}:/mnt/host-pip/conf:ro", "--build-arg=PIP_CONFIG_FILE=/mnt/host-pip/conf/pip.conf"]
+    # the CA, the find-links folder, and the index with the folder above it (its pages link ../../files/...), each
+    # under /mnt/host-pip (/etc/pip.conf, which no variable can hide, may add its own paths)
+    mounts = dict(o.removeprefix("--volume=").removesuffix(":ro").split(":") for o in opts[2:])
+    assert {ca, wheels, index.parent} <= {Path(p) for p in mounts}
     merged = (out / "pip.conf").read_text()
-    assert f"find-links = {wheels}" in merged and "no-compile = yes" in merged and f"cert = {ca}" in merged
+    assert f"find-links = {mounts[str(wheels)]}\n" in merged and f"cert = {mounts[str(ca)]}\n" in merged
+    assert f"extra-index-url = file://{mounts[str(index.parent)]}/simple\n" in merged and "no-compile = yes" in merged

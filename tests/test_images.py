@@ -316,7 +316,7 @@ def test_build_script_local_builds_every_family_on_the_local_base() -> None:
     for family in images.FAMILIES:
         (line,) = [ln for ln in lines if f"--file images/{family}/Dockerfile" in ln]
         assert line.startswith("+ nice -n 10 podman build") and "--network host --runtime /usr/sbin/runc" in line
-        assert "--volume=" in line and "/etc/pip.conf:ro" in line, "the host's pip configuration is forwarded"
+        assert "--build-arg=PIP_CONFIG_FILE=/mnt/host-pip/conf/pip.conf" in line, "the host's pip configuration is forwarded"
         assert line.endswith(f"--tag ghcr.io/cure-kfp/cure-{family}:t2 .")
     base = "localhost/cure-base:bookworm"
     assert f"--build-arg BASE_IMAGE={base}" in next(ln for ln in lines if "images/cpu/" in ln)

@@ -4,6 +4,8 @@
 # as it does in vllm/vllm-openai. No vLLM: the CPU flavour samples with the transformers engine.
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 FROM ${BASE_IMAGE}
+# The host's pip configuration during a local build (scripts/host_pip_config.py); never part of the image.
+ARG PIP_CONFIG_FILE
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
