@@ -21,7 +21,8 @@ it can kill them (the shard container, or pod, then fails: one program can fail 
 the adversarial suite: 6 of its 21 programs get through). ``worker_root=True`` runs the worker as root *inside
 gVisor* (the sentry's root, not the host's) with only the six capabilities the single-machine sandbox gives it
 (:data:`cure.sandbox.gvisor.CAPS`, all within Pod Security "baseline"), so each program runs as ``nobody`` and the
-worker kills whatever it leaves; the whole suite is contained. ``cure run --runner docker`` uses it.
+worker kills whatever it leaves (every process of that uid: the worker is not pid 1 here, so orphans that leave
+its subreaper tree are found by uid); the whole suite is contained. ``cure run --runner docker`` uses it.
 
 The shard folder is bind-mounted by the engine, so it must be a path the engine's host sees: when the launcher
 itself runs in a container (``cure run --runner docker``), ``$CURE_SANDBOX_SHARED_DIR`` names a folder mounted at

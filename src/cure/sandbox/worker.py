@@ -343,7 +343,10 @@ def _kill_leftovers(worker_pid: int) -> None:
             except ProcessLookupError:
                 pass
         else:
-            found = _descendants(worker_pid)
+            # Orphans that left the subreaper's tree (a pid 1 other than the worker adopts them, e.g. the shard
+            # process in a sandbox container) are still the program's: as root, the worker gave every program the
+            # uid UNPRIVILEGED, which nothing else runs as.
+            found = _descendants(worker_pid) + (_pids_of_uid(UNPRIVILEGED) if os.getuid() == 0 else [])
             for pid in found:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -353,9 +356,24 @@ def _kill_leftovers(worker_pid: int) -> None:
             while os.waitpid(-1, os.WNOHANG)[0] != 0:
                 pass
         except ChildProcessError:
-            if worker_pid == 1 or not _descendants(worker_pid):
+            if worker_pid == 1 or not (_descendants(worker_pid) or (os.getuid() == 0 and _pids_of_uid(UNPRIVILEGED, alive=True))):
                 return
         time.sleep(0.001)
+
+
+def _pids_of_uid(uid: int, alive: bool = False) -> list[int]:
+    """Processes whose real uid is ``uid`` (``alive``: not counting zombies, which only their parent can reap)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+                if int(fields["Uid"].split()[0]) == uid and not (alive and fields["State"].split()[0] == "Z"):
+                    out.append(int(entry))
+            except (OSError, ValueError, KeyError, IndexError):
+                continue
+    return out
 
 
 def _descendants(root: int) -> list[int]:
