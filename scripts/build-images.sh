@@ -134,12 +134,11 @@ for family in "${families[@]}"; do
   fi
 done
 if ((local_build && !dry_run)); then
-  # Images of earlier code (tags follow the code, so they are never used again) and dangling layers; the layer
-  # cache of the current images stays. CURE_KEEP_OLD_IMAGES=1 keeps them.
+  # Images of earlier code: tags follow the code, so they are never used again (CURE_KEEP_OLD_IMAGES=1 keeps them).
+  # No `image prune`: the untagged builder stages it would remove are the layer cache of the next build.
   if [[ ${CURE_KEEP_OLD_IMAGES:-0} != 1 ]]; then
     "$ENGINE" images --format '{{.Repository}}:{{.Tag}}' | grep -E "^$registry/cure-($(IFS='|'; echo "${all_families[*]}")):" \
       | grep -v ":$tag\$" | xargs -r "$ENGINE" rmi >/dev/null || true
   fi
-  "$ENGINE" image prune --force >/dev/null
 fi
 echo "build-images: done: ${families[*]}"
