@@ -343,10 +343,10 @@ def _kill_leftovers(worker_pid: int) -> None:
             except ProcessLookupError:
                 pass
         else:
-            # Orphans that left the subreaper's tree (a pid 1 other than the worker adopts them, e.g. the shard
-            # process in a sandbox container) are still the program's: as root, the worker gave every program the
-            # uid UNPRIVILEGED, which nothing else runs as.
-            found = _descendants(worker_pid) + (_pids_of_uid(UNPRIVILEGED) if os.getuid() == 0 else [])
+            # Inside an outer sandbox (a sandbox container or pod, where nothing else runs as UNPRIVILEGED), orphans
+            # that left the subreaper's tree (the container's pid 1 adopts them) are still the program's: the root
+            # worker gave every program that uid. Never on a host, where other processes may run as nobody.
+            found = _descendants(worker_pid) + (_pids_of_uid(UNPRIVILEGED) if _in_outer_sandbox() else [])
             for pid in found:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -356,9 +356,13 @@ def _kill_leftovers(worker_pid: int) -> None:
             while os.waitpid(-1, os.WNOHANG)[0] != 0:
                 pass
         except ChildProcessError:
-            if worker_pid == 1 or not (_descendants(worker_pid) or (os.getuid() == 0 and _pids_of_uid(UNPRIVILEGED, alive=True))):
+            if worker_pid == 1 or not (_descendants(worker_pid) or (_in_outer_sandbox() and _pids_of_uid(UNPRIVILEGED, alive=True))):
                 return
         time.sleep(0.001)
+
+
+def _in_outer_sandbox() -> bool:
+    return os.getuid() == 0 and bool(os.environ.get("CURE_SANDBOX_OUTER"))
 
 
 def _pids_of_uid(uid: int, alive: bool = False) -> list[int]:
