@@ -8,7 +8,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 EXTRAS ?= dev,deepspeed
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps test test-fast test-vllm demo lint bench images compile clean
+.PHONY: install system-deps test test-fast test-vllm demo lint bench images images-local container-engine test-containers compile clean
 
 system-deps:
 	bash scripts/system-deps.sh
@@ -50,6 +50,19 @@ compile: install
 
 images:
 	bash scripts/build-images.sh
+
+## A container engine here (podman + runc, gVisor as the `runsc` runtime, a Debian base image, the Docker API
+## socket); every image built on this machine, tagged as the compiled pipeline names them (rollout/train: CPU flavour).
+container-engine:
+	bash scripts/container-engine.sh
+
+images-local: container-engine
+	bash scripts/build-images.sh --local
+
+## Opt-in: the sandbox image under runsc against the adversarial suite, and a smoke run with every component in its
+## image, compared with the subprocess runner. Needs root; builds what is missing (about 15 min on a fresh machine).
+test-containers: install images-local
+	CURE_TEST_CONTAINERS=1 DOCKER_HOST=unix:///run/podman/podman.sock $(BIN)/python -m pytest -q tests/test_containers.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

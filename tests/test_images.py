@@ -107,12 +107,18 @@ def test_final_stage_runs_as_a_numeric_non_root_user(dockerfile: Path) -> None:
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_base_images_are_pinned_release_tags(dockerfile: Path) -> None:
+    """Every FROM, with build arguments at their defaults (the public bases), names a pinned release tag."""
     stages: set[str] = set()
+    defaults: dict[str, str] = {}
     for word, args in _instructions(dockerfile):
+        if word == "ARG" and "=" in args:
+            key, _, value = args.partition("=")
+            defaults.setdefault(key, value.strip('"'))
         if word != "FROM":
             continue
-        parts = args.split()
+        parts = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), args).split()
         image = parts[0]
+        assert "$" not in image, f"{dockerfile.relative_to(ROOT)}: FROM {args} has a build argument without a default"
         if len(parts) == 3 and parts[1].upper() == "AS":
             stages.add(parts[2])
         if image in stages:
@@ -181,9 +187,52 @@ def test_sandbox_and_images_modules_need_only_the_standard_library() -> None:
 def test_image_for_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(images.REGISTRY_ENV, raising=False)
     monkeypatch.delenv(images.TAG_ENV, raising=False)
-    version = importlib.metadata.version("cure")
-    assert images.image_for("train") == f"ghcr.io/cure-kfp/cure-train:{version}"
-    assert images.all_images() == {f: f"ghcr.io/cure-kfp/cure-{f}:{version}" for f in images.FAMILIES}
+    tag = f"{importlib.metadata.version('cure')}-{images.code_digest()}"
+    assert re.fullmatch(r"[0-9.]+-[0-9a-f]{12}", tag)
+    assert images.image_for("train") == f"ghcr.io/cure-kfp/cure-train:{tag}"
+    assert images.all_images() == {f: f"ghcr.io/cure-kfp/cure-{f}:{tag}" for f in images.FAMILIES}
+
+
+def _tree(root: Path) -> Path:
+    (root / "src" / "cure").mkdir(parents=True)
+    (root / "images" / "cpu").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nversion = "0.1.0"\n')
+    (root / "README.md").write_text("readme\n")
+    (root / "src" / "cure" / "a.py").write_text("x = 1\n")
+    (root / "images" / "cpu" / "Dockerfile").write_text("FROM python:3.11.14-slim-bookworm\n")
+    return root
+
+
+def test_tag_follows_the_code_images_are_built_from(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    digest = images.code_digest.__wrapped__
+    first = digest(root)
+    assert first is not None and len(first) == 12
+    (root / "README.md").write_text("edited\n")  # documentation only: same images
+    (root / "src" / "cure" / "__pycache__").mkdir()
+    (root / "src" / "cure" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    assert digest(root) == first
+    (root / "src" / "cure" / "a.py").write_text("x = 2\n")  # code
+    second = digest(root)
+    assert second != first
+    (root / "images" / "cpu" / "Dockerfile").write_text("FROM python:3.11.15-slim-bookworm\n")  # build recipe
+    assert digest(root) not in (first, second)
+    (root / "src" / "cure" / "a.py").rename(root / "src" / "cure" / "b.py")  # a rename alone
+    assert digest(root) != second
+    assert digest(tmp_path / "not-a-checkout") is None
+
+
+def test_pull_policy_is_if_not_present_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cure.sandbox.k8s import build_job
+
+    monkeypatch.delenv(images.PULL_POLICY_ENV, raising=False)
+    assert images.pull_policy() == "IfNotPresent"
+    assert build_job("j", 1, ["cm"])["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+    monkeypatch.setenv(images.PULL_POLICY_ENV, "Always")
+    assert build_job("j", 1, ["cm"])["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Always"
+    monkeypatch.setenv(images.PULL_POLICY_ENV, "sometimes")
+    with pytest.raises(images.ImageConfigError, match="CURE_IMAGE_PULL_POLICY='sometimes'"):
+        images.pull_policy()
 
 
 def test_image_for_reads_registry_and_tag_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,7 +276,8 @@ def test_build_script_dry_run_builds_and_pushes_every_family() -> None:
     assert proc.returncode == 0, proc.stderr
     for family in images.FAMILIES:
         ref = f"registry.example.com/cure/cure-{family}:t1"
-        assert f"+ docker build --file images/{family}/Dockerfile --tag {ref} ." in proc.stdout
+        build_args = "--build-arg CURE_IMAGE_REGISTRY=registry.example.com/cure --build-arg CURE_IMAGE_TAG=t1"
+        assert f"+ docker build {build_args} --file images/{family}/Dockerfile --tag {ref} ." in proc.stdout
         assert f"+ docker push {ref}" in proc.stdout
 
 
@@ -256,6 +306,25 @@ def test_build_script_fails_clearly_without_docker_cli(tmp_path: Path) -> None:
     proc = _build(["cpu"], PATH=str(bindir))
     assert proc.returncode == 1
     assert "the docker CLI is not installed" in proc.stderr, proc.stderr
+
+
+def test_build_script_local_builds_every_family_on_the_local_base() -> None:
+    proc = _build(["--dry-run", "--local"], CURE_IMAGE_TAG="t2")
+    assert proc.returncode == 0, proc.stderr
+    assert "push" not in proc.stdout
+    lines = proc.stdout.splitlines()
+    for family in images.FAMILIES:
+        (line,) = [ln for ln in lines if f"--file images/{family}/Dockerfile" in ln]
+        assert line.startswith("+ nice -n 10 podman build") and "--network host --runtime /usr/sbin/runc" in line
+        assert "--build-arg=PIP_CONFIG_FILE=/mnt/host-pip/conf/pip.conf" in line, "the host's pip configuration is forwarded"
+        assert line.endswith(f"--tag ghcr.io/cure-kfp/cure-{family}:t2 .")
+    base = "localhost/cure-base:bookworm"
+    assert f"--build-arg BASE_IMAGE={base}" in next(ln for ln in lines if "images/cpu/" in ln)
+    assert f"--build-arg BUILDER_BASE={base} --build-arg RUNTIME_BASE={base}" in next(ln for ln in lines if "images/train/" in ln)
+    assert "TORCH_SPEC=torch==2.13.0+cpu" in next(ln for ln in lines if "images/train/" in ln)
+    (torch_base,) = [ln for ln in lines if "images/local/torch-cpu.Dockerfile" in ln]
+    assert f"BASE_IMAGE={base}" in torch_base
+    assert "BASE_IMAGE=localhost/cure-torch-cpu:2.13.0" in next(ln for ln in lines if "images/rollout/" in ln)
 
 
 def test_build_script_reports_bad_registry() -> None:

@@ -73,7 +73,7 @@ class ExecuteConfig(_Section):
     memory_mb: int = Field(1024, ge=16, description="Address-space limit per program.")
     output_limit_bytes: int = Field(1 << 20, ge=1024, description="Stdout cap per execution.")
     wall_factor: float = Field(3.0, ge=1, description="Wall-clock safety limit = wall_factor x time limit + 1 s (catches sleepers).")
-    backend: Literal["auto", "local", "kubernetes"] = Field("auto", description="Where sandboxes run: local runsc, or an Indexed Job of gVisor pods; auto = kubernetes inside a pod, else local.")
+    backend: Literal["auto", "local", "kubernetes", "container"] = Field("auto", description="Where sandboxes run: local runsc, or an Indexed Job of gVisor pods; auto = kubernetes inside a pod, else local; container = sandbox-image containers under runsc on a local engine (cure run --runner docker).")
     shards: int = Field(8, ge=1, description="kubernetes backend: sandbox pods (Job completions) per execute stage.")
     namespace: str = Field("cure", description="kubernetes backend: namespace of the sandbox Jobs (manifests/ put the sandbox account, NetworkPolicy and the launcher's Role there); empty = the pod's own namespace.")
     pod_cpu: str = Field("2", description="kubernetes backend: CPU request = limit of each sandbox pod (workers 0 = one sandbox per whole CPU of it).")

@@ -117,17 +117,20 @@ def pipeline_arguments(cfg: CureConfig, run: dict[str, Any], store_uri: str, exp
 
 def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, overrides: list[str] | None = None,
               rounds: int | None = None, eval_every: int | None = None, base_model: str | None = None,
-              resume: bool = False, segment: int | None = None) -> dict[str, Any]:
+              resume: bool = False, segment: int | None = None, runner: str = "subprocess") -> dict[str, Any]:
     """Run the training pipeline locally, as a chain of ``kfp.local`` runs of ``segment`` rounds each (a run
     continues the experiment kept in ``out_dir/store``, as in a cluster).
 
     ``resume``: continue the experiment in ``out_dir``; ``rounds`` more rounds past its latest checkpoint, or
     without ``rounds`` up to the total the experiment was started with. Otherwise ``out_dir`` is started afresh.
+    ``runner``: ``subprocess`` (components as processes of this environment) or ``docker`` (each component in its
+    image on a local engine, :mod:`cure.container_runner`).
     Returns {"history": [...], "rounds": [...], "run_dir": Path, "seconds": float, "runs": int}.
     """
     from kfp import local
 
     from cure.console import RunConsole
+    from cure.container_runner import DOCKER_OVERRIDES, make_runner
     from cure.experiment import latest_round, read_history, read_rounds
     from cure.kfp_compile import import_pipelines
     from cure.report import format_round_table
@@ -139,7 +142,8 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     p = dict(PRESETS[preset])
     if base_model:
         p["base_model"] = base_model
-    cfg = load_config(cfg_file, p.pop("set") + list(overrides or []))  # the user's overrides win
+    runner_set = DOCKER_OVERRIDES if runner == "docker" else []
+    cfg = load_config(cfg_file, p.pop("set") + runner_set + list(overrides or []))  # the user's overrides win
     # compile-time options leave p, which keeps only pipeline inputs
     preset_rounds, preset_eval_every, save_every = p.pop("rounds"), p.pop("eval_every"), p.pop("save_every")
     segment = segment or p.pop("segment")
@@ -183,7 +187,7 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
             if workspace.exists():
                 shutil.rmtree(workspace)
             workspace.mkdir()
-            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"),
+            local.init(runner=make_runner(runner, run_dir, p["base_model"]), pipeline_root=str(run_dir / "kfp"),
                        workspace_root=str(workspace), raise_on_error=True)
             log.info("run %d: rounds %d..%d of %d (evaluate every %d) -> %s", runs + 1, done + 1, min(done + segment, total),
                      total, eval_every, run_dir)
@@ -213,9 +217,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segment", type=int, help="rounds per local run (the compiled graph's round slots)")
     p.add_argument("--resume", action="store_true", help="continue the experiment kept in --out instead of starting afresh")
     p.add_argument("--base-model", help="override the preset's starting model (folder, hub name, tiny[:SEED[:STEPS]])")
+    p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"],
+                   help="subprocess: components as local processes; docker: each in its image (make images-local first)")
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     run_local(args.preset, args.out or f"runs/{args.preset}", args.config, args.overrides, args.rounds, args.eval_every,
-              args.base_model, resume=args.resume, segment=args.segment)
+              args.base_model, resume=args.resume, segment=args.segment, runner=args.runner)
     return 0

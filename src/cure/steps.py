@@ -201,6 +201,13 @@ def run_sandbox(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[dict[st
 
     if execute_backend(cfg) == "kubernetes":
         return _execute_on_cluster(rollouts, cfg)
+    if execute_backend(cfg) == "container":
+        from cure.sandbox.container import run_shards
+
+        e = cfg.execute
+        # worker_root: the configuration that passes the adversarial suite (see cure.sandbox.container)
+        return run_shards(rollouts, e.shards, workers=e.workers or 2, memory_mb=e.memory_mb,
+                          output_limit=e.output_limit_bytes, wall_factor=e.wall_factor, worker_root=True)
     return execute_rollouts(rollouts, cfg.execute)
 
 

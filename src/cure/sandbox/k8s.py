@@ -90,6 +90,12 @@ class PodRef:
     uid: str = ""
 
 
+def _pull_policy() -> str:
+    from cure.images import pull_policy
+
+    return pull_policy()
+
+
 def default_image() -> str:
     """The sandbox image from :mod:`cure.images` when that module is present."""
     from cure.images import image_for
@@ -139,7 +145,7 @@ def build_job(
     container = {
         "name": "execute",
         "image": image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": _pull_policy(),
         "command": ["python", "-m", "cure.sandbox.shard"],
         "args": [
             "--dir", "/shard", "--workers", str(workers), "--memory-mb", str(memory_mb),

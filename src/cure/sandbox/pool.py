@@ -96,6 +96,8 @@ class _Sandbox:
             tmp.mkdir(mode=0o711)
             argv = [sys.executable, "-s", "-S", "-B", str(gvisor.WORKER_DIR / "worker.py")]
             env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "CURE_SANDBOX_TMP": str(tmp)}
+            if os.environ.get("CURE_SANDBOX_OUTER"):  # the worker may then clean up by uid (worker._kill_leftovers)
+                env["CURE_SANDBOX_OUTER"] = os.environ["CURE_SANDBOX_OUTER"]
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
         )

@@ -62,6 +62,30 @@ def parse_results_block(log_text: str) -> list[dict]:
     return decode_records(base64.b64decode("".join(body.split())))
 
 
+def _reap_program_orphans(uid: int) -> None:
+    """As pid 1 of a sandbox container, reap exited processes of the programs' ``uid`` that were re-parented here
+    (the worker kills them; without this they would stay as zombies). The worker processes themselves (another uid)
+    are left to the pool that waits for them."""
+    import threading
+    import time
+
+    def loop() -> None:
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                info = None
+            if info is not None and info.si_uid == uid:
+                try:
+                    os.waitpid(info.si_pid, 0)
+                except ChildProcessError:
+                    pass
+                continue
+            time.sleep(0.01)
+
+    threading.Thread(target=loop, daemon=True, name="reap-orphans").start()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cure.sandbox.shard")
     ap.add_argument("--dir", default="/shard", help="folder holding shard-<index>.jsonl.gz")
@@ -76,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     index = args.index if args.index is not None else int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
     rollouts = decode_records((Path(args.dir) / f"shard-{index}.jsonl.gz").read_bytes())
     os.environ.setdefault("CURE_SANDBOX_OUTER", "gvisor-pod")
+    if os.getpid() == 1 and os.getuid() == 0:
+        from cure.sandbox.worker import UNPRIVILEGED
+
+        _reap_program_orphans(UNPRIVILEGED)
     from cure.execute import execute_rollouts
 
     # The sandbox image holds the standard library and cure's code only: no pydantic, so no ExecuteConfig here.

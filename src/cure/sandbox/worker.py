@@ -353,7 +353,10 @@ def _kill_leftovers(worker_pid: int) -> None:
             except ProcessLookupError:
                 pass
         else:
-            found = _descendants(worker_pid)
+            # Inside an outer sandbox (a sandbox container or pod, where nothing else runs as UNPRIVILEGED), orphans
+            # that left the subreaper's tree (the container's pid 1 adopts them) are still the program's: the root
+            # worker gave every program that uid. Never on a host, where other processes may run as nobody.
+            found = _descendants(worker_pid) + (_pids_of_uid(UNPRIVILEGED) if _in_outer_sandbox() else [])
             for pid in found:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -363,9 +366,28 @@ def _kill_leftovers(worker_pid: int) -> None:
             while os.waitpid(-1, os.WNOHANG)[0] != 0:
                 pass
         except ChildProcessError:
-            if worker_pid == 1 or not _descendants(worker_pid):
+            if worker_pid == 1 or not (_descendants(worker_pid) or (_in_outer_sandbox() and _pids_of_uid(UNPRIVILEGED, alive=True))):
                 return
         time.sleep(0.001)
+
+
+def _in_outer_sandbox() -> bool:
+    return os.getuid() == 0 and bool(os.environ.get("CURE_SANDBOX_OUTER"))
+
+
+def _pids_of_uid(uid: int, alive: bool = False) -> list[int]:
+    """Processes whose real uid is ``uid`` (``alive``: not counting zombies, which only their parent can reap)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+                if int(fields["Uid"].split()[0]) == uid and not (alive and fields["State"].split()[0] == "Z"):
+                    out.append(int(entry))
+            except (OSError, ValueError, KeyError, IndexError):
+                continue
+    return out
 
 
 def _descendants(root: int) -> list[int]:
