@@ -73,6 +73,13 @@ def test_console_sends_everything_to_the_log_and_little_to_the_person(tmp_path: 
     assert str(tmp_path / "run.log") in shown
     assert "round 3/12: reward" in shown
     assert "evaluation after round 3" in shown and "0.610" in shown
+    # Another task's metrics after an evaluation (prepare-data's counts) are not an empty evaluation table.
+    out = io.StringIO()
+    with RunConsole(tmp_path, rounds=12, title="cure run (test)", tty=False, stream=out):
+        print("    cure: round 0: evaluate")
+        print("      metadata={'code_acc': 0.61, 'unit_test_acc': 0.09, 'p01': 0.0} )")
+        print("      metadata={'bad_rows': 0.0, 'tasks': 512.0} )")
+    assert out.getvalue().count("evaluation after round 0") == 1
     assert sys.stdout is not out and not isinstance(sys.stdout, type(None))
 
 

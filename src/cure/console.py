@@ -250,8 +250,8 @@ class RunConsole:
                 r, stage, metrics = value
                 if stage == "train":
                     self.print(f"[{self._elapsed()}] {self.state.summary_line()}")
-                elif stage == "evaluate":
-                    self.print(eval_table(r, metrics))
+                elif stage == "evaluate" and any(c in metrics for c in EVAL_COLUMNS):
+                    self.print(eval_table(r, metrics))  # not the counts of a task that follows
             elif kind == "failed":
                 self.print(f"[{self._elapsed()}] task {value} FAILED; see {self.log_path}")
         self._refresh()
