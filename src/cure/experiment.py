@@ -127,9 +127,7 @@ def promote(store: Store, experiment: str, model_dir: str | Path, round_: int, k
     prefix = store.checkpoint_key(experiment, name)
     try:
         manifest = store.checkpoint_manifest(experiment, name)
-    except ObjectNotFound:
-        manifest = None
-    except StoreError:  # an interrupted upload: commit again
+    except StoreError:  # none yet (ObjectNotFound), or an interrupted upload: commit again
         manifest = None
     metadata = {"round": round_, "keep": bool(keep)}
     if manifest is not None and _same_files(manifest, Path(model_dir)):
