@@ -146,8 +146,8 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     cfg = load_config(cfg_file, p.pop("set") + runner_set + list(overrides or []))  # the user's overrides win
     # compile-time options leave p, which keeps only pipeline inputs
     preset_rounds, preset_eval_every, save_every = p.pop("rounds"), p.pop("eval_every"), p.pop("save_every")
-    segment = segment or p.pop("segment")
-    p.pop("segment", None)
+    preset_segment = p.pop("segment")
+    segment = segment or preset_segment
     eval_every = preset_eval_every if eval_every is None else eval_every
     run_dir = Path(out_dir).resolve()
     store_uri = f"file://{run_dir / 'store'}"
