@@ -287,8 +287,8 @@ def evaluate(config: str, plan_: str, slot: int, seeds: list[int], benchmarks: d
     entry = evaluate_benchmarks(str(model_dir(workspace, r if slot else p["start"] - 1)), tasks, cfg, r, seeds,
                                 out_dir=Path(report_dir) / f"round-{r:03d}")
     store = exp.open_checked(cfg.pipeline.store_uri)
-    exp.upsert_record(store, cfg.pipeline.experiment, exp.HISTORY, entry)
-    write_experiment_report(store, cfg.pipeline.experiment, report_dir, run_name)
+    history = exp.upsert_record(store, cfg.pipeline.experiment, exp.HISTORY, entry)
+    write_experiment_report(store, cfg.pipeline.experiment, report_dir, run_name, history)
     primary = entry["benchmarks"][entry["primary_benchmark"]]
     return {k: float(v) for k, v in primary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -309,11 +309,13 @@ def evaluate_component(config: str, plan_: str, slot: int, seeds: list[Any], ben
     return out
 
 
-def write_experiment_report(store: Any, experiment: str, report_dir: str, run_name: str = "") -> Path | None:
-    """The experiment's one report (all runs) from its history in the store, into ``report_dir`` and the store."""
+def write_experiment_report(store: Any, experiment: str, report_dir: str, run_name: str = "",
+                            history: list[dict[str, Any]] | None = None) -> Path | None:
+    """The experiment's one report (all runs) from its history in the store (``history`` when the caller has just
+    read or written it), into ``report_dir`` and the store."""
     from cure.report import write_report
 
-    history = exp.read_history(store, experiment)
+    history = exp.read_history(store, experiment) if history is None else history
     if not history:
         return None
     noise = history[0].get("noise", {}).get(history[0].get("primary_benchmark", ""), None)
@@ -352,14 +354,14 @@ def finish(config: str, plan_: str, workspace: str, model_out: str, report_html:
         steps._copy_model(model_dir(workspace, p["last"]), model_out)
     else:
         Path(model_out).mkdir(parents=True, exist_ok=True)
+    history = exp.read_history(store, cfg.pipeline.experiment)
     with tempfile.TemporaryDirectory(prefix="cure-report-") as tmp:
-        if write_experiment_report(store, cfg.pipeline.experiment, tmp) is not None:
+        if write_experiment_report(store, cfg.pipeline.experiment, tmp, history=history) is not None:
             shutil.copyfile(Path(tmp) / "report.html", report_html)
             Path(report_md).write_text(embed_images((Path(tmp) / "report.md").read_text(), Path(tmp)))
         else:
             Path(report_html).write_text("<p>no evaluation yet</p>")
             Path(report_md).write_text("no evaluation yet\n")
-    history = exp.read_history(store, cfg.pipeline.experiment)
     if history:
         last = history[-1]
         out.update({f"final_{k}": float(v) for k, v in last.items()
