@@ -152,20 +152,20 @@ def build_training_pipeline(
                 _platform(ev.after(*after), opts, "evaluate", gpu=True).set_cpu_limit("8").set_memory_limit("64G")
                 return ev.set_display_name(f"slot {slot}: evaluate")
 
+            def rollout_shard(slot: int, shard: Any, after: Any, label: str) -> Any:
+                ro = rollout(config=config, plan=plan_text, slot=slot, shard=shard, shards=shards,
+                             tasks=data.outputs["tasks"], workspace=workspace)
+                _platform(ro.after(after), opts, "rollout", store=False, gpu=True).set_cpu_limit("8").set_memory_limit("64G")
+                return ro.set_display_name(f"slot {slot}: {label}")
+
             ev = evaluate_slot(0, run["noise_seeds"], [init])
             prev_train, prev_promote = init, None
             for slot in range(1, segment + 1):
                 if shards == 1:
-                    ro = rollout(config=config, plan=plan_text, slot=slot, shard=0, shards=1,
-                                 tasks=data.outputs["tasks"], workspace=workspace)
-                    _platform(ro.after(prev_train), opts, "rollout", store=False, gpu=True).set_cpu_limit("8").set_memory_limit("64G")
-                    ro.set_display_name(f"slot {slot}: rollout")
+                    ro = rollout_shard(slot, 0, prev_train, "rollout")
                 else:
                     with dsl.ParallelFor(list(range(shards)), name=f"rollout-shards-{slot}") as shard:
-                        ro = rollout(config=config, plan=plan_text, slot=slot, shard=shard, shards=shards,
-                                     tasks=data.outputs["tasks"], workspace=workspace)
-                        _platform(ro.after(prev_train), opts, "rollout", store=False, gpu=True).set_cpu_limit("8").set_memory_limit("64G")
-                        ro.set_display_name(f"slot {slot}: rollout shard")
+                        ro = rollout_shard(slot, shard, prev_train, "rollout shard")
                 ex = execute(config=config, plan=plan_text, slot=slot, shards=shards, workspace=workspace).after(ro)
                 _platform(ex, opts, "execute").set_cpu_limit("2").set_memory_limit("4G")
                 ex.set_display_name(f"slot {slot}: execute + reward")
