@@ -175,9 +175,6 @@ def rollout(model_dir: str, tasks_path: str, cfg: CureConfig, round_: int, out_p
     return {k: v for k, v in stats.items() if isinstance(v, (int, float))}
 
 
-SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-
-
 def execute_backend(cfg: CureConfig) -> str:
     """``kubernetes`` inside a pod (the component launches a gVisor Job), ``local`` elsewhere, unless configured."""
     if cfg.execute.backend != "auto":
