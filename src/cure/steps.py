@@ -196,9 +196,10 @@ def run_sandbox(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[dict[st
     """Execution records for ``rollouts``, on the configured backend."""
     from cure.execute import execute_rollouts
 
-    if execute_backend(cfg) == "kubernetes":
+    backend = execute_backend(cfg)
+    if backend == "kubernetes":
         return _execute_on_cluster(rollouts, cfg)
-    if execute_backend(cfg) == "container":
+    if backend == "container":
         from cure.sandbox.container import run_shards
 
         e = cfg.execute
