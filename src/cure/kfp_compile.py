@@ -45,8 +45,8 @@ def cluster_options(gpus: int = 1, nodes: int = 1, rollout_shards: int = 1, stor
         for item in store_keys:
             key, _, env = item.partition(":")
             opts.store_keys[key] = env or key
-    for item in tolerations or []:
-        opts.tolerations = [*opts.tolerations, parse_toleration(item)]
+    if tolerations:
+        opts.tolerations = [parse_toleration(item) for item in tolerations]
     for item in node_selector or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
