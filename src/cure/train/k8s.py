@@ -208,18 +208,22 @@ def build_pytorchjob(
     }
 
 
+def schema_errors(schema: dict, spec: dict) -> list[str]:
+    """Every way ``spec`` breaks the JSON schema ``schema``, as ``path: message`` lines. Needs ``jsonschema``."""
+    import jsonschema
+
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+            for e in jsonschema.Draft202012Validator(schema).iter_errors(spec)]
+
+
 def validate_pytorchjob(spec: dict, k8s_version: str = "1.30") -> None:
     """Check ``spec`` against :data:`PYTORCHJOB_SCHEMA` and every pod template against Kubernetes' own schema.
 
     Raises ``ValueError`` listing what is wrong. Needs ``jsonschema`` and ``kubernetes-validate`` (dev extra).
     """
-    import jsonschema
     import kubernetes_validate
 
-    errors = [
-        f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
-        for e in jsonschema.Draft202012Validator(PYTORCHJOB_SCHEMA).iter_errors(spec)
-    ]
+    errors = schema_errors(PYTORCHJOB_SCHEMA, spec)
     for role, rs in (spec.get("spec", {}).get("pytorchReplicaSpecs") or {}).items():
         template = rs.get("template") if isinstance(rs, dict) else None
         if not isinstance(template, dict):

@@ -21,6 +21,8 @@ import logging
 import time
 from typing import Any
 
+from cure.train import k8s
+
 log = logging.getLogger(__name__)
 
 GROUP = "trainer.kubeflow.org"
@@ -118,10 +120,7 @@ def build_trainjob(name: str, namespace: str, image: str, command: list[str], *,
 
 def validate_trainjob(spec: dict) -> None:
     """Raise ValueError listing every way ``spec`` breaks :data:`TRAINJOB_SCHEMA`."""
-    import jsonschema
-
-    errors = [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
-              for e in jsonschema.Draft202012Validator(TRAINJOB_SCHEMA).iter_errors(spec)]
+    errors = k8s.schema_errors(TRAINJOB_SCHEMA, spec)
     if errors:
         raise ValueError("invalid TrainJob:\n  " + "\n  ".join(errors))
 
