@@ -208,18 +208,22 @@ def build_pytorchjob(
     }
 
 
+def schema_errors(schema: dict, spec: dict) -> list[str]:
+    """Every way ``spec`` breaks the JSON schema ``schema``, as ``path: message`` lines. Needs ``jsonschema``."""
+    import jsonschema
+
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+            for e in jsonschema.Draft202012Validator(schema).iter_errors(spec)]
+
+
 def validate_pytorchjob(spec: dict, k8s_version: str = "1.30") -> None:
     """Check ``spec`` against :data:`PYTORCHJOB_SCHEMA` and every pod template against Kubernetes' own schema.
 
     Raises ``ValueError`` listing what is wrong. Needs ``jsonschema`` and ``kubernetes-validate`` (dev extra).
     """
-    import jsonschema
     import kubernetes_validate
 
-    errors = [
-        f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
-        for e in jsonschema.Draft202012Validator(PYTORCHJOB_SCHEMA).iter_errors(spec)
-    ]
+    errors = schema_errors(PYTORCHJOB_SCHEMA, spec)
     for role, rs in (spec.get("spec", {}).get("pytorchReplicaSpecs") or {}).items():
         template = rs.get("template") if isinstance(rs, dict) else None
         if not isinstance(template, dict):
@@ -256,27 +260,35 @@ def create_pytorchjob(spec: dict, api: Any | None = None) -> dict:
     return api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, spec)
 
 
-def job_phase(obj: dict) -> str | None:
-    """``Succeeded`` / ``Failed`` once the job has finished, else None (from ``status.conditions``)."""
+def job_phase(obj: dict, done: tuple[str, ...] = ("Succeeded", "Failed")) -> str | None:
+    """The first ``done`` condition that is True (``Succeeded`` / ``Failed`` for a PyTorchJob), else None."""
     for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") in ("Succeeded", "Failed") and cond.get("status") == "True":
+        if cond.get("type") in done and cond.get("status") == "True":
             return cond["type"]
     return None
+
+
+def wait_custom_job(api: Any, group: str, version: str, plural: str, kind: str, name: str, namespace: str, *,
+                    done: tuple[str, ...], timeout_s: float, poll_s: float, timeout_hint: str = "") -> dict:
+    """Poll a custom job object until one of its ``done`` conditions is True; returns the final object.
+
+    Raises TimeoutError after ``timeout_s`` (its message ends with ``timeout_hint``).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        obj = api.get_namespaced_custom_object(group, version, namespace, plural, name)
+        if job_phase(obj, done) is not None:
+            return obj
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{kind} {namespace}/{name} did not finish within {timeout_s:.0f}s{timeout_hint}")
+        time.sleep(poll_s)
 
 
 def wait_pytorchjob(name: str, namespace: str, *, timeout_s: float = 24 * 3600, poll_s: float = 10.0,
                     api: Any | None = None) -> dict:
     """Poll until the job succeeds or fails; returns the final object. Raises TimeoutError after ``timeout_s``."""
-    api = _api(api)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        phase = job_phase(obj)
-        if phase is not None:
-            return obj
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"PyTorchJob {namespace}/{name} did not finish within {timeout_s:.0f}s")
-        time.sleep(poll_s)
+    return wait_custom_job(_api(api), GROUP, VERSION, PLURAL, KIND, name, namespace,
+                           done=("Succeeded", "Failed"), timeout_s=timeout_s, poll_s=poll_s)
 
 
 def delete_pytorchjob(name: str, namespace: str, api: Any | None = None) -> None:

@@ -18,8 +18,9 @@ the nodes as ``env`` entries with ``secretKeyRef``.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
+
+from cure.train import k8s
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ GROUP = "trainer.kubeflow.org"
 VERSION = "v1alpha1"
 PLURAL = "trainjobs"
 KIND = "TrainJob"
+_DONE = ("Complete", "Failed")
 
 #: What the train step's account needs for TrainJobs (tests/test_manifests.py checks the Role covers it).
 RBAC_RULES: list[dict[str, list[str]]] = [
@@ -118,20 +120,14 @@ def build_trainjob(name: str, namespace: str, image: str, command: list[str], *,
 
 def validate_trainjob(spec: dict) -> None:
     """Raise ValueError listing every way ``spec`` breaks :data:`TRAINJOB_SCHEMA`."""
-    import jsonschema
-
-    errors = [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
-              for e in jsonschema.Draft202012Validator(TRAINJOB_SCHEMA).iter_errors(spec)]
+    errors = k8s.schema_errors(TRAINJOB_SCHEMA, spec)
     if errors:
         raise ValueError("invalid TrainJob:\n  " + "\n  ".join(errors))
 
 
 def job_phase(obj: dict) -> str | None:
     """``Complete`` / ``Failed`` once the TrainJob has finished, else None."""
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
-            return cond["type"]
-    return None
+    return k8s.job_phase(obj, _DONE)
 
 
 def run_trainjob(spec: dict, api: Any, *, timeout_s: float = 24 * 3600, poll_s: float = 10.0) -> dict:
@@ -140,15 +136,9 @@ def run_trainjob(spec: dict, api: Any, *, timeout_s: float = 24 * 3600, poll_s: 
     name, ns = spec["metadata"]["name"], spec["metadata"]["namespace"]
     api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, spec)
     log.info("created TrainJob %s/%s", ns, name)
-    deadline = time.monotonic() + timeout_s
     try:
-        while True:
-            obj = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-            if job_phase(obj):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"TrainJob {ns}/{name} did not finish within {timeout_s:.0f}s (train.job_timeout_s)")
-            time.sleep(poll_s)
+        obj = k8s.wait_custom_job(api, GROUP, VERSION, PLURAL, KIND, name, ns, done=_DONE, timeout_s=timeout_s,
+                                  poll_s=poll_s, timeout_hint=" (train.job_timeout_s)")
     finally:
         try:
             api.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name,
