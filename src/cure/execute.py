@@ -34,6 +34,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from cure.sandbox.pool import Job, Limits, SandboxPool
+from cure.validate import STATUSES  # the execution contract's statuses; cure.execute.STATUSES stays
 
 if TYPE_CHECKING:  # the sandbox image runs this module with the standard library only (no pydantic)
     from cure.config import CureConfig, ExecuteConfig
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 # so CURE's 8 + 16 tests stay one job.
 TESTS_PER_JOB = 32
 
-STATUSES = ("pass", "fail", "error", "timeout", "memory", "output_limit", "no_code", "no_test")
 
 
 def _valid_test(t: Any) -> bool:
