@@ -34,6 +34,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from cure.sandbox.pool import Job, Limits, SandboxPool
+from cure.validate import STATUSES  # the execution contract's statuses; cure.execute.STATUSES stays
 
 if TYPE_CHECKING:  # the sandbox image runs this module with the standard library only (no pydantic)
     from cure.config import CureConfig, ExecuteConfig
@@ -45,42 +46,27 @@ log = logging.getLogger(__name__)
 # so CURE's 8 + 16 tests stay one job.
 TESTS_PER_JOB = 32
 
-STATUSES = ("pass", "fail", "error", "timeout", "memory", "output_limit", "no_code", "no_test")
-
-
-class RolloutFormatError(ValueError):
-    """A rollout record lacks a field this stage needs; the message names the task and the field."""
 
 
 def _valid_test(t: Any) -> bool:
     return isinstance(t, dict) and isinstance(t.get("input"), str) and isinstance(t.get("output"), str)
 
 
-def _columns(rec: dict[str, Any], where: str) -> tuple[list[dict[str, str] | None], int]:
-    gt = rec.get("gt_tests")
-    gen = rec.get("tests", [])
-    if not isinstance(gt, list) or not all(_valid_test(t) for t in gt):
-        raise RolloutFormatError(f"{where}: field 'gt_tests' must be a list of {{'input': str, 'output': str}}")
-    if not isinstance(gen, list):
-        raise RolloutFormatError(f"{where}: field 'tests' must be a list (entries may be null)")
-    return list(gt) + [t if _valid_test(t) else None for t in gen], len(gt)
+def _columns(rec: dict[str, Any]) -> tuple[list[dict[str, str] | None], int]:
+    gt = rec["gt_tests"]
+    return list(gt) + [t if _valid_test(t) else None for t in rec.get("tests", [])], len(gt)
 
 
 def _plan(rollouts: list[dict[str, Any]], default_time_limit: float) -> tuple[list[dict], list[Job]]:
-    """Turn rollout records into empty tables plus the jobs (one per distinct program per task) that fill them."""
+    """Turn rollout records into empty tables plus the jobs (one per distinct program per task) that fill them.
+
+    The records have passed :func:`cure.validate.check_rollouts` (field types, time limits in (0, 3600]).
+    """
     tables, jobs = [], []
-    for i, rec in enumerate(rollouts):
-        where = f"rollout record {i} (task {rec.get('task_id', '?')!r})"
-        if "task_id" not in rec or not isinstance(rec.get("codes"), list):
-            raise RolloutFormatError(f"{where}: needs 'task_id' and 'codes' (list of programs or null)")
-        cols, num_gt = _columns(rec, where)
-        try:
-            raw = rec.get("time_limit_s")
-            limit = float(default_time_limit if raw is None else raw)
-        except (TypeError, ValueError):
-            limit = -1.0
-        if not 0 < limit <= 3600:
-            raise RolloutFormatError(f"{where}: field 'time_limit_s' must be seconds in (0, 3600], got {rec.get('time_limit_s')!r}")
+    for rec in rollouts:
+        cols, num_gt = _columns(rec)
+        raw = rec.get("time_limit_s")
+        limit = float(default_time_limit if raw is None else raw)
         codes = rec["codes"]
         typing_names = bool(rec.get("typing_names"))
         status = [["no_test" if c is None else "" for c in cols] for _ in codes]

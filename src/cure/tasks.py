@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cure.validate import current_umask
+from cure.validate import current_umask, read_records
 
 OnError = Literal["raise", "skip"]
 
@@ -188,14 +188,11 @@ def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict[str, Any]])
     return n
 
 
-
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSON Lines artifact (UTF-8, one JSON object per line); a bad line raises naming the file and line.
 
     The returned list is a :class:`cure.validate.Records`, which remembers each record's line for later checks.
     """
-    from cure.validate import read_records
-
     return read_records(path)
 
 

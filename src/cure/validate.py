@@ -132,10 +132,14 @@ def _test_list(rec: dict, key: str, where: str, *, nullable: bool) -> list:
 
 
 def _unique_ids(records: Sequence[Any], what: str) -> None:
+    """Every record is a JSON object with a non-empty ``task_id`` that no other record has."""
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise ArtifactError(f"{where_of(records, i, f'{what} record')}: expected a JSON object, got {_type(rec)}")
     seen: dict[str, str] = {}
     for i, rec in enumerate(records):
         where = where_of(records, i, f"{what} record")
-        tid = rec.get("task_id") if isinstance(rec, dict) else None
+        tid = rec.get("task_id")
         if not isinstance(tid, str) or not tid:
             raise _err(where, "task_id", f"must be a non-empty string, got {tid!r:.80}")
         if tid in seen:
@@ -145,9 +149,6 @@ def _unique_ids(records: Sequence[Any], what: str) -> None:
 
 def check_rollouts(records: Sequence[Any], *, for_reward: bool = False) -> None:
     """The rollout contract (see the module docstring). ``for_reward`` also requires prompts and responses."""
-    for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            raise ArtifactError(f"{where_of(records, i, 'rollout record')}: expected a JSON object, got {_type(rec)}")
     _unique_ids(records, "rollout")
     for i, rec in enumerate(records):
         where = where_of(records, i, "rollout record")
@@ -183,9 +184,6 @@ def check_rollouts(records: Sequence[Any], *, for_reward: bool = False) -> None:
 
 def check_executions(records: Sequence[Any]) -> None:
     """The execution contract: unique ids, a rectangular boolean ``passed``, ``status`` of the same shape."""
-    for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            raise ArtifactError(f"{where_of(records, i, 'execution record')}: expected a JSON object, got {_type(rec)}")
     _unique_ids(records, "execution")
     for i, rec in enumerate(records):
         where = where_of(records, i, "execution record")

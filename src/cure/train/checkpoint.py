@@ -46,11 +46,11 @@ def latest_checkpoint(root: str | Path) -> Path | None:
         return None
     name = pointer.read_text().strip()
     target = root / name
-    if not (target / "config.json").is_file() and (root / f".old-{name}" / "config.json").is_file():
+    if (target / "config.json").is_file():
+        return target
+    if (root / f".old-{name}" / "config.json").is_file():
         return root / f".old-{name}"  # a re-save of this step crashed between its two renames
-    if not (target / "config.json").is_file():
-        raise FileNotFoundError(f"{pointer} names {target.name}, which has no config.json; the checkpoint root is damaged")
-    return target
+    raise FileNotFoundError(f"{pointer} names {target.name}, which has no config.json; the checkpoint root is damaged")
 
 
 def resolve_model_dir(path: str | Path) -> Path:
