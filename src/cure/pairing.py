@@ -29,8 +29,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cure.config import CureConfig
 from cure.metrics import summarize
 from cure.tasks import Task, write_jsonl
@@ -70,7 +68,7 @@ def pair_tasks(
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Sample, execute and score one pairing; returns (report, rollouts, executions). Both roles use the tester
     model folder's prompt templates when it ships them (``tester_model``), else the built-in ones."""
-    from cure.evaluate import drop_untested, eval_config
+    from cure.evaluate import drop_untested, eval_config, eval_tables
     from cure.prompts import PromptTemplates
     from cure.rollout.stage import rollout_tasks
     from cure.steps import run_sandbox
@@ -89,16 +87,12 @@ def pair_tasks(
     executions = run_sandbox(rollouts, c)
     paired, own = [], []
     drop = cfg.eval.unextracted_tests == "drop"
-    for rec, ex in zip(rollouts, executions):
-        passed = np.asarray(ex["passed"], dtype=bool).reshape(len(ex["passed"]), -1)
-        t, kt = int(ex["num_gt"]), rec["paired_tests"]
-        gen = passed[:, t:]
-        if drop:  # as the evaluation: tests that could not be extracted are left out (eval.unextracted_tests)
-            keep = np.asarray([x is not None for x in rec["tests"]], dtype=bool)
-            gen = gen[:, keep]
-            kt = int(keep[:kt].sum())
-        paired.append((passed[:, :t], gen[:, :kt]))
-        own.append((passed[:, :t], gen[:, kt:]))
+    for rec, (gt, gen) in zip(rollouts, eval_tables(rollouts, executions, cfg)):
+        kt = rec["paired_tests"]
+        if drop:  # eval_tables left out the unextracted tests: the tester's are the first kept columns
+            kt = sum(x is not None for x in rec["tests"][:kt])
+        paired.append((gt, gen[:, :kt]))
+        own.append((gt, gen[:, kt:]))
     skip = drop_untested(cfg)
     m_paired = summarize(paired, cfg.eval.scales, skip_untested=skip)
     m_own = summarize(own, cfg.eval.scales, skip_untested=skip)
