@@ -42,17 +42,12 @@ def sample_tests(
     """``cfg.rollout.k_test`` unit tests per task from ``engine``: (extracted tests, responses, token counts with
     ``tokenizer``, as the rollout stage counts). The prompt is the rollout stage's tester prompt, in
     ``rollout.prompt_layout`` (a chat template is the engine's own, else ``tokenizer``'s)."""
-    from cure.prompts import extract_test, test_prompt
+    from cure.prompts import extract_test
     from cure.rollout.engine import SamplingParams
-    from cure.rollout.stage import _examples, _render_for
+    from cure.rollout.stage import _render_for, test_render
 
     rc = cfg.rollout
-    renders = []
-    for t in tasks:
-        ex_in, ex_out = _examples(t, give_example, rc.max_input_examples)
-        renders.append(lambda tok, layout, t=t, i=ex_in, o=ex_out:
-                       test_prompt(t.question, i, o, tok, templates, layout or rc.prompt_layout))
-    prompts = [_render_for(engine, r, tokenizer) for r in renders]
+    prompts = [_render_for(engine, test_render(t, give_example, templates, rc), tokenizer) for t in tasks]
     out = engine.generate(prompts, SamplingParams.from_config(rc, rc.k_test))
     tests = [[extract_test(c.text)[0] for c in comps] for comps in out]
     lengths = [[len(tokenizer.encode(c.text, add_special_tokens=False)) for c in comps] for comps in out]
