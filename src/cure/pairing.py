@@ -29,8 +29,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cure.config import CureConfig
 from cure.metrics import summarize
 from cure.tasks import Task, write_jsonl
@@ -44,17 +42,12 @@ def sample_tests(
     """``cfg.rollout.k_test`` unit tests per task from ``engine``: (extracted tests, responses, token counts with
     ``tokenizer``, as the rollout stage counts). The prompt is the rollout stage's tester prompt, in
     ``rollout.prompt_layout`` (a chat template is the engine's own, else ``tokenizer``'s)."""
-    from cure.prompts import extract_test, test_prompt
+    from cure.prompts import extract_test
     from cure.rollout.engine import SamplingParams
-    from cure.rollout.stage import _examples, _render_for
+    from cure.rollout.stage import _render_for, test_render
 
     rc = cfg.rollout
-    renders = []
-    for t in tasks:
-        ex_in, ex_out = _examples(t, give_example, rc.max_input_examples)
-        renders.append(lambda tok, layout, t=t, i=ex_in, o=ex_out:
-                       test_prompt(t.question, i, o, tok, templates, layout or rc.prompt_layout))
-    prompts = [_render_for(engine, r, tokenizer) for r in renders]
+    prompts = [_render_for(engine, test_render(t, give_example, templates, rc), tokenizer) for t in tasks]
     out = engine.generate(prompts, SamplingParams.from_config(rc, rc.k_test))
     tests = [[extract_test(c.text)[0] for c in comps] for comps in out]
     lengths = [[len(tokenizer.encode(c.text, add_special_tokens=False)) for c in comps] for comps in out]
@@ -70,7 +63,7 @@ def pair_tasks(
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Sample, execute and score one pairing; returns (report, rollouts, executions). Both roles use the tester
     model folder's prompt templates when it ships them (``tester_model``), else the built-in ones."""
-    from cure.evaluate import drop_untested, eval_config
+    from cure.evaluate import drop_untested, eval_config, eval_tables
     from cure.prompts import PromptTemplates
     from cure.rollout.stage import rollout_tasks
     from cure.steps import run_sandbox
@@ -89,16 +82,12 @@ def pair_tasks(
     executions = run_sandbox(rollouts, c)
     paired, own = [], []
     drop = cfg.eval.unextracted_tests == "drop"
-    for rec, ex in zip(rollouts, executions):
-        passed = np.asarray(ex["passed"], dtype=bool).reshape(len(ex["passed"]), -1)
-        t, kt = int(ex["num_gt"]), rec["paired_tests"]
-        gen = passed[:, t:]
-        if drop:  # as the evaluation: tests that could not be extracted are left out (eval.unextracted_tests)
-            keep = np.asarray([x is not None for x in rec["tests"]], dtype=bool)
-            gen = gen[:, keep]
-            kt = int(keep[:kt].sum())
-        paired.append((passed[:, :t], gen[:, :kt]))
-        own.append((passed[:, :t], gen[:, kt:]))
+    for rec, (gt, gen) in zip(rollouts, eval_tables(rollouts, executions, cfg)):
+        kt = rec["paired_tests"]
+        if drop:  # eval_tables left out the unextracted tests: the tester's are the first kept columns
+            kt = sum(x is not None for x in rec["tests"][:kt])
+        paired.append((gt, gen[:, :kt]))
+        own.append((gt, gen[:, kt:]))
     skip = drop_untested(cfg)
     m_paired = summarize(paired, cfg.eval.scales, skip_untested=skip)
     m_own = summarize(own, cfg.eval.scales, skip_untested=skip)

@@ -41,7 +41,7 @@ from cure.prompts import (
     EVAL_SPECIAL_REQUIREMENTS,
     Layout,
     PromptTemplates,
-    _env,
+    _compiled,
     _render,
     extract_code,
     extract_test,
@@ -76,14 +76,14 @@ def code_refine_prompt(task: Task, code: str, test: dict[str, str], status: str,
         f"{outcome}\n\nFind the mistake and write the corrected program. {EVAL_SPECIAL_REQUIREMENTS} "
         "Put the complete program in one ```python block."
     )
-    return lambda_render(templates.coder_system, user, tokenizer, layout)
+    return _render_with_system(templates.coder_system, user, tokenizer, layout)
 
 
 def test_refine_prompt(task: Task, test: dict[str, str], majority_output: str | None, templates: PromptTemplates,
                        tokenizer: Any, layout: Layout | None = "reference") -> Any:
     """The tester's refinement prompt: its usual prompt plus the doubtful test and what most programs print, in
     ``layout`` (as :func:`cure.prompts.test_prompt`)."""
-    intro = _env.from_string(templates.tester_user).render(problem=task.question, example_intro=" ")
+    intro = _compiled(templates.tester_user).render(problem=task.question, example_intro=" ")
     seen = ("Most programs written for this problem print instead:\n" + _block(majority_output)) if majority_output \
         is not None else "Most programs written for this problem disagree with it."
     user = (
@@ -91,14 +91,14 @@ def test_refine_prompt(task: Task, test: dict[str, str], majority_output: str | 
         f"**Test Output:**\n{_block(test['output'])}\n{seen}\nCheck the expected output step by step. Then write a "
         "correct test in the format above."
     )
-    return lambda_render(templates.tester_system, user, tokenizer, layout)
+    return _render_with_system(templates.tester_system, user, tokenizer, layout)
 
 
 test_refine_prompt.__test__ = False  # not a pytest test despite the name
 
 
-def lambda_render(system_template: str, user: str, tokenizer: Any, layout: Layout | None) -> Any:
-    return _render(_env.from_string(system_template).render(), user, tokenizer, layout)
+def _render_with_system(system_template: str, user: str, tokenizer: Any, layout: Layout | None) -> Any:
+    return _render(_compiled(system_template).render(), user, tokenizer, layout)
 
 
 def probe(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[tuple[list[list[str]], list[list[str | None]]]]:

@@ -35,7 +35,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cure.config import CureConfig
+from cure.config import CureConfig, RolloutConfig
 from cure.prompts import PromptTemplates, code_prompt, extract_code, extract_test, test_prompt
 from cure.rollout.engine import ENGINES, Engine, SamplingParams
 from cure.tasks import Task
@@ -74,6 +74,16 @@ def _draw_example(seed: int, task_id: str, p: float) -> bool:
     return random.Random(f"{seed}/{task_id}").random() < p
 
 
+def test_render(task: Task, give: bool, templates: PromptTemplates, rc: RolloutConfig) -> Any:
+    """The tester prompt of ``task`` as a render function of (tokenizer, layout), for :func:`_render_for`: the
+    first ``rc.max_input_examples`` public examples when ``give``, in ``rc.prompt_layout`` unless told otherwise."""
+    ex_in, ex_out = _examples(task, give, rc.max_input_examples)
+    return lambda tok, layout: test_prompt(task.question, ex_in, ex_out, tok, templates, layout or rc.prompt_layout)
+
+
+test_render.__test__ = False  # not a pytest test despite the name
+
+
 def _time_limit(task: Task, cfg: CureConfig, per_task: bool) -> float:
     if per_task and "test_time_limit" in task.model_fields_set:
         return float(task.test_time_limit)
@@ -107,12 +117,8 @@ def rollout_tasks(
     def code_render(task: Task):
         return lambda tok, layout: code_prompt(task.question, tok, templates, layout or rc.prompt_layout, wording)
 
-    def test_render(task: Task, give: bool):
-        ex_in, ex_out = _examples(task, give, rc.max_input_examples)
-        return lambda tok, layout: test_prompt(task.question, ex_in, ex_out, tok, templates, layout or rc.prompt_layout)
-
     code_renders = [code_render(t) for t in tasks]
-    test_renders = [test_render(t, g) for t, g in zip(tasks, gives)]
+    test_renders = [test_render(t, g, templates, rc) for t, g in zip(tasks, gives)]
     code_prompts = [_render_for(coder, r, tokenizer) for r in code_renders]
     test_prompts = [_render_for(tester, r, tokenizer) for r in test_renders]
 
