@@ -84,6 +84,7 @@ class TinySpec:
     warmup_steps: int = 50
     p_example: float = 0.5  # share of tester prompts showing the public example
     threads: int = 2  # fixed so the result does not depend on the machine's core count
+    dtype: str = "auto"  # warm-start compute precision (see compute_dtype); the saved weights are float32
 
 
 def _code_version(spec: TinySpec) -> str:
@@ -271,7 +272,9 @@ def new_model(tokenizer: Any, spec: TinySpec, seed: int) -> Any:
     return Qwen2ForCausalLM(config)
 
 
-def warm_start(model: Any, examples: list[tuple[list[int], int]], spec: TinySpec, steps: int, seed: int, pad_id: int) -> list[float]:
+def warm_start(
+    model: Any, examples: list[tuple[list[int], int]], spec: TinySpec, steps: int, seed: int, pad_id: int, dtype: str = "float32"
+) -> list[float]:
     """Supervised training on the response tokens; AdamW, linear warm-up then cosine decay. Returns the losses.
 
     The model's own ``forward`` is not used: :func:`_response_loss` computes the same loss with the same
@@ -297,7 +300,8 @@ def warm_start(model: Any, examples: list[tuple[list[int], int]], spec: TinySpec
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    rope = _Rope(model.config, spec.max_positions)
+    torch_dtype = getattr(torch, dtype)
+    rope = _Rope(model.config, spec.max_positions, torch_dtype)
     batches: list[tuple[Any, Any, Any]] = []
     losses = []
     model.train()
@@ -307,7 +311,7 @@ def warm_start(model: Any, examples: list[tuple[list[int], int]], spec: TinySpec
             order = _length_batches([len(ids) for ids, _ in examples], spec.batch_size, rng)
             batches = [_batch_tensors([examples[i] for i in b], pad_id) for b in order]
         ids, where, targets = batches.pop()
-        loss = _response_loss(model, ids, where, targets, rope)
+        loss = _response_loss(model, ids, where, targets, rope, torch_dtype)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -335,9 +339,9 @@ def _batch_tensors(batch: list[tuple[list[int], int]], pad_id: int) -> tuple[Any
 
 
 class _Rope:
-    """Qwen2's default rotary embedding (cos/sin tables for positions 0..n-1)."""
+    """Qwen2's default rotary embedding (cos/sin tables for positions 0..n-1), and the causal mask for as many."""
 
-    def __init__(self, config: Any, n: int) -> None:
+    def __init__(self, config: Any, n: int, dtype: Any = None) -> None:
         import torch
 
         dim = config.hidden_size // config.num_attention_heads
@@ -345,7 +349,9 @@ class _Rope:
         inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
         freqs = torch.outer(torch.arange(n, dtype=torch.float32), inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
-        self.cos, self.sin = emb.cos(), emb.sin()
+        dtype = dtype or torch.float32
+        self.cos, self.sin = emb.cos().to(dtype), emb.sin().to(dtype)
+        self.mask = torch.full((n, n), float("-inf")).triu(1)  # added to the scores (float32)
 
     def apply(self, x: Any) -> Any:
         import torch
@@ -360,41 +366,70 @@ class _Rope:
 def _rms(x: Any, weight: Any, eps: float) -> Any:
     import torch
 
-    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+    h = x.float()
+    return weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(weight.dtype)
 
 
-def _response_loss(model: Any, ids: Any, where: Any, targets: Any, rope: _Rope) -> Any:
+def compute_dtype(name: str) -> str:
+    """``auto``: bfloat16 where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX: about 4x the float32
+    matrix-product rate here), float32 elsewhere (emulated bfloat16 would be slower than float32)."""
+    if name in ("float32", "bfloat16"):
+        return name
+    if name != "auto":
+        raise ValueError(f"compute dtype must be auto, float32 or bfloat16, got {name!r}")
+    import torch
+
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bfloat16" if native else "float32"
+
+
+def _response_loss(model: Any, ids: Any, where: Any, targets: Any, rope: _Rope, dtype: Any = None) -> Any:
     """Mean cross-entropy of the response tokens under ``model`` (a Qwen2ForCausalLM with tied embeddings),
     computed functionally from its parameters: the same value as ``model(input_ids, attention_mask,
-    labels).loss`` for right-padded rows."""
+    labels).loss`` for right-padded rows.
+
+    With ``dtype`` bfloat16 this is mixed precision by hand: the float32 parameters are cast for each use (so
+    their gradients stay float32), matrix products and activations are bfloat16, and normalisation, softmax and
+    the loss are float32. Attention is written out (scores, additive causal mask, softmax, values) rather than
+    ``scaled_dot_product_attention``, whose CPU kernel's backward is slow for these short rows.
+    """
     import torch
     import torch.nn.functional as F
 
+    dtype = dtype or torch.float32
+
+    def w(p: Any) -> Any:
+        return p.to(dtype)
+
     cfg = model.config
     heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+    group = heads // kv_heads
     dim = cfg.hidden_size // heads
     eps = cfg.rms_norm_eps
     b, n = ids.shape
-    x = F.embedding(ids, model.model.embed_tokens.weight)
+    mask = rope.mask[:n, :n]
+    x = F.embedding(ids, w(model.model.embed_tokens.weight))
     for layer in model.model.layers:
         att, mlp = layer.self_attn, layer.mlp
-        h = _rms(x, layer.input_layernorm.weight, eps)
-        w = torch.cat((att.q_proj.weight, att.k_proj.weight, att.v_proj.weight))
-        bias = None if att.q_proj.bias is None else torch.cat((att.q_proj.bias, att.k_proj.bias, att.v_proj.bias))
-        q, k, v = F.linear(h, w, bias).split((heads * dim, kv_heads * dim, kv_heads * dim), dim=-1)
-        q = rope.apply(q.view(b, n, heads, dim).transpose(1, 2))
-        k = rope.apply(k.view(b, n, kv_heads, dim).transpose(1, 2))
-        v = v.view(b, n, kv_heads, dim).transpose(1, 2)
-        if kv_heads != heads:
-            k = k.repeat_interleave(heads // kv_heads, dim=1)
-            v = v.repeat_interleave(heads // kv_heads, dim=1)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + F.linear(o.transpose(1, 2).reshape(b, n, heads * dim), att.o_proj.weight)
-        h = _rms(x, layer.post_attention_layernorm.weight, eps)
-        gate, up = F.linear(h, torch.cat((mlp.gate_proj.weight, mlp.up_proj.weight))).chunk(2, dim=-1)
-        x = x + F.linear(F.silu(gate) * up, mlp.down_proj.weight)
-    x = _rms(x[:, :-1][where], model.model.norm.weight, eps)
-    return F.cross_entropy(F.linear(x, model.lm_head.weight), targets)
+        h = _rms(x, w(layer.input_layernorm.weight), eps)
+        wqkv = w(torch.cat((att.q_proj.weight, att.k_proj.weight, att.v_proj.weight)))
+        bias = None if att.q_proj.bias is None else w(torch.cat((att.q_proj.bias, att.k_proj.bias, att.v_proj.bias)))
+        q, k, v = F.linear(h, wqkv, bias).split((heads * dim, kv_heads * dim, kv_heads * dim), dim=-1)
+        # [b, kv_heads, group, n, dim] queries against [b, kv_heads, 1, n, dim] keys: grouped-query attention
+        q = rope.apply(q.view(b, n, kv_heads, group, dim).permute(0, 2, 3, 1, 4))
+        k = rope.apply(k.view(b, n, kv_heads, 1, dim).permute(0, 2, 3, 1, 4))
+        v = v.view(b, n, kv_heads, 1, dim).permute(0, 2, 3, 1, 4)
+        scores = (q @ k.transpose(-1, -2)).float() * dim**-0.5 + mask
+        o = torch.softmax(scores, dim=-1).to(dtype) @ v  # [b, kv_heads, group, n, dim]
+        x = x + F.linear(o.permute(0, 3, 1, 2, 4).reshape(b, n, heads * dim), w(att.o_proj.weight))
+        h = _rms(x, w(layer.post_attention_layernorm.weight), eps)
+        gate, up = F.linear(h, w(torch.cat((mlp.gate_proj.weight, mlp.up_proj.weight)))).chunk(2, dim=-1)
+        x = x + F.linear(F.silu(gate) * up, w(mlp.down_proj.weight))
+    x = _rms(x[:, :-1][where], w(model.model.norm.weight), eps)
+    return F.cross_entropy(F.linear(x, w(model.lm_head.weight)).float(), targets)
 
 
 def _length_batches(lengths: list[int], size: int, rng: random.Random) -> list[list[int]]:
@@ -423,7 +458,8 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, steps: int | None = Non
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     out = Path(out_dir)
-    info = {"seed": seed, "steps": steps, "code_version": _code_version(spec)}
+    # The precision is part of the cache key: bfloat16 and float32 builds of the same seed differ.
+    info = {"seed": seed, "steps": steps, "code_version": _code_version(spec), "dtype": compute_dtype(spec.dtype)}
     info_path = out / "build_info.json"
     if info_path.is_file():
         old = json.loads(info_path.read_text())
@@ -454,7 +490,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, steps: int | None = Non
             model = new_model(tok, spec, seed)
             n_params = sum(p.numel() for p in model.parameters())
             log.info("tiny model: %.2f M parameters, %d warm-start examples, %d steps", n_params / 1e6, len(examples), steps)
-            losses = warm_start(model, examples, spec, steps, seed, tok.pad_token_id)
+            losses = warm_start(model, examples, spec, steps, seed, tok.pad_token_id, info["dtype"])
             model.generation_config = GenerationConfig(
                 eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
                 pad_token_id=tok.pad_token_id,
