@@ -210,3 +210,35 @@ def test_warm_start_loss_equals_the_models_own_loss(tok_dir):
     assert abs(ref.item() - mine.item()) < 1e-5
     for a, p in zip(ref_grads, model.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-6)
+
+
+def test_bfloat16_warm_start_loss_tracks_float32(tok_dir):
+    """Mixed precision by hand: bfloat16 products, float32 parameters, gradients and loss. The loss stays within
+    bfloat16's rounding of the float32 loss and the gradient points the same way."""
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    spec = tiny.TinySpec()
+    model = tiny.new_model(tok, spec, 0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    tasks = synthetic.generate_tasks(8, 1)
+    pairs = tiny.sft_pairs(tasks, tok, PromptTemplates.load(tiny.TEMPLATES_DIR), random.Random(0), 0.5)
+    batch = tiny._batch_tensors(tiny._encode_pairs(pairs, tok), tok.pad_token_id)
+    grads = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model.zero_grad()
+        loss = tiny._response_loss(model, *batch, tiny._Rope(model.config, spec.max_positions, dtype), dtype)
+        assert loss.dtype == torch.float32
+        loss.backward()
+        grads[dtype] = (loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()]))
+    (l32, g32), (l16, g16) = grads[torch.float32], grads[torch.bfloat16]
+    assert g16.dtype == torch.float32
+    assert abs(l32 - l16) < 0.02 * l32
+    assert torch.nn.functional.cosine_similarity(g32, g16, dim=0) > 0.99
+
+
+def test_compute_dtype_choices():
+    assert tiny.compute_dtype("float32") == "float32" and tiny.compute_dtype("bfloat16") == "bfloat16"
+    assert tiny.compute_dtype("auto") in ("float32", "bfloat16")
+    with pytest.raises(ValueError, match="auto, float32 or bfloat16"):
+        tiny.compute_dtype("fp8")

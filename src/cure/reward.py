@@ -25,15 +25,20 @@ import numpy as np
 
 
 def normalize(rewards: np.ndarray, enable_efficient: bool = False) -> np.ndarray | None:
-    """Z-normalise within a task; ``None`` when all equal (reference ``normalize_reward``)."""
+    """Z-normalise within a task; ``None`` when all equal (reference ``normalize_reward``).
+
+    "All equal" is tested exactly on the values, where the reference tests ``std == 0``: for equal values such as
+    1/3, ``np.std`` can be a rounding residue (about 3e-17) instead of 0, and the reference would then turn
+    identical rewards into advantages of +-1 from rounding noise. Otherwise the same.
+    """
     r = np.asarray(rewards, dtype=float)
     if r.size == 0:
         return None
     if enable_efficient and np.all(r == 1):
         return r
-    std = r.std()
-    if std == 0:
+    if np.all(r == r.flat[0]):
         return None
+    std = r.std()
     return (r - r.mean()) / std
 
 
