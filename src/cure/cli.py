@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -71,6 +72,11 @@ def _resolve(argv: Sequence[str]) -> tuple[str, list[str]] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # OpenMP threads that wait passively at the end of each parallel region instead of spinning: with every core
+    # busy (a 2-core machine running anything else), spinning threads take the CPU from the one still working and
+    # the tiny model's build ran 1.8x slower with 2 threads than with 1 (bench/bench_tiny.py). Set before torch is
+    # imported; inherited by every component process of a local run. An explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     top = _top_parser()
     found = _resolve(argv)
     if found is None:
