@@ -169,3 +169,29 @@ def test_smoke_in_containers_matches_the_subprocess_runner(tmp_path) -> None:
     assert (tmp_path / "docker" / "report" / "report.html").is_file()
     assert _comparable(docker["history"]) == _comparable(plain["history"]), json.dumps(
         {"docker": docker["history"], "subprocess": plain["history"]}, indent=1)
+
+
+def test_smoke_in_containers_resumes_from_the_store(tmp_path) -> None:
+    """`cure run --runner docker --resume` continues the experiment kept in the run folder: the second run starts
+    from the first one's checkpoint in the store (global round 2), on a fresh workspace, from the experiment's own
+    base model (no --base-model given)."""
+    from cure.cli import main
+    from cure.container_runner import engine_client, missing_images
+    from cure.store import open_store
+
+    missing = missing_images(engine_client())
+    assert not missing, f"build the images first (make images-local): {missing}"
+    base = os.environ.get("CURE_TEST_SMOKE_BASE_MODEL", "tiny:0:40")
+    out = tmp_path / "run"
+    store = open_store(f"file://{out / 'store'}")
+    assert main(["run", "--preset", "smoke", "--runner", "docker", "--out", str(out), "--base-model", base]) == 0
+    assert store.latest_checkpoint("local-smoke") == "round-0001"
+
+    assert main(["run", "--preset", "smoke", "--runner", "docker", "--out", str(out), "--resume", "--rounds", "1"]) == 0
+    assert json.loads((out / "run.json").read_text())["base_model"] == base
+    assert [h["round"] for h in json.loads((out / "history.json").read_text())] == [0, 1, 2]
+    assert [r["round"] for r in json.loads((out / "rounds.json").read_text())] == [1, 2]  # none lost or repeated
+    assert store.latest_checkpoint("local-smoke") == "round-0002"
+    assert store.checkpoint_manifest("local-smoke", "latest")["metadata"]["round"] == 2
+    assert "continuing experiment local-smoke from round-0001 (round 1)" in (out / "run.log").read_text()
+    assert not (out / "workspace").exists()  # each run's workspace goes with it
