@@ -141,6 +141,19 @@ def test_no_sandbox_container_is_left_behind(suite, client) -> None:
     assert left.stdout.strip() == ""
 
 
+def test_every_image_carries_its_own_tag() -> None:
+    """The execute launcher starts the sandbox image named by its own image's CURE_IMAGE_TAG: a stale one (podman's
+    layer cache once reused an older image's ENV layer) would run an older sandbox."""
+    from cure.container_runner import engine_client
+    from cure.images import FAMILIES, image_for
+
+    client = engine_client()
+    for family in FAMILIES:
+        image = image_for(family)
+        env = dict(e.split("=", 1) for e in client.images.get(image).attrs["Config"]["Env"])
+        assert f"{env.get('CURE_IMAGE_REGISTRY')}/cure-{family}:{env.get('CURE_IMAGE_TAG')}" == image, (image, env)
+
+
 # --- the smoke pipeline, each component in its image -------------------------------------------------------------
 
 
