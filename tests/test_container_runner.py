@@ -41,6 +41,7 @@ def test_sandbox_container_matches_the_cluster_pod() -> None:
     assert {"name": "shard", "mountPath": "/shard", "readOnly": True} in c["volumeMounts"]
     assert spec["tmpfs"] == {"/tmp": f"rw,nosuid,nodev,size={256 << 20},mode=0777"}  # an emptyDir as the kubelet makes it
     assert spec["mem_limit"] == 3 << 30 and spec["nano_cpus"] == 1_500_000_000
+    assert spec["pids_limit"] == -1  # as a node without podPidsLimit: the gVisor sentry needs host threads
     assert not any("SECRET" in k or "KEY" in k for k in spec["environment"])
 
 

@@ -178,6 +178,10 @@ def pod_to_container(template: dict[str, Any], shard_dir: str, index: int, runti
         "volumes": binds,
         "tmpfs": tmpfs,
         "ulimits": [{"name": n, "soft": s, "hard": h} for n, (s, h) in ULIMITS.items()],
+        # No pid limit, Kubernetes' default (podPidsLimit -1). gVisor's sentry backs program processes with host
+        # threads: under a fork bomb at load ~10, podman's default of 2048 made clone fail in the sentry, which
+        # panicked and took the shard with it. Programs stay bounded by the worker's RLIMIT_NPROC.
+        "pids_limit": -1,
         "mem_limit": int(quantity(limits["memory"])),
         "nano_cpus": int(quantity(limits["cpu"]) * 1e9),
         "labels": {LABEL: "shard"},
