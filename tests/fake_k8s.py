@@ -5,6 +5,12 @@ delete; Pods: read, list by label, read log), validates every created object aga
 "runs" a created Job the way the kubelet would run its pods: each completion index is a process running the
 container's command (``python -m cure.sandbox.shard`` with the Job's arguments) on the ConfigMaps' files, and its
 stdout becomes the pod log. With ``run_pods=False`` a Job stays active forever (for cancellation tests).
+
+Pod Security admission: a Job's pod template is checked against the level the namespace enforces (by default the
+``pod-security.kubernetes.io/enforce`` label of manifests/base/namespace.yaml, for every namespace). The API server
+admits such a Job and then refuses each of its pods; the fake fails the Job at once with reason ``PodSecurity``
+(the real one would retry until ``activeDeadlineSeconds``). Violations of the ``warn`` level are recorded in
+``warnings``, as the API server returns them in ``Warning`` headers.
 """
 
 from __future__ import annotations
@@ -24,12 +30,79 @@ from urllib.parse import parse_qs, urlsplit
 import kubernetes_validate
 
 K8S_VERSION = "1.30.0"
-SRC = Path(__file__).resolve().parents[1] / "src"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+
+# Pod Security Standards (kubernetes.io/docs/concepts/security/pod-security-standards), the checks that concern
+# the pods this project creates.
+BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+                         "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+
+
+def namespace_pod_security() -> dict[str, str]:
+    """The Pod Security labels (enforce, warn, ...) of namespace ``cure`` in manifests/base/namespace.yaml."""
+    import yaml
+
+    labels = yaml.safe_load((ROOT / "manifests/base/namespace.yaml").read_text())["metadata"]["labels"]
+    prefix = "pod-security.kubernetes.io/"
+    return {k.removeprefix(prefix): v for k, v in labels.items() if k.startswith(prefix) and "-version" not in k}
+
+
+def pod_security_violations(pod: dict[str, Any], level: str) -> list[str]:
+    """What in pod spec ``pod`` the Pod Security level ``level`` (privileged, baseline, restricted) forbids."""
+    if level == "privileged":
+        return []
+    if level not in ("baseline", "restricted"):
+        raise ValueError(f"unknown Pod Security level {level!r}")
+    out = []
+    containers = pod.get("containers", []) + pod.get("initContainers", []) + pod.get("ephemeralContainers", [])
+    psc = pod.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            out.append(f"{key}=true")
+    for v in pod.get("volumes", []):
+        if "hostPath" in v:
+            out.append(f"hostPath volume {v['name']}")
+        elif level == "restricted" and not set(v) - {"name"} <= RESTRICTED_VOLUMES:
+            out.append(f"volume {v['name']} of type {sorted(set(v) - {'name'})}")
+    if psc.get("seccompProfile", {}).get("type") == "Unconfined":
+        out.append("pod seccompProfile Unconfined")
+    for c in containers:
+        sc, name = c.get("securityContext", {}), c["name"]
+        caps = sc.get("capabilities", {})
+        if sc.get("privileged"):
+            out.append(f"{name}: privileged")
+        if sc.get("procMount", "Default") != "Default":
+            out.append(f"{name}: procMount {sc['procMount']}")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            out.append(f"{name}: hostPort")
+        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        if seccomp == "Unconfined":
+            out.append(f"{name}: seccompProfile Unconfined")
+        allowed = {"NET_BIND_SERVICE"} if level == "restricted" else BASELINE_CAPABILITIES
+        if set(caps.get("add", [])) - allowed:
+            out.append(f"{name}: capabilities.add {sorted(set(caps.get('add', [])) - allowed)}")
+        if level == "restricted":
+            if sc.get("allowPrivilegeEscalation") is not False:
+                out.append(f"{name}: allowPrivilegeEscalation != false")
+            if "ALL" not in caps.get("drop", []):
+                out.append(f"{name}: capabilities.drop lacks ALL")
+            if not sc.get("runAsNonRoot", psc.get("runAsNonRoot")):
+                out.append(f"{name}: runAsNonRoot != true")
+            if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+                out.append(f"{name}: runAsUser 0")
+            if seccomp not in ("RuntimeDefault", "Localhost"):
+                out.append(f"{name}: seccompProfile not RuntimeDefault or Localhost")
+    return out
 
 
 class FakeKubernetes:
-    def __init__(self, workdir: Path, run_pods: bool = True) -> None:
+    def __init__(self, workdir: Path, run_pods: bool = True, pod_security: dict[str, str] | None = None) -> None:
         self.workdir, self.run_pods = workdir, run_pods
+        self.pod_security = namespace_pod_security() if pod_security is None else pod_security
+        self.warnings: list[str] = []
         self.configmaps: dict[tuple[str, str], dict] = {}
         self.jobs: dict[tuple[str, str], dict] = {}
         self.created_jobs: list[dict] = []
@@ -137,7 +210,15 @@ class FakeKubernetes:
                 body["status"] = {"active": body["spec"]["completions"]}
                 self.jobs[(ns, body["metadata"]["name"])] = body
                 self.created_jobs.append(body)
-                if self.run_pods:
+                pod = body["spec"]["template"]["spec"]
+                self.warnings += pod_security_violations(pod, self.pod_security.get("warn", "privileged"))
+                refused = pod_security_violations(pod, self.pod_security.get("enforce", "privileged"))
+                if refused:
+                    message = (f'pods are forbidden: violates PodSecurity "{self.pod_security["enforce"]}:latest": '
+                               + "; ".join(refused))
+                    body["status"] = {"failed": 0, "conditions": [
+                        {"type": "Failed", "status": "True", "reason": "PodSecurity", "message": message}]}
+                elif self.run_pods:
                     self._run_pods(ns, body)
                 self.job_created.set()
                 return 201, body, False

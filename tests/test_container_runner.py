@@ -11,32 +11,59 @@ from pathlib import Path
 import pytest
 
 from cure import container_runner
-from cure.sandbox.container import container_spec
-from cure.sandbox.k8s import build_job
+from cure.sandbox.container import container_spec, pod_to_container, quantity
+from cure.sandbox.k8s import build_job, sandbox_security_context
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_sandbox_container_matches_the_cluster_pod() -> None:
-    pod = build_job("j", 1, ["cm"], image="img", workers=3, memory_mb=512)["spec"]["template"]["spec"]
+    template = build_job("j", 3, ["cm"], image="img", workers=3, memory_mb=512, cpu="1500m", memory="3Gi",
+                         tmp_size="256Mi")["spec"]["template"]
+    pod = template["spec"]
     (c,) = pod["containers"]
-    spec = container_spec("img", "/host/shards", 2, workers=3, memory_mb=512)
+    spec = container_spec("img", "/host/shards", 2, workers=3, memory_mb=512, cpu="1500m", memory="3Gi",
+                          tmp_size="256Mi")
+    assert spec == pod_to_container(template, "/host/shards", 2), "container_spec is the Job's pod, translated"
     assert spec["image"] == c["image"]
-    assert spec["command"][: len(c["command"])] == c["command"], "same entrypoint"
-    args = spec["command"][len(c["command"]) :]
-    assert args[args.index("--dir") + 1] == "/shard" and args[args.index("--index") + 1] == "2"
-    assert args[args.index("--workers") + 1] == "3" and args[args.index("--memory-mb") + 1] == "512"
+    assert spec["command"] == c["command"] + c["args"], "same entrypoint and arguments"
+    assert spec["environment"] == {**{e["name"]: e["value"] for e in c["env"]}, "JOB_COMPLETION_INDEX": "2"}
     sc = c["securityContext"]
-    assert spec["user"] == f"{sc['runAsUser']}:{sc['runAsGroup']}" == "10001:10001"
+    assert sc == sandbox_security_context()
+    assert spec["user"] == f"{sc['runAsUser']}:{sc['runAsGroup']}" == "0:0"
     assert spec["read_only"] is sc["readOnlyRootFilesystem"] is True
     assert spec["cap_drop"] == sc["capabilities"]["drop"] == ["ALL"]
+    assert spec["cap_add"] == sc["capabilities"]["add"] == ["KILL", "SETUID", "SETGID", "CHOWN", "FOWNER", "DAC_OVERRIDE"]
     assert "no-new-privileges" in spec["security_opt"] and sc["allowPrivilegeEscalation"] is False
     assert spec["network_mode"] == "none"  # the cluster: a deny-all NetworkPolicy
     assert spec["runtime"] == "runsc" and pod["runtimeClassName"] == "gvisor"
     assert spec["volumes"] == {"/host/shards": {"bind": "/shard", "mode": "ro"}}
     assert {"name": "shard", "mountPath": "/shard", "readOnly": True} in c["volumeMounts"]
-    assert set(spec["tmpfs"]) == {"/tmp"} and {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
-    assert spec["environment"]["HOME"] == "/tmp" and not any("SECRET" in k or "KEY" in k for k in spec["environment"])
+    assert spec["tmpfs"] == {"/tmp": f"rw,nosuid,nodev,size={256 << 20},mode=0777"}  # an emptyDir as the kubelet makes it
+    assert spec["mem_limit"] == 3 << 30 and spec["nano_cpus"] == 1_500_000_000
+    assert spec["pids_limit"] == -1  # as a node without podPidsLimit: the gVisor sentry needs host threads
+    assert not any("SECRET" in k or "KEY" in k for k in spec["environment"])
+
+
+@pytest.mark.parametrize(("where", "change"), [
+    ("securityContext", lambda pod: pod["containers"][0]["securityContext"].update(privileged=True)),
+    ("securityContext", lambda pod: pod["securityContext"].update(fsGroup=10001)),
+    ("container", lambda pod: pod["containers"][0].update(envFrom=[{"secretRef": {"name": "s"}}])),
+    ("pod spec", lambda pod: pod.update(hostNetwork=True)),
+    ("pod spec", lambda pod: pod.update(automountServiceAccountToken=True)),
+    ("volume 'tmp'", lambda pod: pod["volumes"][0]["emptyDir"].pop("medium")),
+])
+def test_a_job_setting_local_containers_cannot_carry_is_an_error(where, change) -> None:
+    template = build_job("j", 1, ["cm"], image="img")["spec"]["template"]
+    change(template["spec"])
+    with pytest.raises(ValueError, match=f"sandbox Job's {where}"):
+        pod_to_container(template, "/host/shards", 0)
+
+
+def test_kubernetes_quantities() -> None:
+    assert quantity("2500m") == 2.5 and quantity("4Gi") == 4 << 30 and quantity("1G") == 1e9 and quantity(3) == 3
+    with pytest.raises(ValueError, match="quantity"):
+        quantity("lots")
 
 
 class _Container:

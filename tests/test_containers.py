@@ -1,8 +1,9 @@
 """The images, run for real on a local engine (opt-in: `make test-containers`, which builds what is missing).
 
-- The sandbox image runs as the cluster Job runs its pods (:func:`cure.sandbox.container.container_spec`: runsc,
-  read-only root, uid 10001, no capabilities, no network, /shard read-only, /tmp tmpfs, the shard entrypoint) and
-  contains every program of the adversarial suite (tests/test_sandbox_adversarial.py).
+- The sandbox image runs exactly as the cluster Job runs its pods (:func:`cure.sandbox.container.container_spec`
+  translates the pod spec of :func:`cure.sandbox.k8s.build_job`: runsc, the worker as root inside gVisor with six
+  capabilities, read-only root, no network, /shard read-only, /tmp a tmpfs like the Job's memory emptyDir, the
+  shard entrypoint) and contains every program of the adversarial suite (tests/test_sandbox_adversarial.py).
 - `cure run --preset smoke --runner docker` runs every component in its image and gives the subprocess runner's
   results for the same seeds.
 
@@ -45,12 +46,11 @@ def _record(task_id: str, code: str, tests: list[tuple[str, str]]) -> dict:
             "tests": [], "time_limit_s": LIMIT}
 
 
-def _run(client, records: list[dict], worker_root: bool = False) -> list[list[str]]:
+def _run(client, records: list[dict]) -> list[list[str]]:
     from cure.sandbox.container import run_shards
 
     # the adversarial suite's limits; one worker, so the jobs of a shard run in order in one sandbox
-    out = run_shards(records, shards=1, client=client, workers=1, memory_mb=256, output_limit=1 << 16, timeout_s=300,
-                     worker_root=worker_root)
+    out = run_shards(records, shards=1, client=client, workers=1, memory_mb=256, output_limit=1 << 16, timeout_s=300)
     return [rec["status"][0] for rec in out]
 
 
@@ -58,7 +58,7 @@ PROBE = (
     "import os\n"
     "print(os.getuid(), os.getgid(), os.uname().release)\n"
     "print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])\n"
-    "for p in ('/shard/x', '/x', '/usr/x'):\n"
+    "for p in ('/shard/x', '/x', '/usr/x', '/tmp/x'):\n"
     "    try:\n"
     "        open(p, 'w')\n"
     "        print('writable', p)\n"
@@ -69,13 +69,12 @@ PROBE = (
 )
 
 
-@pytest.mark.parametrize(("worker_root", "uid"), [(False, 10001), (True, 65534)], ids=["job", "worker-root"])
-def test_sandbox_container_is_confined(client, monkeypatch, worker_root: bool, uid: int) -> None:
+def test_sandbox_container_is_confined(client, monkeypatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak")
-    # the program's uid (the Job's 10001, or nobody under a root worker), gVisor's kernel (4.4.0), no effective
-    # capabilities, read-only root and /shard, a writable working folder, no credentials or engine address
-    expected = f"{uid} {uid} 4.4.0\n0000000000000000\n[]"
-    assert _run(client, [_record("probe", PROBE, [("", expected)])], worker_root) == [["pass"]]
+    # the program's uid (nobody: the root worker hands it out), gVisor's kernel (4.4.0), no effective
+    # capabilities, read-only root, /shard and /tmp, a writable working folder, no credentials or engine address
+    expected = "65534 65534 4.4.0\n0000000000000000\n[]"
+    assert _run(client, [_record("probe", PROBE, [("", expected)])]) == [["pass"]]
 
 
 # The image has its own /etc, /home and /var (the single-machine sandbox's root is empty): what must stay invisible
@@ -88,21 +87,18 @@ CONTAINER_HOSTILE["files_outside"] = (
     "[]",
     {"pass"},
 )
-# Under the cluster Job's settings (uid 10001, no capabilities) the worker and the programs share a uid: a program
-# can signal the shard process (pid 1) and its worker, write /tmp, and leave processes the worker cannot kill.
-JOB_WEAKNESSES = {"fork_bomb", "fork_bomb_catching", "kill_everyone", "background_process", "write_outside", "signal_parent"}
 
 
-def _baseline_procs(client, worker_root: bool) -> str:
+def _baseline_procs(client) -> str:
     """How many processes a clean sandbox container shows to a program (the shard entrypoint, its worker, the program)."""
     counts = [str(n) for n in range(1, 8)]
-    status = _run(client, [_record("procs", PROCS[0], [("", c) for c in counts])], worker_root)[0]
+    status = _run(client, [_record("procs", PROCS[0], [("", c) for c in counts])])[0]
     assert status.count("pass") == 1, status
     return counts[status.index("pass")]
 
 
-def _suite(client, worker_root: bool) -> dict[str, list[list[str]] | str]:
-    procs = _baseline_procs(client, worker_root)
+def _suite(client) -> dict[str, list[list[str]] | str]:
+    procs = _baseline_procs(client)
 
     def one(name: str) -> list[list[str]] | str:
         code, stdin, expected, _ = CONTAINER_HOSTILE[name]
@@ -111,7 +107,7 @@ def _suite(client, worker_root: bool) -> dict[str, list[list[str]] | str]:
                 _record(name, code, [(stdin, expected)] * 2),
                 _record("procs", PROCS[0], [("", procs)]),
                 _record("after", AFTER[0], [(AFTER[1], AFTER[2])]),
-            ], worker_root)
+            ])
         except RuntimeError as e:  # the shard container itself failed
             return str(e)
 
@@ -124,14 +120,13 @@ def _suite(client, worker_root: bool) -> dict[str, list[list[str]] | str]:
 
 
 @pytest.fixture(scope="module")
-def suites(client) -> dict[bool, dict]:
-    return {}
+def suite(client) -> dict[str, list[list[str]] | str]:
+    return _suite(client)
 
 
-def _check(suites, client, worker_root: bool, name: str) -> None:
-    if worker_root not in suites:
-        suites[worker_root] = _suite(client, worker_root)
-    result = suites[worker_root][name]
+@pytest.mark.parametrize("name", list(CONTAINER_HOSTILE))
+def test_adversarial_program_is_contained_under_the_cluster_job_spec(suite, name) -> None:
+    result = suite[name]
     assert not isinstance(result, str), f"{name}: {result}"
     hostile, procs, after = result
     assert set(hostile) <= CONTAINER_HOSTILE[name][3], f"{name}: {hostile}"
@@ -139,25 +134,24 @@ def _check(suites, client, worker_root: bool, name: str) -> None:
     assert after == ["pass"], f"{name}: the sandbox container does not serve the next job"
 
 
-@pytest.mark.parametrize("name", list(CONTAINER_HOSTILE))
-def test_adversarial_program_is_contained_with_a_root_worker_in_gvisor(suites, client, name) -> None:
-    _check(suites, client, True, name)
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="uid 10001 without capabilities: see JOB_WEAKNESSES"))
-    if n in JOB_WEAKNESSES else n for n in CONTAINER_HOSTILE
-])
-def test_adversarial_program_under_the_cluster_job_settings(suites, client, name) -> None:
-    _check(suites, client, False, name)
-
-
-def test_no_sandbox_container_is_left_behind(suites, client) -> None:
+def test_no_sandbox_container_is_left_behind(suite, client) -> None:
     from cure.sandbox.container import LABEL
 
-    _check(suites, client, True, "background_process")
     left = subprocess.run(["podman", "ps", "-a", "-q", "--filter", f"label={LABEL}"], capture_output=True, text=True, check=True)
     assert left.stdout.strip() == ""
+
+
+def test_every_image_carries_its_own_tag() -> None:
+    """The execute launcher starts the sandbox image named by its own image's CURE_IMAGE_TAG: a stale one (podman's
+    layer cache once reused an older image's ENV layer) would run an older sandbox."""
+    from cure.container_runner import engine_client
+    from cure.images import FAMILIES, image_for
+
+    client = engine_client()
+    for family in FAMILIES:
+        image = image_for(family)
+        env = dict(e.split("=", 1) for e in client.images.get(image).attrs["Config"]["Env"])
+        assert f"{env.get('CURE_IMAGE_REGISTRY')}/cure-{family}:{env.get('CURE_IMAGE_TAG')}" == image, (image, env)
 
 
 # --- the smoke pipeline, each component in its image -------------------------------------------------------------
@@ -188,3 +182,29 @@ def test_smoke_in_containers_matches_the_subprocess_runner(tmp_path) -> None:
     assert (tmp_path / "docker" / "report" / "report.html").is_file()
     assert _comparable(docker["history"]) == _comparable(plain["history"]), json.dumps(
         {"docker": docker["history"], "subprocess": plain["history"]}, indent=1)
+
+
+def test_smoke_in_containers_resumes_from_the_store(tmp_path) -> None:
+    """`cure run --runner docker --resume` continues the experiment kept in the run folder: the second run starts
+    from the first one's checkpoint in the store (global round 2), on a fresh workspace, from the experiment's own
+    base model (no --base-model given)."""
+    from cure.cli import main
+    from cure.container_runner import engine_client, missing_images
+    from cure.store import open_store
+
+    missing = missing_images(engine_client())
+    assert not missing, f"build the images first (make images-local): {missing}"
+    base = os.environ.get("CURE_TEST_SMOKE_BASE_MODEL", "tiny:0:40")
+    out = tmp_path / "run"
+    store = open_store(f"file://{out / 'store'}")
+    assert main(["run", "--preset", "smoke", "--runner", "docker", "--out", str(out), "--base-model", base]) == 0
+    assert store.latest_checkpoint("local-smoke") == "round-0001"
+
+    assert main(["run", "--preset", "smoke", "--runner", "docker", "--out", str(out), "--resume", "--rounds", "1"]) == 0
+    assert json.loads((out / "run.json").read_text())["base_model"] == base
+    assert [h["round"] for h in json.loads((out / "history.json").read_text())] == [0, 1, 2]
+    assert [r["round"] for r in json.loads((out / "rounds.json").read_text())] == [1, 2]  # none lost or repeated
+    assert store.latest_checkpoint("local-smoke") == "round-0002"
+    assert store.checkpoint_manifest("local-smoke", "latest")["metadata"]["round"] == 2
+    assert "continuing experiment local-smoke from round-0001 (round 1)" in (out / "run.log").read_text()
+    assert not (out / "workspace").exists()  # each run's workspace goes with it

@@ -106,6 +106,18 @@ def test_final_stage_runs_as_a_numeric_non_root_user(dockerfile: Path) -> None:
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_the_image_tag_reaches_the_layer_cache_key(dockerfile: Path) -> None:
+    """podman 4.3 reuses a cached ``ENV X=${ARG}`` layer when only the argument's value changed (a new image then
+    carried an older image's CURE_IMAGE_TAG, and its execute launcher started that older sandbox image); a RUN
+    that reads the arguments before the ENV keys the cache on their values."""
+    steps = _instructions(dockerfile)
+    env = next(i for i, (word, args) in enumerate(steps) if word == "ENV" and "CURE_IMAGE_TAG=" in args)
+    arg = max(i for i, (word, args) in enumerate(steps[:env]) if word == "ARG" and args.startswith("CURE_IMAGE_TAG"))
+    assert any(word == "RUN" and "${CURE_IMAGE_TAG}" in args and "${CURE_IMAGE_REGISTRY}" in args
+               for word, args in steps[arg:env]), f"{dockerfile.relative_to(ROOT)}: no RUN reads the tag before its ENV"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_base_images_are_pinned_release_tags(dockerfile: Path) -> None:
     """Every FROM, with build arguments at their defaults (the public bases), names a pinned release tag."""
     stages: set[str] = set()

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import kubernetes_validate
 import pytest
-from fake_k8s import FakeKubernetes
+from fake_k8s import FakeKubernetes, namespace_pod_security, pod_security_violations
 
 from cure.config import ExecuteConfig
 from cure.sandbox import k8s, shard, workload
@@ -46,14 +46,46 @@ def test_job_is_a_locked_down_gvisor_indexed_job():
     assert spec["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "cure-sandbox"
     [c] = pod["containers"]
     sc = c["securityContext"]
-    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
-    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    # root inside gVisor with the worker's six capabilities only: it gives each program a uid of its own
+    assert sc["runAsUser"] == sc["runAsGroup"] == 0 and sc["runAsNonRoot"] is False
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["KILL", "SETUID", "SETGID", "CHOWN", "FOWNER", "DAC_OVERRIDE"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsUser"] == 0 and "fsGroup" not in pod["securityContext"]
+    assert pod["shareProcessNamespace"] is False, "the shard process must be pid 1 (it reaps the programs' orphans)"
+    assert {"name": "CURE_SANDBOX_OUTER", "value": "gvisor-pod"} in c["env"], "the worker's clean-up by uid"
     assert c["resources"]["limits"] == {"cpu": "3", "memory": "6Gi"}
     assert not any(e["name"].endswith(("KEY", "SECRET", "TOKEN")) for e in c.get("env", []))
     assert "envFrom" not in c
     vols = {v["name"]: v for v in pod["volumes"]}
-    assert "emptyDir" in vols["tmp"] and {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp", "/shard"}
+    assert vols["tmp"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}
+    assert {m["mountPath"]: m.get("readOnly", False) for m in c["volumeMounts"]} == {"/tmp": False, "/shard": True}
     assert [s["configMap"]["name"] for s in vols["shard"]["projected"]["sources"]] == ["cm-0", "cm-1", "cm-2"]
+
+
+def test_job_meets_the_pod_security_level_of_its_namespace():
+    """manifests/ enforce "baseline" in namespace cure: it admits the root worker with its six capabilities;
+    "restricted" would refuse the sandbox pods (non-root only, no capability but NET_BIND_SERVICE)."""
+    assert namespace_pod_security()["enforce"] == "baseline"
+    pod = _job()["spec"]["template"]["spec"]
+    assert pod_security_violations(pod, "baseline") == []
+    refused = pod_security_violations(pod, "restricted")
+    assert any("runAsNonRoot" in v for v in refused) and any("capabilities.add" in v for v in refused), refused
+    # what baseline refuses: capabilities beyond its list, privileged containers, host paths
+    c = pod["containers"][0]
+    bad = {**pod, "containers": [{**c, "securityContext": {**c["securityContext"], "privileged": True,
+                                                           "capabilities": {"add": ["SYS_ADMIN"]}}}],
+           "volumes": [*pod["volumes"], {"name": "h", "hostPath": {"path": "/"}}]}
+    assert len(pod_security_violations(bad, "baseline")) == 3
+
+
+def test_a_job_the_namespace_refuses_fails_the_launcher_and_is_cleaned_up(tmp_path):
+    rollouts, _, _ = workload.make_rollouts(2, workload.KINDS_OVERHEAD, n_programs=1, n_gt=1, n_gen=1)
+    with FakeKubernetes(tmp_path / "nodes", pod_security={"enforce": "restricted"}) as api:
+        with pytest.raises(RuntimeError, match='PodSecurity.*"restricted:latest".*runAsNonRoot'):
+            k8s.run_on_cluster(rollouts, _DirStore(tmp_path / "store"), "x/sandbox", shards=1, image=IMAGE,
+                               workers=1, api_client=api.api_client(), poll_s=0.05, owner=None)
+        assert not api.jobs and not api.configmaps
 
 
 def test_job_rejects_zero_shards():
@@ -282,6 +314,9 @@ def test_loopback_run_owner_references_and_cleanup(tmp_path, monkeypatch):
             assert ref["kind"] == "Job" and ref["name"] == job and ref["uid"]
         assert not api.jobs and not api.configmaps
         assert sorted(k for k, _, _ in api.deleted) == ["ConfigMap", "ConfigMap", "Job"]
+        # admitted under the namespace's "baseline"; the "restricted" warning names the root worker's settings
+        assert api.pod_security == {"enforce": "baseline", "warn": "restricted"}
+        assert any("runAsNonRoot" in w for w in api.warnings)
     creates = [p for m, p in api.requests if m == "POST"]
     assert all(p.startswith(("/api/v1/namespaces/cure/", "/apis/batch/v1/namespaces/cure/")) for p in creates)
 

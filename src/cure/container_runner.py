@@ -15,7 +15,7 @@ What each component container gets, and why:
   starts a gVisor Job; shards travel through ``<run>/sandbox``, a folder at the same path on both sides;
 - no network (``network_mode=none``): every input is local, which is also what proves the run offline;
 - uid 0 in the container (the images run as 10001 in a cluster), so that it can write the root-owned run folder
-  and use the engine socket; the sandbox containers still run as 10001 without capabilities;
+  and use the engine socket; the sandbox containers run as the cluster Job's pods do (:mod:`cure.sandbox.container`);
 - ulimits inside the machine's hard limits (``DockerRunner(ulimits=...)``; processes here lack CAP_SYS_RESOURCE).
 
 **Why this module replaces kfp's ``run_docker_container``.** kfp 2.17.3 starts every task container with

@@ -122,7 +122,8 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     continues the experiment kept in ``out_dir/store``, as in a cluster).
 
     ``resume``: continue the experiment in ``out_dir``; ``rounds`` more rounds past its latest checkpoint, or
-    without ``rounds`` up to the total the experiment was started with. Otherwise ``out_dir`` is started afresh.
+    without ``rounds`` up to the total the experiment was started with; without ``base_model``, the experiment's
+    own (recorded in ``run.json``). Otherwise ``out_dir`` is started afresh.
     ``runner``: ``subprocess`` (components as processes of this environment) or ``docker`` (each component in its
     image on a local engine, :mod:`cure.container_runner`).
     Returns {"history": [...], "rounds": [...], "run_dir": Path, "seconds": float, "runs": int}.
@@ -159,13 +160,16 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
         _, done = latest_round(open_store(store_uri), experiment)
         recorded = json.loads(state_file.read_text()) if state_file.is_file() else {}
         total = done + rounds if rounds is not None else int(recorded.get("total_rounds", done))
+        if not base_model and recorded.get("base_model"):  # the experiment's own (KL reference "initial", tiny cache)
+            p["base_model"] = recorded["base_model"]
         log.info("resuming experiment %s at round %d of %d", experiment, done, total)
     else:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         total = preset_rounds if rounds is None else rounds
-    state_file.write_text(json.dumps({"preset": preset, "experiment": experiment, "total_rounds": total}))
+    state_file.write_text(json.dumps({"preset": preset, "experiment": experiment, "total_rounds": total,
+                                      "base_model": p["base_model"]}))
     store = open_store(store_uri)
     training = import_pipelines()
     pipeline = training.build_training_pipeline(
@@ -215,7 +219,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, help="override the preset's number of rounds (with --resume: rounds to add)")
     p.add_argument("--eval-every", type=int, help="override the preset's evaluation interval (global rounds)")
     p.add_argument("--segment", type=int, help="rounds per local run (the compiled graph's round slots)")
-    p.add_argument("--resume", action="store_true", help="continue the experiment kept in --out instead of starting afresh")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the experiment kept in --out (from its own base model unless --base-model) instead of starting afresh")
     p.add_argument("--base-model", help="override the preset's starting model (folder, hub name, tiny[:SEED[:STEPS]])")
     p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"],
                    help="subprocess: components as local processes; docker: each in its image (make images-local first)")

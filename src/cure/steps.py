@@ -203,9 +203,9 @@ def run_sandbox(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[dict[st
         from cure.sandbox.container import run_shards
 
         e = cfg.execute
-        # worker_root: the configuration that passes the adversarial suite (see cure.sandbox.container)
+        # containers set up as the cluster Job's pods (cure.sandbox.container translates the Job's pod spec)
         return run_shards(rollouts, e.shards, workers=e.workers or 2, memory_mb=e.memory_mb,
-                          output_limit=e.output_limit_bytes, wall_factor=e.wall_factor, worker_root=True)
+                          output_limit=e.output_limit_bytes, wall_factor=e.wall_factor)
     return execute_rollouts(rollouts, cfg.execute)
 
 

@@ -2,8 +2,19 @@
 
 Why a Job of our own: the KFP Kubernetes extension cannot set ``runtimeClassName``, and the pods that run model
 written programs must be gVisor sandboxes. Each pod (label ``app.kubernetes.io/component: cure-sandbox``, which
-the NetworkPolicy ``cure-sandbox-deny-all`` selects) runs as non-root with a read-only root filesystem, all
-capabilities dropped, seccomp RuntimeDefault, no service-account token, CPU/memory limits and an emptyDir /tmp.
+the NetworkPolicy ``cure-sandbox-deny-all`` selects) has a read-only root filesystem, seccomp RuntimeDefault, no
+privilege escalation, no service-account token, CPU/memory limits, a memory-backed emptyDir /tmp and /shard
+read-only. Its worker runs as root *inside gVisor* with only the six capabilities it needs
+(:func:`sandbox_security_context`, the one privilege setting of every sandbox container, see below).
+
+Why root inside gVisor and not uid 10001 without capabilities: the worker gives each program a uid of its own
+(``nobody``) and kills whatever it leaves behind; that takes CAP_SETUID/SETGID (and KILL, CHOWN, FOWNER,
+DAC_OVERRIDE for its temp dirs and clean-up). Without them programs share the worker's uid, so a program can kill
+the shard process (the pod fails, and with it the execute stage), write /tmp and leave processes the worker cannot
+kill: 6 of the 21 adversarial programs got through that way (tests/test_containers.py). The root here is the
+sentry's, in gVisor's user-space kernel, which is the boundary to the node; all six capabilities are allowed by
+Pod Security "baseline" (the ``cure`` namespace enforces it), not by "restricted". As pid 1 of the container, the
+shard process reaps the orphans it adopts and closes /tmp (an emptyDir is world-writable) to the programs.
 
 Data flow, with no network and no credentials in the sandbox pods:
 
@@ -56,11 +67,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from cure.sandbox.gvisor import CAPS
 from cure.sandbox.shard import ResultsTooLarge, decode_records, encode_records, parse_results_block
 
 log = logging.getLogger(__name__)
 
 COMPONENT_LABEL = {"app.kubernetes.io/component": "cure-sandbox"}
+RUNTIME_CLASS = "gvisor"  # manifests/base/runtimeclass-gvisor.yaml: handler runsc
+#: Capabilities the worker keeps: those of the single-machine sandbox (KILL SETUID SETGID CHOWN FOWNER
+#: DAC_OVERRIDE), every one in Pod Security "baseline"'s allowed list.
+SANDBOX_CAPABILITIES = tuple(c.removeprefix("CAP_") for c in CAPS)
 CONFIGMAP_LIMIT = 900 * 1024  # bytes of gzip per shard ConfigMap (the API limit is 1 MiB including metadata)
 LOG_RESULT_LIMIT = 8 << 20  # bytes of results block per pod log, under the kubelet's default 10 MiB rotation
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -101,6 +117,23 @@ def default_image() -> str:
     from cure.images import image_for
 
     return image_for("sandbox")
+
+
+def sandbox_security_context() -> dict[str, Any]:
+    """The sandbox container's securityContext: root inside gVisor, every capability dropped but the worker's six.
+
+    The one privilege setting of sandbox containers: the cluster Job uses it, and the local container backend
+    (:func:`cure.sandbox.container.container_spec`) translates the Job's pod spec instead of keeping its own.
+    """
+    return {
+        "runAsNonRoot": False,
+        "runAsUser": 0,
+        "runAsGroup": 0,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"], "add": list(SANDBOX_CAPABILITIES)},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def cpu_count(quantity: str) -> int:
@@ -154,34 +187,23 @@ def build_job(
         ],
         "env": [{"name": "CURE_SANDBOX_OUTER", "value": "gvisor-pod"}, {"name": "HOME", "value": "/tmp"}],
         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}},
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 10001,
-            "runAsGroup": 10001,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": sandbox_security_context(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "shard", "mountPath": "/shard", "readOnly": True}],
     }
+    sc = sandbox_security_context()
     pod_spec = {
-        "runtimeClassName": "gvisor",
+        "runtimeClassName": RUNTIME_CLASS,
         "serviceAccountName": "cure-sandbox",  # no RBAC, no token (manifests/base/serviceaccounts.yaml)
         "priorityClassName": "cure-sandbox",  # the cure-sandbox ResourceQuota applies to this class
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 10001,
-            "runAsGroup": 10001,
-            "fsGroup": 10001,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "shareProcessNamespace": False,  # the shard process is pid 1: it reaps the programs' orphans
+        "securityContext": {k: sc[k] for k in ("runAsNonRoot", "runAsUser", "runAsGroup", "seccompProfile")},
         "containers": [container],
         "volumes": [
-            {"name": "tmp", "emptyDir": {"sizeLimit": tmp_size}},
+            # in memory (counts against the pod's memory limit); the shard process closes it to programs
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": tmp_size}},
             {"name": "shard", "projected": {"sources": [{"configMap": {"name": cm}} for cm in configmaps]}},
         ],
     }

@@ -86,6 +86,18 @@ def _reap_program_orphans(uid: int) -> None:
     threading.Thread(target=loop, daemon=True, name="reap-orphans").start()
 
 
+def _close_tmp(path: str = "/tmp") -> None:
+    """As root and pid 1 of a sandbox container, make ``path`` writable by root only.
+
+    Kubernetes creates an emptyDir world-writable (0777): programs (uid ``nobody``) could then write there, next to
+    every other program's temp dir. Each program gets its own temp dir below it from the worker instead.
+    """
+    mode = os.stat(path).st_mode & 0o7777
+    if mode & 0o022:
+        os.chmod(path, 0o755)
+        logging.getLogger("cure.sandbox.shard").info("%s was mode %o; now 755 (programs get their own dirs)", path, mode)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cure.sandbox.shard")
     ap.add_argument("--dir", default="/shard", help="folder holding shard-<index>.jsonl.gz")
@@ -104,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         from cure.sandbox.worker import UNPRIVILEGED
 
         _reap_program_orphans(UNPRIVILEGED)
+        _close_tmp()
     from cure.execute import execute_rollouts
 
     # The sandbox image holds the standard library and cure's code only: no pydantic, so no ExecuteConfig here.
