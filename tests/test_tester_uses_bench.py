@@ -109,3 +109,11 @@ def test_local_evaluation_collects_history_refinement_and_pairing(tmp_path: Path
     files = collect_outputs(tmp_path)
     assert [f.name for f in files] == ["history.json", "refine.md", "pairing.md"]
     assert "| 1 | 0.750 | 0.500 | 0.200 | 3 | 1 |" in (tmp_path / "refine.md").read_text()
+
+
+def test_seeds_the_run_already_evaluated_are_reused_not_evaluated_again():
+    entry = {"seeds": [101], "benchmarks": {"b": {"code_acc": 0.8}}}
+    known = tu.seed_runs(entry, "b")
+    assert known == {101: {"code_acc": 0.8}} and tu.seed_runs(entry, "other") == {}
+    runs, here = tu.evaluate_seeds("no-model", "no-tasks", None, [101], 12, known)  # nothing left to evaluate
+    assert runs == [{"code_acc": 0.8}] and here == []
