@@ -221,7 +221,7 @@ def labelfree_table(res: dict[str, Any]) -> str:
 
 def training_table(res: dict[str, Any]) -> str:
     """Per round: the coder's reward mean and the ground-truth pass rate of its training samples, both runs."""
-    runs = {"ground truth": res.get("demo_rounds") or [], "label-free": (res.get("labelfree") or {}).get("rounds") or []}
+    runs = {"ground truth": res.get("demo_rounds") or [], "label-free": res.get("labelfree_rounds") or []}
     n = max((len(v) for v in runs.values()), default=0)
     if not n:
         return ""
@@ -234,6 +234,27 @@ def training_table(res: dict[str, Any]) -> str:
             cells += [f"{r['reward']['coder_reward_mean']:.3f}" if r.get("reward", {}).get("coder_reward_mean") is not None
                       else "", f"{r['execute']['train_code_acc']:.3f}" if "execute" in r else ""]
         lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def history_table(res: dict[str, Any]) -> str:
+    """Held-out metrics at each evaluated round, from each run's own evaluations (all noise seeds at round 0, the
+    preset's evaluation seed later): readable while the label-free run is still under way."""
+    runs = {"ground truth": res.get("demo_history") or [], "label-free": res.get("labelfree_history") or []}
+    rounds = sorted({h["round"] for v in runs.values() for h in v})
+    if not runs["label-free"]:
+        return ""
+    keys = ("code_acc", "unit_test_acc")
+    lines = ["| round | seeds | " + " | ".join(f"{k}: {key}" for k in runs for key in keys) + " |",
+             "|---|---|" + "---|" * (2 * len(keys))]
+    for r in rounds:
+        cells, seeds = [], ""
+        for hist in runs.values():
+            h = history_entry(hist, r)
+            per_seed = benchmark_runs(h, h["primary_benchmark"]) if h else []
+            seeds = seeds or (", ".join(map(str, h["seeds"])) if h else "")
+            cells += [fmt(mean_sd([x[k] for x in per_seed])) if per_seed else "" for k in keys]
+        lines.append(f"| {r} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -292,11 +313,14 @@ def render(res: dict[str, Any]) -> str:
     body = []
     if "eval" in res:
         body += [f"### Label-free RL vs ground-truth RL (held-out, {s['round']} rounds each)", "", labelfree_table(res)]
-        tt = training_table(res)
-        if tt:
-            body += ["Training rounds (coder reward: ground-truth pass rate for the demo, generated-test pass rate "
-                     "for label-free; train code_acc: the ground-truth pass rate of the same samples, never seen by "
-                     "the label-free run):", "", tt]
+    ht = history_table(res)
+    if ht:
+        body += ["Held-out figures at each evaluated round, from each run's own evaluations:", "", ht]
+    tt = training_table(res) if res.get("labelfree_rounds") else ""
+    if tt:
+        body += ["Training rounds (coder reward: ground-truth pass rate for the demo, generated-test pass rate "
+                 "for label-free; train code_acc: the ground-truth pass rate of the same samples, never seen by "
+                 "the label-free run):", "", tt]
     if "pairing" in res:
         body += ["### Pairing: round-0 coder behind the local OpenAI-compatible server", "", pairing_table(res)]
     if "refine" in res:
@@ -331,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refine-models", nargs="+", default=["trained", "base"], choices=["trained", "base"],
                    help="models refined: the trained round-N model and/or round 0")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override (every part)")
-    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    p.add_argument("--parts", nargs="*", default=list(PARTS), choices=PARTS, help="none: only rewrite the tables")
     p.add_argument("--redo", nargs="*", default=[], choices=PARTS, help="parts to measure again though recorded")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -385,6 +409,13 @@ def main(argv: list[str] | None = None) -> int:
         save()
     rounds_file = Path(demo["dir"]) / "rounds.json"
     res["demo_rounds"] = json.loads(rounds_file.read_text()) if rounds_file.is_file() else []
+    res["demo_history"] = demo["history"]
+    if (out / "labelfree" / "store").is_dir():
+        from cure.experiment import read_history, read_rounds
+
+        lf_st = open_store(f"file://{out / 'labelfree' / 'store'}")
+        res["labelfree_history"] = read_history(lf_st, f"local-{demo['preset']}")
+        res["labelfree_rounds"] = read_rounds(lf_st, f"local-{demo['preset']}")
     if todo("eval", "eval"):
         t0 = time.monotonic()
         ev: dict[str, Any] = {}
