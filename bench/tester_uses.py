@@ -220,19 +220,18 @@ def labelfree_table(res: dict[str, Any]) -> str:
 
 
 def training_table(res: dict[str, Any]) -> str:
-    """Per round: the coder's reward mean and the ground-truth pass rate of its training samples, both runs."""
+    """Per round: the ground-truth pass rate of the round's training samples, both runs (the label-free run never
+    reads it; its coder reward is the generated-test pass rate)."""
     runs = {"ground truth": res.get("demo_rounds") or [], "label-free": res.get("labelfree_rounds") or []}
     n = max((len(v) for v in runs.values()), default=0)
     if not n:
         return ""
-    lines = ["| round | " + " | ".join(f"{k}: coder reward | {k}: train code_acc (ground truth)" for k in runs) + " |",
-             "|---|" + "---|" * (2 * len(runs))]
+    lines = ["| round | " + " | ".join(f"{k}: train code_acc" for k in runs) + " |", "|---|" + "---|" * len(runs)]
     for i in range(n):
         cells = []
         for rows in runs.values():
             r = rows[i] if i < len(rows) else {}
-            cells += [f"{r['reward']['coder_reward_mean']:.3f}" if r.get("reward", {}).get("coder_reward_mean") is not None
-                      else "", f"{r['execute']['train_code_acc']:.3f}" if "execute" in r else ""]
+            cells.append(f"{r['execute']['train_code_acc']:.3f}" if "execute" in r else "")
         lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -318,9 +317,8 @@ def render(res: dict[str, Any]) -> str:
         body += ["Held-out figures at each evaluated round, from each run's own evaluations:", "", ht]
     tt = training_table(res) if res.get("labelfree_rounds") else ""
     if tt:
-        body += ["Training rounds (coder reward: ground-truth pass rate for the demo, generated-test pass rate "
-                 "for label-free; train code_acc: the ground-truth pass rate of the same samples, never seen by "
-                 "the label-free run):", "", tt]
+        body += ["Training rounds: the ground-truth pass rate of each round's own samples (train code_acc; the "
+                 "label-free run never reads it):", "", tt]
     if "pairing" in res:
         body += ["### Pairing: round-0 coder behind the local OpenAI-compatible server", "", pairing_table(res)]
     if "refine" in res:
