@@ -224,9 +224,22 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-model", help="override the preset's starting model (folder, hub name, tiny[:SEED[:STEPS]])")
     p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"],
                    help="subprocess: components as local processes; docker: each in its image (make images-local first)")
+    p.add_argument("--pipeline", default="training", choices=["training", "evaluation"],
+                   help="evaluation: the evaluation pipeline on --base-model and the preset's benchmarks "
+                   "(eval.refine_rounds, --coder-model; cure.local_eval)")
+    p.add_argument("--coder-model", default="", help="evaluation pipeline: pairing, the coder that writes the programs")
+    p.add_argument("--coder-engine", default="openai", choices=["hf", "vllm", "openai"],
+                   help="evaluation pipeline: the coder's engine (openai: rollout.api_base_url)")
+    p.add_argument("--seeds", type=int, nargs="+", help="evaluation pipeline: sampling seeds (default: the preset's noise seeds)")
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+    if args.pipeline == "evaluation":
+        from cure.local_eval import run_local_eval
+
+        run_local_eval(args.preset, args.out or f"runs/{args.preset}-evaluation", args.config, args.overrides,
+                       args.base_model, args.coder_model, args.coder_engine, args.seeds, args.runner)
+        return 0
     run_local(args.preset, args.out or f"runs/{args.preset}", args.config, args.overrides, args.rounds, args.eval_every,
               args.base_model, resume=args.resume, segment=args.segment, runner=args.runner)
     return 0

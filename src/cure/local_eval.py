@@ -1,0 +1,93 @@
+"""``cure run --pipeline evaluation``: the evaluation pipeline on this machine, through ``kfp.local``.
+
+The same graph as the cluster's evaluation pipeline (:func:`pipelines.training.build_eval_pipeline`): prepare the
+preset's held-out benchmarks, copy the model in, then either evaluate it alone (with ``eval.refine_rounds`` K the
+agentic refinement rows too, :mod:`cure.refine`) or, with ``--coder-model``, evaluate it as the tester paired with
+that coder (:mod:`cure.pairing`; ``--coder-engine openai`` reaches an OpenAI-compatible server at
+``rollout.api_base_url``, key from ``rollout.api_key_env`` in this environment, where a cluster maps a Secret).
+
+The run folder gets the evaluation's ``history.json`` (self-evaluation) and ``refine.md`` (with refinement), or
+``pairing.md`` and ``pairing.json`` (pairing), besides the store and KFP's outputs (``kfp/``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from cure.config import load_config
+
+log = logging.getLogger("cure.run")
+
+
+def run_local_eval(preset: str, out_dir: str | Path, cfg_file: str | None = None, overrides: list[str] | None = None,
+                   base_model: str | None = None, coder_model: str = "", coder_engine: str = "openai",
+                   seeds: list[int] | None = None, runner: str = "subprocess") -> dict[str, Any]:
+    """Run the evaluation pipeline once on the preset's benchmarks; returns {"run_dir", "seconds", "files"}.
+
+    ``base_model``: the model to evaluate (the tester when pairing); default the preset's. ``seeds``: default the
+    preset's noise seeds."""
+    from kfp import local
+
+    from cure.container_runner import DOCKER_OVERRIDES, make_runner
+    from cure.kfp_compile import import_pipelines
+    from cure.local_run import PRESETS, pipeline_arguments
+
+    if preset not in PRESETS:
+        raise SystemExit(f"error: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    model = base_model or p["base_model"]
+    cfg = load_config(cfg_file, list(p["set"]) + (DOCKER_OVERRIDES if runner == "docker" else []) + list(overrides or []))
+    run_dir = Path(out_dir).resolve()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    store_uri, experiment = f"file://{run_dir / 'store'}", f"local-{preset}-evaluation"
+    training = import_pipelines()
+    pipeline = training.build_eval_pipeline(cluster=training.ClusterOptions(gpus=0, store_secret=""), base_model=model,
+                                            eval_benchmarks=tuple(p["eval_benchmarks"]), cfg=cfg,
+                                            name=f"cure-{preset}-evaluation")
+    run = {"base_model": model, "eval_benchmarks": list(p["eval_benchmarks"]), "use_latest": False,
+           "seeds": list(seeds or p["noise_seeds"]), "coder_model": coder_model or "", "coder_engine": coder_engine}
+    arguments = pipeline_arguments(cfg, run, store_uri, experiment)
+    (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    local.init(runner=make_runner(runner, run_dir, model), pipeline_root=str(run_dir / "kfp"), raise_on_error=True)
+    what = f"pairing (coder {coder_model}, {coder_engine})" if coder_model else "self-evaluation"
+    log.info("evaluation pipeline: %s of %s, seeds %s -> %s", what, model, run["seeds"], run_dir)
+    t0 = time.monotonic()
+    pipeline(**arguments)
+    seconds = time.monotonic() - t0
+    files = collect_outputs(run_dir)
+    if not files:
+        raise RuntimeError(f"the evaluation pipeline finished but left no history or pairing report under {run_dir}")
+    for f in files:
+        if f.suffix == ".md":
+            print(f.read_text())
+    print(f"finished in {seconds / 60:.1f} min; results: {', '.join(str(f) for f in files)}")
+    return {"run_dir": run_dir, "seconds": seconds, "files": files}
+
+
+def collect_outputs(run_dir: Path) -> list[Path]:
+    """Copy the run's results to the top of ``run_dir``: the self-evaluation's history (from the store) with its
+    refinement table, or the pairing report (from the KFP outputs)."""
+    from cure.refine import write_tables
+
+    files: list[Path] = []
+    for h in sorted((run_dir / "store").glob("*/runs/*/history.json")):
+        history = json.loads(h.read_text())
+        (run_dir / "history.json").write_text(json.dumps(history, indent=2))
+        files.append(run_dir / "history.json")
+        if history and any(k.startswith("refine") for k in history[-1].get("benchmarks", {}).get(
+                history[-1].get("primary_benchmark", ""), {})):
+            write_tables(history[-1], run_dir / "refine.md")
+            files.append(run_dir / "refine.md")
+    for name in ("pairing.md", "pairing.json"):
+        found = sorted((run_dir / "kfp").glob(f"*/evaluate-pairing/pairing/{name}"))
+        if found:
+            shutil.copyfile(found[-1], run_dir / name)
+            files.append(run_dir / name)
+    return files
