@@ -8,7 +8,9 @@ reference program, tester prompt -> a reference test in CURE's ``**Test Input:**
 Computing a test's output is the harder skill (the model must run the task in its head), so every task gives
 two tester examples and one coder example (``TinySpec.code_share`` can give coder examples for only a share of
 the tasks). The tester's skill comes late: after 800 steps about 1% of its tests were correct, after 1,800 about
-25% (measured without the wrong examples below). The warm start runs 2,000 steps.
+25% (measured without the wrong examples below). The warm start runs 2,400 steps. Its tester prompts never show
+the task's public example, as the demo's rollouts and evaluations never do: with half of them showing it, the
+round-0 tester was right on 0.097 of the held-out tests; without, on 0.193 (2,000 steps) and 0.246 (2,400).
 
 A base model is imperfect in a particular way: it writes plausible programs and tests that are subtly wrong. The
 warm start imitates that: 35% of the coder examples show one of the task's typical wrong programs (a neighbouring
@@ -79,7 +81,7 @@ class TinySpec:
     intermediate_size: int = 384
     max_positions: int = 512
     warm_tasks: int = 6000  # synthetic train-split tasks used for the warm start
-    steps: int = 2000  # optimizer steps of the warm start
+    steps: int = 2400  # optimizer steps of the warm start
     tests_per_task: int = 2  # tester examples per warm-start task (computing a test's output is the harder skill)
     code_share: float = 1.0  # share of warm-start tasks with a coder example (1.0: all)
     wrong_code_share: float = 0.35  # share of coder examples that show a typical wrong program instead
@@ -87,7 +89,7 @@ class TinySpec:
     batch_size: int = 32
     learning_rate: float = 3e-3
     warmup_steps: int = 50
-    p_example: float = 0.5  # share of tester prompts showing the public example
+    p_example: float = 0.0  # share of tester prompts showing the public example (the demo never shows it)
     threads: int = 2  # fixed so the result does not depend on the machine's core count
     dtype: str = "auto"  # warm-start compute precision (see compute_dtype); the saved weights are float32
 
