@@ -72,11 +72,14 @@ def _resolve(argv: Sequence[str]) -> tuple[str, list[str]] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # OpenMP threads that wait passively at the end of each parallel region instead of spinning: with every core
-    # busy (a 2-core machine running anything else), spinning threads take the CPU from the one still working and
-    # the tiny model's build ran 1.8x slower with 2 threads than with 1 (bench/bench_tiny.py). Set before torch is
-    # imported; inherited by every component process of a local run. An explicit setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP threads spin only briefly at the end of a parallel region before they sleep. With every core busy (a
+    # 2-core machine running anything else), threads spinning for long take the CPU from the one still working: a
+    # tiny-model build step took 0.94 s with 2 threads at load 7 against 0.25 s with 1. bench/bench_tiny.py, 2 threads,
+    # bfloat16 step: idle, libgomp's default 60 ms, this setting 65 ms, OMP_WAIT_POLICY=PASSIVE 91 ms; beside two
+    # busy processes 180, 145 and 107 ms. Set before torch is imported; inherited by every component process of a
+    # local run. An explicit OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "20000")
     top = _top_parser()
     found = _resolve(argv)
     if found is None:
