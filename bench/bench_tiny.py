@@ -68,7 +68,7 @@ def main() -> int:
             opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate)
             state[name] = (fn, dtype, model, opt, tiny._Rope(model.config, spec.max_positions, dtype), [])
         for i, batch in enumerate(batches):
-            for name, (fn, dtype, model, opt, rope, times) in state.items():
+            for fn, dtype, model, opt, rope, times in state.values():
                 t0 = time.perf_counter()
                 loss = fn(model, *batch, rope, dtype)
                 opt.zero_grad(set_to_none=True)
