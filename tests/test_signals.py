@@ -27,7 +27,10 @@ def test_execute_cleans_up_on_signal(tmp_path: Path, sig: int, code: int):
     argv = [sys.executable, "-m", "cure.cli", "execute", "--rollouts", str(src), "--out", str(out),
             "--isolation", "gvisor", "--workers", "1", "--no-progress"]
     with no_leftover_processes():
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN (no
+        # KeyboardInterrupt): give the command the default disposition, as a terminal's Ctrl-C would find it.
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 60
             # Wait until the sandboxes run the programs (their folder exists and the worker processes are up).
