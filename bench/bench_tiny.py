@@ -31,7 +31,11 @@ def forward_loss(model, ids, where, targets, rope, dtype):  # noqa: ANN001, ANN2
     del rope, dtype
     labels = torch.full_like(ids, -100)
     labels[:, 1:][where] = targets
-    return model(input_ids=ids, attention_mask=(labels != -100) | (torch.arange(ids.shape[1]) == 0), labels=labels).loss
+    # Rows are right-padded and end with their last response token: ``where[:, j]`` marks token j + 1.
+    positions = torch.arange(1, ids.shape[1])
+    length = (where * positions).amax(dim=1) + 1
+    mask = torch.arange(ids.shape[1])[None, :] < length[:, None]
+    return model(input_ids=ids, attention_mask=mask.long(), labels=labels).loss
 
 
 def main() -> int:
