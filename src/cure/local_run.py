@@ -37,6 +37,7 @@ _CPU_TINY = [
     "train.generate_max_len=160",
     "train.packing_max_len=1024",
     "train.micro_batch_tokens=1024",
+    "train.layout=pad",
 ]
 
 # Where the reference's defaults would change what the offline tiny model does, its presets keep the previous values

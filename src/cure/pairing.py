@@ -31,6 +31,7 @@ from typing import Any
 
 from cure.config import CureConfig
 from cure.metrics import summarize
+from cure.quick_exit import on_success
 from cure.tasks import Task, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,7 @@ def evaluate_pairing(
     return result
 
 
+@on_success
 def pairing_step(
     tester_dir: str, benchmark_paths: dict[str, str], cfg: CureConfig, seeds: list[int], coder_model: str,
     coder_engine: str, out_dir: str,

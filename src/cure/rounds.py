@@ -30,6 +30,7 @@ from typing import Any
 from cure import experiment as exp
 from cure import steps
 from cure.config import CureConfig
+from cure.quick_exit import on_success
 from cure.tasks import read_jsonl, write_jsonl
 
 log = logging.getLogger("cure.rounds")
@@ -103,6 +104,7 @@ def _log_stage(round_: int, stage: str) -> None:
 # --- tasks --------------------------------------------------------------------------------------------------
 
 
+@on_success
 def init_models(base_model: str, config: str, plan_: str, workspace: str) -> dict[str, Any]:
     """Put the run's starting model (latest checkpoint, else the base model) and the reference on the workspace."""
     setup_logging()
@@ -130,6 +132,7 @@ def init_models(base_model: str, config: str, plan_: str, workspace: str) -> dic
     return {"resumed": float(bool(p["checkpoint"])), "start_round": float(p["start"]), "reference": float(reference)}
 
 
+@on_success
 def rollout(config: str, plan_: str, slot: int, shard: int, shards: int, tasks_path: str, workspace: str) -> dict[str, Any]:
     setup_logging()
     cfg, p = load_config(config), _plan(plan_)
@@ -215,6 +218,7 @@ def raw_reward_means(executions: list[dict[str, Any]], post_stage: bool = False)
             "tester_reward_mean": float(np.mean(test)) if test else 0.0}
 
 
+@on_success
 def train(config: str, plan_: str, slot: int, workspace: str, rewards: str, log_dir: str | None = None) -> dict[str, Any]:
     """One training step on the workspace: ``models/round-(r-1)`` -> ``models/round-r``; records the round."""
     setup_logging()
@@ -293,6 +297,7 @@ def evaluate(config: str, plan_: str, slot: int, seeds: list[int], benchmarks: d
     return {k: float(v) for k, v in primary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+@on_success
 def evaluate_component(config: str, plan_: str, slot: int, seeds: list[Any], benchmarks_dir: str, workspace: str,
                        run_name: str, report_html: str, report_md: str) -> dict[str, Any]:
     """:func:`evaluate` with the component's artifacts: a benchmarks folder in, the report (plots embedded) out."""
@@ -342,6 +347,7 @@ def promote(config: str, plan_: str, slot: int, workspace: str) -> dict[str, Any
     return {"round": float(r), "kept": float(keep)}
 
 
+@on_success
 def finish(config: str, plan_: str, workspace: str, model_out: str, report_html: str, report_md: str) -> dict[str, Any]:
     """The run's outputs: its last model as a ``Model`` artifact, the experiment's report (images embedded)."""
     import tempfile

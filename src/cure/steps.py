@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cure.config import CureConfig, _parse_value
+from cure.quick_exit import on_success
 from cure.tasks import Task, load_tasks, read_jsonl, write_jsonl
 
 log = logging.getLogger("cure.steps")
@@ -82,6 +83,7 @@ def _copy_model(src: str | Path, dst: str | Path) -> None:
     shutil.copytree(src, dst)
 
 
+@on_success
 def init_model(base_model: str, out_dir: str, store_uri: str = "", experiment: str = "", resume: bool = False) -> dict[str, Any]:
     """The starting policy: the experiment's latest checkpoint when ``resume`` and one exists, else ``base_model``.
 
@@ -255,6 +257,7 @@ def train(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, ref_
 # --- evaluation and history -----------------------------------------------------------------------------
 
 
+@on_success
 def evaluate(
     model_dir: str,
     benchmark_paths: dict[str, str],

@@ -219,7 +219,7 @@ def train_step(
     log_dir: str | None = None,
     *,
     separate_training: bool = True,
-    layout: Layout = "pack",
+    layout: Layout | None = None,
     overwrite: bool = False,
 ) -> dict:
     """One CURE training step on ``records`` (the reward artifact); writes ``out_dir/step-N`` and returns metrics.
@@ -231,7 +231,7 @@ def train_step(
     wrote (so rounds of a pipeline count up), else starts at 1. Micro batches hold at most
     ``min(packing_max_len, micro_batch_tokens)`` tokens.
     ``separate_training``: coder and tester records in separate phases (``RewardConfig.separate_training``).
-    ``layout``: ``pack`` (the reference) or ``pad`` (same groups, padded rows; for comparison).
+    ``layout``: ``pack`` (the reference) or ``pad`` (same groups, padded rows); None takes ``cfg.layout``.
     ``overwrite``: replace ``out_dir/step-N`` if it exists (else that is an error, raised before any training).
 
     Guards (:mod:`cure.validate`): rewards beyond ``cfg.max_abs_reward`` are rejected or clipped and counted
@@ -243,6 +243,7 @@ def train_step(
     """
     t0 = time.time()
     check_config(cfg)
+    layout = layout or cfg.layout
     from cure.train.data import validate_record
     from cure.validate import check_reward_range, where_of
 
@@ -408,7 +409,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ref-model", help="KL reference for train.reference=initial (the initial policy)")
     parser.add_argument("--resume", help="continue from this checkpoint (weights, step counter, optimizer state if saved)")
     parser.add_argument("--log-dir", help="TensorBoard folder (default OUT/tensorboard)")
-    parser.add_argument("--layout", choices=["pack", "pad"], default="pack", help="micro-batch layout (pad: comparison only)")
+    parser.add_argument("--layout", choices=["pack", "pad"], help="micro-batch layout; overrides train.layout")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT/step-N if it exists (else an error)")
     parser.add_argument(
         "--nproc-per-node", type=int, default=None,
