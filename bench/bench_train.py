@@ -9,7 +9,11 @@ Prints ratios measured in the same run (never asserted anywhere):
   entropy and the logged statistics;
 * the whole ``train_step`` call (loading, tokenising, checkpoint writing included) against the bare loop.
 
-Usage: ``python bench/bench_train.py [--records 24] [--hidden 128] [--layers 4] [--repeats 2]``.
+Usage: ``python bench/bench_train.py [--records 24] [--hidden 128] [--layers 4] [--repeats 2]``, or
+``--records-file REWARDS.jsonl --model DIR`` for a real round's reward records on its model (for example a demo
+round's ``execute-N/rewards`` under ``runs/demo/kfp/`` and ``$CURE_CACHE/tiny-seed0``, with ``--packing-max-len 1024``
+as the demo). Which layout wins depends on the rows: packing wastes no slot but attends across a packed row's whole
+length (no variable-length attention kernel on CPU), padding wastes slots but attends within each row only.
 """
 
 from __future__ import annotations
@@ -85,14 +89,24 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2, help="best of N for each measurement")
+    ap.add_argument("--records-file", help="reward records (JSON Lines) instead of the generated ones")
+    ap.add_argument("--model", help="with --records-file: the model they were sampled from (save_pretrained folder)")
+    ap.add_argument("--packing-max-len", type=int, default=1024)
     args = ap.parse_args()
+    if bool(args.records_file) != bool(args.model):
+        ap.error("--records-file and --model go together")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir = build_tiny_model(tmp / "model", hidden=args.hidden, layers=args.layers, vocab_size=400)
-        records = make_records(args.records)
-        cfg = TrainConfig(engine="torch", prompt_max_len=256, generate_max_len=512, packing_max_len=1024,
-                          micro_batch_tokens=1024, gradient_checkpointing=False)
+        if args.records_file:
+            from cure.tasks import read_jsonl
+
+            model_dir, records = Path(args.model), read_jsonl(args.records_file)
+        else:
+            model_dir = build_tiny_model(tmp / "model", hidden=args.hidden, layers=args.layers, vocab_size=400)
+            records = make_records(args.records)
+        cfg = TrainConfig(engine="torch", prompt_max_len=256, generate_max_len=512, packing_max_len=args.packing_max_len,
+                          micro_batch_tokens=args.packing_max_len, gradient_checkpointing=False)
         # Warm-up: first-call costs (imports, kernel selection) would otherwise land on whichever runs first.
         train_step(str(model_dir), records[:4], cfg, str(tmp / "warmup"))
         bare_loop(model_dir, records[:4], cfg)
@@ -107,7 +121,8 @@ def main() -> None:
         bare = min(bares, key=lambda x: x[1])
     pack, padm = best["pack"], best["pad"]
     bare_wall, bare_cpu, bare_tokens = bare
-    print(f"model: Qwen2 hidden={args.hidden} layers={args.layers}; {args.records} records, "
+    what = args.model if args.records_file else f"Qwen2 hidden={args.hidden} layers={args.layers}"
+    print(f"model: {what}; {len(records)} records, "
           f"{pack['tokens']} response tokens, {pack['micro_batches']} packed micro batches; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; best of {args.repeats}")
     print("CPU seconds are the process's own (less sensitive to other load on a shared machine than wall time)")

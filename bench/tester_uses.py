@@ -14,8 +14,10 @@ held-out benchmark and the noise seeds of the demo preset, and measures:
    round 0 are evaluated on the held-out tasks with every noise seed; the noise is the sample SD over the seeds
    (:func:`cure.evaluate.noise_of`, as the demo report).
 2. **Pairing.** The round-0 model as the coder, served by ``python -m cure.rollout.serve`` and reached through the
-   OpenAI-compatible engine (the API path); testers: round 0 and round N (:mod:`cure.pairing`).
-3. **Refinement.** ``eval.refine_rounds`` (``--refine-rounds``) on round 0 and round N (:mod:`cure.refine`).
+   OpenAI-compatible engine (the API path); testers: round 0 and round N (:mod:`cure.pairing`). Each tester is one
+   run of the evaluation pipeline with ``--coder-model`` (``cure run --pipeline evaluation``).
+3. **Refinement.** ``eval.refine_rounds`` (``--refine-rounds``) on round 0 and round N (:mod:`cure.refine`), one
+   evaluation pipeline run per model.
 
 Writes ``results.json`` (everything, per seed) and ``tables.md`` (the README tables) under ``--out``; a part whose
 results are already in ``results.json`` is skipped unless named in ``--redo``. Model-written code runs in the
@@ -153,10 +155,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pairing(coder: str, testers: dict[str, str], tasks_path: str, cfg: CureConfig, seeds: list[int], out: Path) -> dict[str, Any]:
-    """The coder served over HTTP by ``cure.rollout.serve`` (the API path), each tester local."""
-    from cure.pairing import evaluate_pairing
+def eval_pipeline(demo: dict[str, Any], model: str, out: Path, overrides: list[str], seeds: list[int],
+                  coder_model: str = "", coder_engine: str = "openai") -> dict[str, Any]:
+    """One run of the evaluation pipeline (``cure run --pipeline evaluation``, through ``kfp.local``) with the demo's
+    preset and config on ``model``; returns its results folder's ``history.json`` or ``pairing.json``."""
+    from cure.local_eval import run_local_eval
 
+    cfg_file = out.parent / "demo-config.yaml"
+    cfg_file.write_text(dump_config(CureConfig.model_validate(demo["config"])))
+    res = run_local_eval(demo["preset"], out, str(cfg_file), overrides, base_model=model, coder_model=coder_model,
+                         coder_engine=coder_engine, seeds=seeds)
+    name = "pairing.json" if coder_model else "history.json"
+    return {"seconds": round(res["seconds"]), "result": json.loads((out / name).read_text())}
+
+
+def pairing(demo: dict[str, Any], coder: str, testers: dict[str, str], seeds: list[int], out: Path,
+            extra: list[str]) -> dict[str, Any]:
+    """The coder served over HTTP by ``cure.rollout.serve`` (the API path); per tester one evaluation pipeline run
+    with ``--coder-model`` (the pipeline's pairing task)."""
     port = free_port()
     log_path = out / "serve.log"
     with open(log_path, "w") as serve_log:
@@ -173,26 +189,34 @@ def pairing(coder: str, testers: dict[str, str], tasks_path: str, cfg: CureConfi
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the local OpenAI-compatible server did not listen on port {port}; see {log_path}")
             time.sleep(0.5)
-        c = cfg.model_copy(deep=True)
-        c.rollout.api_base_url = f"http://127.0.0.1:{port}/v1"
-        c.rollout.api_mode = "chat"  # the server applies the model's own chat template
-        c.rollout.api_rpm_limit = 100000
-        os.environ.setdefault(c.rollout.api_key_env, "EMPTY")
-        tasks = {"heldout": load_tasks(tasks_path)[0]}
-        return {name: evaluate_pairing(path, "coder-round0", tasks, c, seeds, out / f"pairing-{name}", "openai")
-                for name, path in testers.items()}
+        # chat: the server applies the model's own chat template
+        api = [f"rollout.api_base_url=http://127.0.0.1:{port}/v1", "rollout.api_mode=chat", "rollout.api_rpm_limit=100000"]
+        os.environ.setdefault(CureConfig.model_validate(demo["config"]).rollout.api_key_env, "EMPTY")
+        runs = {}
+        for i, (name, path) in enumerate(testers.items()):
+            runs[name] = eval_pipeline(demo, path, out / f"pairing-{i}", [*api, *extra], seeds, "coder-round0", "openai")
+        return {name: {**r["result"], "pipeline_seconds": r["seconds"]} for name, r in runs.items()}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
-def refinement(model: str, tasks_path: str, cfg: CureConfig, seeds: list[int]) -> list[list[dict[str, Any]]]:
-    """Per seed, the refinement rows (round 0 = one-shot) of ``model`` on the held-out tasks."""
-    from cure.evaluate import evaluate_tasks
+def refinement(demo: dict[str, Any], model: str, rounds: int, seeds: list[int], out: Path,
+               extra: list[str]) -> dict[str, Any]:
+    """Per seed, the refinement rows (round 0 = one-shot) of ``model`` on the held-out tasks, from one evaluation
+    pipeline run with ``eval.refine_rounds``."""
     from cure.refine import rows_from_metrics
 
-    tasks = load_tasks(tasks_path)[0]
-    return [rows_from_metrics(evaluate_tasks(model, tasks, cfg, s)[0]) for s in seeds]
+    r = eval_pipeline(demo, model, out, [f"eval.refine_rounds={rounds}", *extra], seeds)
+    entry = r["result"][-1]
+    per_seed = seed_runs(entry, entry["primary_benchmark"])
+    return {"seeds": [rows_from_metrics(per_seed[s]) for s in seeds], "pipeline_seconds": r["seconds"]}
+
+
+def _only_benchmark(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-seed runs of a pairing result's one benchmark."""
+    (runs,) = result["benchmarks"].values()
+    return runs
 
 
 # --- tables ------------------------------------------------------------------------------------------------
@@ -262,7 +286,7 @@ def pairing_table(res: dict[str, Any]) -> str:
     lines = ["| tester | programs x tests | coder one-shot | BoN, paired tester | BoN, coder's own tests | gain |",
              "|---|---|---|---|---|---|"]
     for name, result in pa.items():
-        runs = result["benchmarks"]["heldout"]
+        runs = _only_benchmark(result)
         one = mean_sd([r["code_acc"] for r in runs])
         for k, s in enumerate(runs[0]["scales"]):
             st = {key: mean_sd([r["scales"][k][key] for r in runs]) for key in ("bon_paired", "bon_own", "gain")}
@@ -271,7 +295,7 @@ def pairing_table(res: dict[str, Any]) -> str:
     lines += ["", "| tester | unit-test acc., tester | unit-test acc., coder | tokens: coder programs | coder own tests | "
               "tester tests | prompts (coder / test) |", "|---|---|---|---|---|---|---|"]
     for name, result in pa.items():
-        runs = result["benchmarks"]["heldout"]
+        runs = _only_benchmark(result)
         tok = {k: sum(r["tokens"][k] for r in runs) / len(runs) for k in runs[0]["tokens"]}
         lines.append(f"| {name} | {fmt(mean_sd([r['tester_unit_test_acc'] for r in runs]))} | "
                      f"{fmt(mean_sd([r['coder_unit_test_acc'] for r in runs]))} | {tok['coder_programs']:.0f} | "
@@ -281,7 +305,8 @@ def pairing_table(res: dict[str, Any]) -> str:
 
 def refine_table(res: dict[str, Any]) -> str:
     parts = []
-    for name, per_seed in res["refine"].items():
+    for name, measured in res["refine"].items():
+        per_seed = measured["seeds"]
         rows0 = per_seed[0]
         bons = [k for k in rows0[0] if k.startswith("bon_")]
         lines = [f"| {name}: round | code acc. | " + " | ".join(f"BoN {k[4:]}" for k in bons) +
@@ -439,19 +464,19 @@ def main(argv: list[str] | None = None) -> int:
         save()
     if todo("pairing", "pairing"):
         t0 = time.monotonic()
-        res["pairing"] = pairing(base, {"round 0": base, f"round {demo['round']}": str(trained)}, heldout, cfg, seeds, out)
+        res["pairing"] = pairing(demo, base, {"round 0": base, f"round {demo['round']}": str(trained)}, seeds, out,
+                                 args.overrides)
         timing["pairing"] = round(time.monotonic() - t0)
         save()
     if "refine" in args.parts:
         t0 = time.monotonic()
-        rc = cfg.model_copy(deep=True)
-        rc.eval.refine_rounds = args.refine_rounds
         models = {"trained": (f"round {demo['round']}", str(trained)), "base": ("round 0", base)}
         res["refine"] = {} if "refine" in args.redo else res.get("refine", {})
         for key in args.refine_models:
             name, m = models[key]
             if name not in res["refine"]:
-                res["refine"][name] = refinement(m, heldout, rc, seeds)
+                res["refine"][name] = refinement(demo, m, args.refine_rounds, seeds, out / f"refine-{key}",
+                                                 args.overrides)
                 timing[f"refinement {name}"] = round(time.monotonic() - t0)
                 t0 = time.monotonic()
                 save()

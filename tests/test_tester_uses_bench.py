@@ -66,8 +66,9 @@ def _results() -> dict:
         "eval": {"round0": [{"code_acc": x, "unit_test_acc": 0.1, "bon_4x4": 0.5} for x in (0.5, 0.6, 0.4)],
                  "ground_truth": [{"code_acc": x, "unit_test_acc": 0.2, "bon_4x4": 0.7} for x in (0.8, 0.8, 0.8)],
                  "label_free": [{"code_acc": x, "unit_test_acc": 0.1, "bon_4x4": 0.5} for x in (0.6, 0.6, 0.6)]},
-        "pairing": {"round 0": {"benchmarks": {"heldout": [pair_run, pair_run]}}},
-        "refine": {"round 12": [[row, dict(row, round=1, code_acc=0.6, programs_refined=5)]] * 2},
+        "pairing": {"round 0": {"benchmarks": {"synthetic_heldout": [pair_run, pair_run]}, "pipeline_seconds": 9}},
+        "refine": {"round 12": {"seeds": [[row, dict(row, round=1, code_acc=0.6, programs_refined=5)]] * 2,
+                                "pipeline_seconds": 9}},
     }
 
 
@@ -117,3 +118,26 @@ def test_seeds_the_run_already_evaluated_are_reused_not_evaluated_again():
     assert known == {101: {"code_acc": 0.8}} and tu.seed_runs(entry, "other") == {}
     runs, here = tu.evaluate_seeds("no-model", "no-tasks", None, [101], 12, known)  # nothing left to evaluate
     assert runs == [{"code_acc": 0.8}] and here == []
+
+
+def test_refinement_rows_come_from_the_evaluation_pipelines_history(tmp_path: Path, monkeypatch):
+    """The refine part reads each seed's rows from the pipeline run's history (its ``repeats``)."""
+    def metrics(acc):
+        return {"code_acc": 0.5, "refine0_code_acc": 0.5, "refine0_unit_test_acc": 0.1, "refine0_bon_4x4": 0.5,
+                "refine0_programs_refined": 0, "refine0_tests_regenerated": 0, "refine1_code_acc": acc,
+                "refine1_unit_test_acc": 0.2, "refine1_bon_4x4": 0.5, "refine1_programs_refined": 3,
+                "refine1_tests_regenerated": 1}
+    entry = {"round": 0, "seeds": [7, 8], "primary_benchmark": "synthetic_heldout",
+             "benchmarks": {"synthetic_heldout": metrics(0.75)},
+             "repeats": {"synthetic_heldout": [metrics(0.75), metrics(0.25)]}}
+    calls = []
+
+    def fake_eval_pipeline(demo, model, out, overrides, seeds, coder_model="", coder_engine="openai"):
+        calls.append((model, overrides, seeds))
+        return {"seconds": 3, "result": [entry]}
+
+    monkeypatch.setattr(tu, "eval_pipeline", fake_eval_pipeline)
+    got = tu.refinement({}, "m", 1, [8, 7], tmp_path, ["x.y=1"])
+    assert calls == [("m", ["eval.refine_rounds=1", "x.y=1"], [8, 7])]
+    assert [seed[1]["code_acc"] for seed in got["seeds"]] == [0.25, 0.75]  # in the order of the seeds asked
+    assert got["seeds"][0][1]["programs_refined"] == 3 and got["pipeline_seconds"] == 3
