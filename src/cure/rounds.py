@@ -77,6 +77,13 @@ def slot_round(plan_: dict[str, Any], slot: int) -> int | None:
     return r if plan_["active"] and r <= int(plan_["last"]) else None
 
 
+def _slot(config: str, plan_: str, slot: int) -> tuple[CureConfig, dict[str, Any], int | None]:
+    """A slot task's start: logging, the run's config and plan, and the slot's global round (None: no round)."""
+    setup_logging()
+    p = _plan(plan_)
+    return load_config(config), p, slot_round(p, slot)
+
+
 def model_dir(workspace: str, round_: int) -> Path:
     return Path(workspace) / "models" / exp.checkpoint_name(round_)
 
@@ -134,9 +141,7 @@ def init_models(base_model: str, config: str, plan_: str, workspace: str) -> dic
 
 @on_success
 def rollout(config: str, plan_: str, slot: int, shard: int, shards: int, tasks_path: str, workspace: str) -> dict[str, Any]:
-    setup_logging()
-    cfg, p = load_config(config), _plan(plan_)
-    r = slot_round(p, slot)
+    cfg, _, r = _slot(config, plan_, slot)
     if r is None:
         return {}
     _log_stage(r, "rollout")
@@ -161,8 +166,12 @@ def merge_rollouts(workspace: str, round_: int, shards: int, out_path: str) -> i
 
 def execute(config: str, plan_: str, slot: int, shards: int, workspace: str, rollouts_out: str,
             executions_out: str) -> dict[str, Any]:
-    cfg, p = load_config(config), _plan(plan_)
-    r = slot_round(p, slot)
+    cfg, _, r = _slot(config, plan_, slot)
+    return _execute(cfg, r, shards, workspace, rollouts_out, executions_out)
+
+
+def _execute(cfg: CureConfig, r: int | None, shards: int, workspace: str, rollouts_out: str,
+             executions_out: str) -> dict[str, Any]:
     if r is None:
         for path in (rollouts_out, executions_out):
             write_jsonl(path, [])
@@ -182,15 +191,13 @@ def execute(config: str, plan_: str, slot: int, shards: int, workspace: str, rol
 def execute_and_reward(config: str, plan_: str, slot: int, shards: int, workspace: str, rollouts_out: str,
                        executions_out: str, rewards_out: str) -> dict[str, Any]:
     """Execute, then reward, in one CPU task (the reward is a few array operations on the pass tables)."""
-    setup_logging()
-    m = execute(config, plan_, slot, shards, workspace, rollouts_out, executions_out)
-    r = slot_round(_plan(plan_), slot)
+    cfg, _, r = _slot(config, plan_, slot)
+    m = _execute(cfg, r, shards, workspace, rollouts_out, executions_out)
     if r is None:
         write_jsonl(rewards_out, [])
         return {}
     _log_stage(r, "reward")
     t0 = time.monotonic()
-    cfg = load_config(config)
     rm = {**steps.reward(rollouts_out, executions_out, cfg, rewards_out, seed=r),
           **raw_reward_means(read_jsonl(executions_out), cfg.reward.post_stage)}
     _stage_metrics(workspace, r, "reward", rm, time.monotonic() - t0)
@@ -221,9 +228,7 @@ def raw_reward_means(executions: list[dict[str, Any]], post_stage: bool = False)
 @on_success
 def train(config: str, plan_: str, slot: int, workspace: str, rewards: str, log_dir: str | None = None) -> dict[str, Any]:
     """One training step on the workspace: ``models/round-(r-1)`` -> ``models/round-r``; records the round."""
-    setup_logging()
-    cfg, p = load_config(config), _plan(plan_)
-    r = slot_round(p, slot)
+    cfg, p, r = _slot(config, plan_, slot)
     if r is None:
         return {}
     _log_stage(r, "train")
@@ -333,9 +338,7 @@ def write_experiment_report(store: Any, experiment: str, report_dir: str, run_na
 
 def promote(config: str, plan_: str, slot: int, workspace: str) -> dict[str, Any]:
     """Promote the slot's model when its round is a save point, the last round, or the end of this run's segment."""
-    setup_logging()
-    cfg, p = load_config(config), _plan(plan_)
-    r = slot_round(p, slot)
+    cfg, p, r = _slot(config, plan_, slot)
     if r is None:
         return {}
     keep = r % cfg.pipeline.save_every == 0 or r == p["total"]
