@@ -246,7 +246,7 @@ def test_released_loaders_through_the_hub_cache(name: str, tmp_path: Path, monke
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
     out = tmp_path / "tasks.jsonl"
-    assert prepare_data(name, str(out)) == {"tasks": 2, "bad_rows": 0}
+    assert prepare_data(name, str(out)) == {"tasks": 2, "bad_rows": 0, "unlabeled": 0}
     tasks, _ = load_tasks(out)
     assert [t.task_id for t in tasks] == [f"{name}/0", f"{name}/1"]
     assert tasks[0].source == name and tasks[1].test_time_limit == 2.0 and tasks[0].example_input == ["1 2\n"]

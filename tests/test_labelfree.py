@@ -174,3 +174,72 @@ def test_rollout_step_samples_tests_from_the_frozen_tester(tmp_path):
     greedy = SamplingParams(n=1, temperature=0, max_new_tokens=8, stop=cfg.rollout.stop)
     want = engine.generate([_render_for(engine, lambda t, _: test_prompt(task.question, [], [], t, templates, "reference"), None)], greedy)
     assert rec["test_responses"][0] == want[0][0].text
+
+
+def _unlabeled_file(tmp_path):
+    from cure.tasks import Task
+
+    tasks = [Task(task_id="labelled", source="unit", question="Print the input.", test_input=["2\n"], test_output=["2\n"]),
+             Task(task_id="bare", source="unit", question="Print the input.", example_input=["1\n"],
+                  example_output=["1\n"], test_input=[], test_output=[])]
+    write_jsonl(tmp_path / "tasks.jsonl", tasks)
+    return tmp_path / "tasks.jsonl"
+
+
+def test_a_task_file_holds_unlabeled_tasks_and_ground_truth_stages_refuse_them(tmp_path):
+    """A task without ground-truth tests loads and is counted; ground-truth rewards and evaluation name it."""
+    from cure import steps
+    from cure.evaluate import evaluate_tasks
+    from cure.tasks import TaskFormatError, load_tasks
+
+    path = _unlabeled_file(tmp_path)
+    tasks, bad = load_tasks(path)
+    assert [t.task_id for t in tasks] == ["labelled", "bare"] and not bad
+    assert steps.prepare_data(f"file:{path}", str(tmp_path / "copy.jsonl"))["unlabeled"] == 1
+    no_model = str(tmp_path / "no-model")  # the checks come before any model is loaded
+    with pytest.raises(TaskFormatError, match=r"1 task\(s\) without ground-truth tests \(bare\).*code_reward_source"):
+        steps.rollout(no_model, str(path), load_config(None, []), 1, str(tmp_path / "r.jsonl"))
+    with pytest.raises(TaskFormatError, match=r"evaluation: 1 task\(s\) without ground-truth tests \(bare\)"):
+        evaluate_tasks(no_model, tasks, load_config(None, []))
+
+
+@pytest.mark.gvisor
+def test_label_free_round_on_an_unlabeled_task_trains_its_coder(tmp_path):
+    """A task file whose second task has no ground truth: rollout, execute (gVisor) and reward with generated tests.
+
+    The fixture model writes no runnable code, so the unlabeled task's extracted programs and tests are replaced by
+    handwritten ones after the rollout (what a model that codes would have written); the rest is the stages' own."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    import cure
+    from cure import steps
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from rollout_fixtures import build_fixture_model
+
+    policy = build_fixture_model(tmp_path / "policy")
+    shutil.copytree(Path(cure.__file__).parent / "templates" / "tiny", policy / "prompts")
+    cfg = load_config(None, ["rollout.engine=hf", "rollout.dtype=float32", "rollout.k_code=4", "rollout.k_test=3",
+                             "rollout.max_new_tokens=8", "rollout.p_give_example=0", "data.tasks_per_step=2",
+                             "execute.isolation=gvisor", "execute.workers=1", "reward.code_reward_source=generated_tests"])
+    r, e, w = (str(tmp_path / f) for f in ("r.jsonl", "e.jsonl", "w.jsonl"))
+    steps.rollout(str(policy), str(_unlabeled_file(tmp_path)), cfg, 1, r)
+    records = read_jsonl(r)
+    bare = next(x for x in records if x["task_id"] == "bare")
+    assert bare["gt_tests"] == []
+    # programs that pass 3, 1, 2 and 0 of the three generated tests (inputs 1, 2, 3: print n; n == 2 is wrong once)
+    bare["codes"] = ["print(input())", "print(2)", "n = input()\nprint(n if n != '2' else 0)", "print('x')"]
+    bare["code_responses"] = [f"```python\n{c}\n```" for c in bare["codes"]]
+    bare["tests"] = [{"input": f"{n}\n", "output": f"{n}\n"} for n in (1, 2, 3)]
+    write_jsonl(r, records)
+    steps.execute(r, cfg, e)
+    table = next(x for x in read_jsonl(e) if x["task_id"] == "bare")
+    assert table["num_gt"] == 0 and [sum(row) for row in table["passed"]] == [3, 1, 2, 0]
+    steps.reward(r, e, cfg, w)
+    rows = [x for x in read_jsonl(w) if x["task_id"] == "bare"]
+    assert rows and all(x["role"] == "coder" for x in rows)  # no tester rows: Eq. 4 needs ground truth
+    by_response = {x["response"]: x["reward"] for x in rows}
+    rewards = [by_response[resp] for resp in bare["code_responses"]]
+    assert rewards[0] > rewards[2] > rewards[1] > rewards[3]

@@ -146,8 +146,11 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     for b in bad:
         print(f"bad row: {b}", file=sys.stderr)
     n = write_jsonl(args.out, tasks)
-    summary = {"source": args.source, "written": n, "bad": len(bad), "bad_rows": [str(b) for b in bad]}
+    unlabeled = sum(1 for t in tasks if not t.test_input)
+    summary = {"source": args.source, "written": n, "bad": len(bad), "bad_rows": [str(b) for b in bad],
+               "unlabeled": unlabeled}
     if args.report:
         Path(args.report).write_text(json.dumps(summary, indent=2))
-    print(f"wrote {n} tasks to {args.out}" + (f"; {len(bad)} bad rows skipped (listed above)" if bad else ""))
+    print(f"wrote {n} tasks to {args.out}" + (f"; {len(bad)} bad rows skipped (listed above)" if bad else "")
+          + (f"; {unlabeled} without ground-truth tests (label-free RL only)" if unlabeled else ""))
     return 0

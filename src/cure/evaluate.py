@@ -28,7 +28,7 @@ import numpy as np
 
 from cure.config import CureConfig
 from cure.metrics import summarize, tables_from_executions
-from cure.tasks import Task, load_tasks, write_jsonl
+from cure.tasks import Task, load_tasks, require_labeled, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def evaluate_tasks(
     from cure.rollout.engine import make_engine
     from cure.rollout.stage import policy_tokenizer, rollout_tasks
 
+    require_labeled(tasks, "evaluation", "accuracy is measured with ground-truth tests")
     c = eval_config(cfg, seed, model)
     if engine is None:
         engine = make_engine(c.rollout.engine, model, c.rollout)

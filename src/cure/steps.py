@@ -18,7 +18,7 @@ from typing import Any
 
 from cure.config import CureConfig, _parse_value
 from cure.quick_exit import on_success
-from cure.tasks import Task, load_tasks, read_jsonl, write_jsonl
+from cure.tasks import Task, load_tasks, read_jsonl, require_labeled, write_jsonl
 
 log = logging.getLogger("cure.steps")
 
@@ -73,7 +73,7 @@ def prepare_data(spec: str, out_path: str) -> dict[str, Any]:
         raise ValueError(f"unknown data spec {spec!r}: use synthetic:SPLIT:N[:SEED], humaneval[:N], file:PATH, "
                          f"hf:NAME[:SPLIT] or a released dataset NAME[:N] ({', '.join(RELEASED)})")
     write_jsonl(out_path, tasks)
-    return {"tasks": len(tasks), "bad_rows": len(bad)}
+    return {"tasks": len(tasks), "bad_rows": len(bad), "unlabeled": sum(1 for t in tasks if not t.test_input)}
 
 
 def _copy_model(src: str | Path, dst: str | Path) -> None:
@@ -155,7 +155,11 @@ def rollout(model_dir: str, tasks_path: str, cfg: CureConfig, round_: int, out_p
     from cure.rollout.stage import default_prompt_dir, policy_tokenizer, rollout_tasks
     from cure.rollout.stage import summarize as summarize_rollouts
 
-    tasks = select_tasks(load_tasks(tasks_path)[0], cfg.data.tasks_per_step, seed=1000 * cfg.rollout.seed + round_)
+    all_tasks = load_tasks(tasks_path)[0]
+    if cfg.reward.code_reward_source == "ground_truth":
+        require_labeled(all_tasks, tasks_path, "ground-truth rewards need them: set reward.code_reward_source="
+                        "generated_tests for label-free RL, or remove those tasks")
+    tasks = select_tasks(all_tasks, cfg.data.tasks_per_step, seed=1000 * cfg.rollout.seed + round_)
     tasks = tasks[shard_slice(len(tasks), shard, shards)]
     if not tasks:
         write_jsonl(out_path, [])

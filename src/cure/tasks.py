@@ -2,7 +2,9 @@
 
 A task is one JSON object: ``task_id``, ``source``, ``question``, ``test_time_limit`` (seconds),
 ``example_input``/``example_output`` (public examples shown in prompts) and ``test_input``/``test_output``
-(ground-truth tests), each a list of strings fed to / expected from the program's stdin/stdout.
+(ground-truth tests), each a list of strings fed to / expected from the program's stdin/stdout. A task with no
+ground-truth test is *unlabeled*: label-free RL trains the coder on it (``reward.code_reward_source=generated_tests``);
+ground-truth rewards and evaluation refuse it (:func:`require_labeled`).
 
 Bad input never disappears silently: :func:`load_tasks` either rejects the whole file (``on_error="raise"``,
 the default) naming the file, row and field, or keeps the good rows and returns every bad row with its reason
@@ -58,13 +60,19 @@ class Task(BaseModel):
             )
         if len(self.test_input) != len(self.test_output):
             raise ValueError(f"test_input has {len(self.test_input)} items but test_output has {len(self.test_output)}")
-        if not self.test_input:
-            raise ValueError("test_input is empty: a task needs at least one ground-truth test")
         return self
 
 
 class TaskFormatError(ValueError):
     """A task file or record is invalid. The message names the file, row, field and problem."""
+
+
+def require_labeled(tasks: Iterable[Task], what: str, remedy: str = "") -> None:
+    """Raise :class:`TaskFormatError` naming the tasks of ``what`` that have no ground-truth test."""
+    bare = [t.task_id for t in tasks if not t.test_input]
+    if bare:
+        names = ", ".join(bare[:5]) + (f" and {len(bare) - 5} more" if len(bare) > 5 else "")
+        raise TaskFormatError(f"{what}: {len(bare)} task(s) without ground-truth tests ({names})" + (f"; {remedy}" if remedy else ""))
 
 
 @dataclass(frozen=True)
