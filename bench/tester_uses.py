@@ -243,6 +243,25 @@ def labelfree_table(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bon_gain_table(res: dict[str, Any]) -> str:
+    """Best-of-N minus one-shot code accuracy, paired within each seed (same programs), mean ± SD over the seeds and
+    its standard error: whether the model's own tests pick programs better than one sample does."""
+    ev, n = res["eval"], res["setting"]["round"]
+    bons = [f"bon_{a}x{b}" for a, b in res["setting"]["scales"] if f"bon_{a}x{b}" in ev["round0"][0]]
+    lines = ["| model | " + " | ".join(f"{k} - code_acc (SD; SE)" for k in bons) + " |", "|---|" + "---|" * len(bons)]
+    labels = {"round0": "round 0", "ground_truth": f"ground-truth RL, round {n} (the demo)",
+              "label_free": f"label-free RL, round {n}"}
+    for name, label in labels.items():
+        if name not in ev:
+            continue
+        cells = []
+        for k in bons:
+            d = mean_sd([r[k] - r["code_acc"] for r in ev[name]])
+            cells.append(f"{d['mean']:+.3f} ({d['sd']:.3f}; {d['sd'] / math.sqrt(d['n']):.3f})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def training_table(res: dict[str, Any]) -> str:
     """Per round: the ground-truth pass rate of the round's training samples, both runs (the label-free run never
     reads it; its coder reward is the generated-test pass rate)."""
@@ -337,6 +356,8 @@ def render(res: dict[str, Any]) -> str:
     body = []
     if "eval" in res:
         body += [f"### Label-free RL vs ground-truth RL (held-out, {s['round']} rounds each)", "", labelfree_table(res)]
+        body += ["Best-of-N over one-shot, paired within each seed (the same programs; the model's own tests pick):",
+                 "", bon_gain_table(res)]
     ht = history_table(res)
     if ht:
         body += ["Held-out figures at each evaluated round, from each run's own evaluations:", "", ht]

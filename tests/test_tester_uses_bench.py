@@ -80,6 +80,8 @@ def test_tables_show_each_use_with_its_noise():
     assert "| round 0 | 0.200 ± 0.000 | 0.100 ± 0.000 | 100 | 80 | 90 | 10 / 12 |" in md
     assert "| 0 (one-shot) | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.100 ± 0.000 | 0 | 0 |" in md
     assert "| 1 | 0.600 ± 0.000 |" in md and "| 5 | 0 |" in md
+    # BoN minus one-shot per seed: round 0 gives 0.0, -0.1, +0.1 (SD 0.1, SE 0.058); the demo -0.1 each
+    assert "| round 0 | +0.000 (0.100; 0.058) |" in md and "| ground-truth RL, round 12 (the demo) | -0.100 (0.000; 0.000) |" in md
 
 
 def test_cure_run_takes_the_evaluation_pipeline_flags():
