@@ -82,7 +82,7 @@ def _task(task_id, passed, num_gt, tests=None):
 NO_GT = [[True, True, True], [False, True, False], [True, False, True], [False, False, False]]
 
 
-def test_no_ground_truth_task_trains_the_coder_and_not_the_tester():
+def test_no_ground_truth_task_trains_the_coder_and_not_the_tester(caplog):
     ro, ex = _task("nogt", NO_GT, 0)
     cfg = load_config(None, ["reward.code_reward_source=generated_tests"]).reward
     code, test, counts = assemble([ro], [ex], cfg, 100)
@@ -90,8 +90,10 @@ def test_no_ground_truth_task_trains_the_coder_and_not_the_tester():
     assert rewards["nogt program 0"] > rewards["nogt program 2"] > rewards["nogt program 1"] > rewards["nogt program 3"]
     assert test == [] and counts["tester_none"] == 1 and counts["coder_tasks"] == 1
     # The default (ground truth) gives the coder nothing on such a task.
-    code, test, counts = assemble([ro], [ex], load_config(None).reward, 100)
-    assert code == [] and test == [] and counts["coder_none"] == 1
+    with caplog.at_level("WARNING", logger="cure.reward_stage"):
+        code, test, counts = assemble([ro], [ex], load_config(None).reward, 100)
+    assert code == [] and test == [] and counts["coder_none"] == 1 and counts["unlabeled_tasks"] == 1
+    assert "1 task(s) have no ground-truth tests" in caplog.text  # said, not silent
 
 
 def test_ground_truth_is_not_read_in_label_free_mode():

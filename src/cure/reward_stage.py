@@ -103,6 +103,11 @@ def assemble(
                 target.append(
                     {"prompt": prompt, "response": resp, "reward": rew, "role": role, "task_id": r["task_id"], "truncated": trunc}
                 )
+    unlabeled = sum(1 for e in executions if not e["num_gt"])
+    counts["unlabeled_tasks"] = unlabeled
+    if unlabeled and cfg.code_reward_source == "ground_truth":
+        log.warning("%d task(s) have no ground-truth tests: no coder or tester reward for them under ground-truth "
+                    "rewards (reward.code_reward_source=generated_tests trains the coder on them)", unlabeled)
     counts["coder_reward_mean"] = float(np.mean(raw_code)) if raw_code else 0.0
     counts["tester_reward_mean"] = float(np.mean(raw_test)) if raw_test else 0.0
     rng = random.Random(seed)
