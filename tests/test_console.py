@@ -160,3 +160,13 @@ def test_reward_stage_reports_raw_mean_rewards() -> None:
     _, _, counts = assemble(rollouts, executions, RewardConfig(post_stage=False), max_new_tokens=100)
     assert counts["coder_reward_mean"] == pytest.approx(0.25)  # (1 + 0 + 0 + 0) / 4
     assert counts["tester_reward_mean"] == pytest.approx(-0.5)  # (0 + -1) / 2
+
+
+def test_console_of_a_run_without_rounds(tmp_path: Path) -> None:
+    """``cure run --pipeline evaluation``: the title says what is evaluated; stages name the round alone."""
+    out = io.StringIO()
+    with RunConsole(tmp_path, 0, title="cure run --pipeline evaluation", what="self-evaluation of m", tty=False, stream=out):
+        print("    cure: round 0: evaluate")
+    shown = out.getvalue()
+    assert shown.startswith("cure run --pipeline evaluation: self-evaluation of m; full orchestrator output: ")
+    assert "round 0: evaluate" in shown and "round 0/0" not in shown

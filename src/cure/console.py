@@ -201,10 +201,11 @@ class RunConsole:
     """
 
     def __init__(self, run_dir: str | Path, rounds: int, title: str = "cure run", evaluations: list[int] | None = None,
-                 tty: bool | None = None, stream: TextIO | None = None) -> None:
+                 tty: bool | None = None, stream: TextIO | None = None, what: str | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.log_path = self.run_dir / "run.log"
         self.title = title
+        self.what = what or f"{rounds} rounds"  # the title line's description of the run
         self.state = RunState(rounds, evaluations)
         self.out = stream or sys.stdout
         self.tty = (self.out.isatty() and not _env_plain()) if tty is None else tty
@@ -241,7 +242,8 @@ class RunConsole:
             if kind == "stage":
                 r, stage = value
                 if self._progress is None:
-                    self.print(f"[{self._elapsed()}] round {r}/{self.state.rounds}: {stage}")
+                    where = f"round {r}/{self.state.rounds}" if self.state.rounds else f"round {r}"
+                    self.print(f"[{self._elapsed()}] {where}: {stage}")
             elif kind == "task" and not self.state.announced and self._progress is None:
                 self.print(f"[{self._elapsed()}] task {value}")
             elif kind == "note" and self._progress is None:
@@ -260,7 +262,7 @@ class RunConsole:
     def __enter__(self) -> RunConsole:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        self.print(f"{self.title}: {self.state.rounds} rounds; full orchestrator output: {self.log_path}")
+        self.print(f"{self.title}: {self.what}; full orchestrator output: {self.log_path}")
         if self.tty:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

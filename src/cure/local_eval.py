@@ -7,7 +7,9 @@ that coder (:mod:`cure.pairing`; ``--coder-engine openai`` reaches an OpenAI-com
 ``rollout.api_base_url``, key from ``rollout.api_key_env`` in this environment, where a cluster maps a Secret).
 
 The run folder gets the evaluation's ``history.json`` (self-evaluation) and ``refine.md`` (with refinement), or
-``pairing.md`` and ``pairing.json`` (pairing), besides the store and KFP's outputs (``kfp/``).
+``pairing.md`` and ``pairing.json`` (pairing), besides the store and KFP's outputs (``kfp/``). The console shows
+the tasks and the evaluation's tables (:class:`cure.console.RunConsole`); the orchestrator's output goes to
+``run.log``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def run_local_eval(preset: str, out_dir: str | Path, cfg_file: str | None = None
     preset's noise seeds."""
     from kfp import local
 
+    from cure.console import RunConsole
     from cure.container_runner import DOCKER_OVERRIDES, make_runner
     from cure.kfp_compile import import_pipelines
     from cure.local_run import PRESETS, pipeline_arguments
@@ -55,11 +58,13 @@ def run_local_eval(preset: str, out_dir: str | Path, cfg_file: str | None = None
            "seeds": list(seeds or p["noise_seeds"]), "coder_model": coder_model or "", "coder_engine": coder_engine}
     arguments = pipeline_arguments(cfg, run, store_uri, experiment)
     (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
-    local.init(runner=make_runner(runner, run_dir, model), pipeline_root=str(run_dir / "kfp"), raise_on_error=True)
     what = f"pairing (coder {coder_model}, {coder_engine})" if coder_model else "self-evaluation"
-    log.info("evaluation pipeline: %s of %s, seeds %s -> %s", what, model, run["seeds"], run_dir)
+    what += f" of {model}, seeds {', '.join(map(str, run['seeds']))}"
     t0 = time.monotonic()
-    pipeline(**arguments)
+    with RunConsole(run_dir, 0, title=f"cure run --pipeline evaluation --preset {preset}", what=what):
+        local.init(runner=make_runner(runner, run_dir, model), pipeline_root=str(run_dir / "kfp"), raise_on_error=True)
+        log.info("evaluation pipeline: %s -> %s", what, run_dir)
+        pipeline(**arguments)
     seconds = time.monotonic() - t0
     files = collect_outputs(run_dir)
     if not files:
