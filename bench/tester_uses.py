@@ -329,13 +329,16 @@ def refine_table(res: dict[str, Any]) -> str:
         rows0 = per_seed[0]
         bons = [k for k in rows0[0] if k.startswith("bon_")]
         lines = [f"| {name}: round | code acc. | " + " | ".join(f"BoN {k[4:]}" for k in bons) +
-                 " | unit-test acc. | programs refined | tests regenerated |", "|---|" + "---|" * (5 + len(bons))]
+                 " | unit-test acc. | programs refined / prompted | tests regenerated / prompted |",
+                 "|---|" + "---|" * (4 + len(bons))]
         for r in range(len(rows0)):
             st = {k: mean_sd([seed[r][k] for seed in per_seed]) for k in ("code_acc", "unit_test_acc", *bons)}
-            cnt = {k: sum(seed[r][k] for seed in per_seed) / len(per_seed) for k in ("programs_refined", "tests_regenerated")}
+            cnt = {k: sum(seed[r].get(k, 0) for seed in per_seed) / len(per_seed)
+                   for k in ("programs_refined", "code_prompts", "tests_regenerated", "test_prompts")}
             label = "0 (one-shot)" if r == 0 else str(r)
             lines.append(f"| {label} | {fmt(st['code_acc'])} | " + " | ".join(fmt(st[k]) for k in bons) +
-                         f" | {fmt(st['unit_test_acc'])} | {cnt['programs_refined']:.0f} | {cnt['tests_regenerated']:.0f} |")
+                         f" | {fmt(st['unit_test_acc'])} | {cnt['programs_refined']:.0f} / {cnt['code_prompts']:.0f} | "
+                         f"{cnt['tests_regenerated']:.0f} / {cnt['test_prompts']:.0f} |")
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
@@ -412,9 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "models").mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     res: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    previous = dict(res)
 
     def save() -> None:
-        res["setting"]["load_end"] = _load()
+        if args.parts:  # a measurement; a rewrite of the tables keeps the measurement's provenance
+            res["setting"]["load_end"] = _load()
         results_path.write_text(json.dumps(res, indent=2))
         (out / "tables.md").write_text(render(res))
 
@@ -443,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU" if not _has_gpu() else platform.machine(),
         "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "load_start": _load(),
     }
+    if not args.parts and "setting" in previous:
+        res["setting"].update({k: previous["setting"][k] for k in ("commit", "machine", "started", "load_start", "load_end")
+                               if k in previous["setting"]})
     timing = res.setdefault("timing", {})
     todo = lambda part, key: part in args.parts and (key not in res or part in args.redo)  # noqa: E731
 

@@ -67,7 +67,8 @@ def _results() -> dict:
                  "ground_truth": [{"code_acc": x, "unit_test_acc": 0.2, "bon_4x4": 0.7} for x in (0.8, 0.8, 0.8)],
                  "label_free": [{"code_acc": x, "unit_test_acc": 0.1, "bon_4x4": 0.5} for x in (0.6, 0.6, 0.6)]},
         "pairing": {"round 0": {"benchmarks": {"synthetic_heldout": [pair_run, pair_run]}, "pipeline_seconds": 9}},
-        "refine": {"round 12": {"seeds": [[row, dict(row, round=1, code_acc=0.6, programs_refined=5)]] * 2,
+        "refine": {"round 12": {"seeds": [[row, dict(row, round=1, code_acc=0.6, programs_refined=5, code_prompts=8,
+                                                     test_prompts=3)]] * 2,
                                 "pipeline_seconds": 9}},
     }
 
@@ -78,8 +79,9 @@ def test_tables_show_each_use_with_its_noise():
     assert "| label-free RL, round 12 | 0.600 ± 0.000 |" in md and "+0.100 ± 0.058" in md
     assert "| round 0 | 4 x 4 | 0.400 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 | +0.250 ± 0.000 |" in md
     assert "| round 0 | 0.200 ± 0.000 | 0.100 ± 0.000 | 100 | 80 | 90 | 10 / 12 |" in md
-    assert "| 0 (one-shot) | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.100 ± 0.000 | 0 | 0 |" in md
-    assert "| 1 | 0.600 ± 0.000 |" in md and "| 5 | 0 |" in md
+    assert "| 0 (one-shot) | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.100 ± 0.000 | 0 / 0 | 0 / 0 |" in md
+    assert "| 1 | 0.600 ± 0.000 |" in md and "| 5 / 8 | 0 / 3 |" in md
+    assert "|---|---|---|---|---|---|\n| 0 (one-shot)" in md  # one separator cell per column
     # BoN minus one-shot per seed: round 0 gives 0.0, -0.1, +0.1 (SD 0.1, SE 0.058); the demo -0.1 each
     assert "| round 0 | +0.000 (0.100; 0.058) |" in md and "| ground-truth RL, round 12 (the demo) | -0.100 (0.000; 0.000) |" in md
 
