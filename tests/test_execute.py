@@ -132,3 +132,39 @@ def test_cli_execute(tmp_path, capsys):
     assert all(set(r) >= {"task_id", "num_gt", "passed", "status"} for r in got)
     rc = cli.main(["execute", "--rollouts", str(tmp_path / "missing.jsonl"), "--out", str(dst)])
     assert rc == 2 and "missing.jsonl" in capsys.readouterr().err
+
+
+def test_inside_an_outer_sandbox_a_timeout_is_rerun_once(monkeypatch):
+    """``recheck_timeouts`` (a worker in a pod or sandbox container, without the host's CPU measure): a test that
+    timed out runs once more, alone; its second verdict stands. The program loops on its first run only (a marker
+    file shared by both runs), so it passes with the re-run and times out without it."""
+    import os
+    import shutil
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    from cure.sandbox.pool import Job, Limits, _Sandbox
+
+    def looping_once() -> str:
+        marker = os.path.join(shared, uuid.uuid4().hex)
+        return (f"import os\nif not os.path.exists({marker!r}):\n    open({marker!r}, 'w').close()\n"
+                "    while True:\n        pass\nprint(input())")
+
+    shared = tempfile.mkdtemp(prefix="cure-rerun-", dir="/tmp")
+    os.chmod(shared, 0o777)  # the program runs as an unprivileged user
+    workdir = tempfile.mkdtemp(prefix="cure-rerun-work-", dir="/tmp")  # its working folder is under this one:
+    os.chmod(workdir, 0o711)  # pytest's tmp_path sits in folders only root may enter
+    sandbox = _Sandbox("none", Path(workdir), 0)  # the worker itself is started without CURE_SANDBOX_OUTER
+    try:
+        monkeypatch.setenv("CURE_SANDBOX_OUTER", "test")  # what pool.run reads
+        assert sandbox.run(Job(looping_once(), [("7", "7")], time_limit=0.3), Limits(wall_factor=2.0)) == ["pass"]
+        monkeypatch.delenv("CURE_SANDBOX_OUTER")
+        assert sandbox.run(Job(looping_once(), [("7", "7")], time_limit=0.3), Limits(wall_factor=2.0)) == ["timeout"]
+        # a program that always loops still times out with the re-run
+        monkeypatch.setenv("CURE_SANDBOX_OUTER", "test")
+        assert sandbox.run(Job("while True:\n    pass", [("7", "7")], time_limit=0.3), Limits(wall_factor=2.0)) == ["timeout"]
+    finally:
+        sandbox.close()
+        shutil.rmtree(shared, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -140,6 +140,8 @@ class _Sandbox:
             "memory_mb": limits.memory_mb,
             "output_limit": limits.output_limit,
             "confirm_cpu": self.isolation == "gvisor",
+            # Inside an outer gVisor sandbox (no host measure there): a timeout is re-run once (worker._rerun_alone).
+            "recheck_timeouts": self.isolation == "none" and bool(os.environ.get("CURE_SANDBOX_OUTER")),
             "typing_names": job.typing_names,
             "want_output": job.want_output,
         }
