@@ -73,6 +73,11 @@ NONE_WARNING = (
 )
 
 
+def program_uid(index: int) -> int:
+    """The uid worker ``index`` of a pool inside an outer sandbox gives its programs: nobody (65534), then down."""
+    return 65534 - index
+
+
 class _Sandbox:
     """One worker process (inside ``runsc run`` or bare) and its pipes."""
 
@@ -98,6 +103,8 @@ class _Sandbox:
             env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "CURE_SANDBOX_TMP": str(tmp)}
             if os.environ.get("CURE_SANDBOX_OUTER"):  # the worker may then clean up by uid (worker._kill_leftovers)
                 env["CURE_SANDBOX_OUTER"] = os.environ["CURE_SANDBOX_OUTER"]
+                # one program uid per worker: one worker's cleanup by uid must not kill another's running program
+                env["CURE_SANDBOX_UID"] = str(program_uid(self.index))
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
         )

@@ -62,10 +62,10 @@ def parse_results_block(log_text: str) -> list[dict]:
     return decode_records(base64.b64decode("".join(body.split())))
 
 
-def _reap_program_orphans(uid: int) -> None:
-    """As pid 1 of a sandbox container, reap exited processes of the programs' ``uid`` that were re-parented here
-    (the worker kills them; without this they would stay as zombies). The worker processes themselves (another uid)
-    are left to the pool that waits for them."""
+def _reap_program_orphans() -> None:
+    """As pid 1 of a sandbox container, reap exited processes of the programs (each worker gives its programs a
+    uid of its own, never root) that were re-parented here (the workers kill them; without this they would stay as
+    zombies). The worker processes themselves (root) are left to the pool that waits for them."""
     import threading
     import time
 
@@ -75,7 +75,7 @@ def _reap_program_orphans(uid: int) -> None:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 info = None
-            if info is not None and info.si_uid == uid:
+            if info is not None and info.si_uid != 0:
                 try:
                     os.waitpid(info.si_pid, 0)
                 except ChildProcessError:
@@ -113,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     rollouts = decode_records((Path(args.dir) / f"shard-{index}.jsonl.gz").read_bytes())
     os.environ.setdefault("CURE_SANDBOX_OUTER", "gvisor-pod")
     if os.getpid() == 1 and os.getuid() == 0:
-        from cure.sandbox.worker import UNPRIVILEGED
-
-        _reap_program_orphans(UNPRIVILEGED)
+        _reap_program_orphans()
         _close_tmp()
     from cure.execute import execute_rollouts
 

@@ -102,6 +102,10 @@ for _name in ("exit", "quit"):
         setattr(builtins, _name, _Quitter(_name))
 
 UNPRIVILEGED = 65534  # nobody
+# The uid this worker gives its programs. Several workers inside one outer sandbox (the shard's pool) each get their
+# own (``CURE_SANDBOX_UID``, set by the pool): a worker there kills leftovers by uid, which must not reach another
+# worker's running program.
+PROGRAM_UID = int(os.environ.get("CURE_SANDBOX_UID", UNPRIVILEGED))
 MAX_PROCS = 32
 MAX_OPEN_FILES = 64
 MAX_FILE_BYTES = 16 << 20
@@ -273,8 +277,8 @@ def _runner_main(job_fd: int, result_fd: int, tmpdir: str, limits: tuple[int, in
     os.setsid()
     if os.getuid() == 0:
         os.setgroups([])
-        os.setgid(UNPRIVILEGED)
-        os.setuid(UNPRIVILEGED)
+        os.setgid(PROGRAM_UID)
+        os.setuid(PROGRAM_UID)
     os.chdir(tmpdir)
     os.environ.clear()
     os.environ.update({"PATH": "/usr/bin:/bin", "HOME": tmpdir, "TMPDIR": tmpdir, "LANG": "C.UTF-8"})
@@ -356,10 +360,10 @@ def _kill_leftovers(worker_pid: int) -> None:
             except ProcessLookupError:
                 pass
         else:
-            # Inside an outer sandbox (a sandbox container or pod, where nothing else runs as UNPRIVILEGED), orphans
+            # Inside an outer sandbox (a sandbox container or pod, where nothing else runs as PROGRAM_UID), orphans
             # that left the subreaper's tree (the container's pid 1 adopts them) are still the program's: the root
             # worker gave every program that uid. Never on a host, where other processes may run as nobody.
-            found = _descendants(worker_pid) + (_pids_of_uid(UNPRIVILEGED) if _in_outer_sandbox() else [])
+            found = _descendants(worker_pid) + (_pids_of_uid(PROGRAM_UID) if _in_outer_sandbox() else [])
             for pid in found:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -369,7 +373,7 @@ def _kill_leftovers(worker_pid: int) -> None:
             while os.waitpid(-1, os.WNOHANG)[0] != 0:
                 pass
         except ChildProcessError:
-            if worker_pid == 1 or not (_descendants(worker_pid) or (_in_outer_sandbox() and _pids_of_uid(UNPRIVILEGED, alive=True))):
+            if worker_pid == 1 or not (_descendants(worker_pid) or (_in_outer_sandbox() and _pids_of_uid(PROGRAM_UID, alive=True))):
                 return
         time.sleep(0.001)
 
@@ -537,7 +541,7 @@ class Worker:
         tmpdir = os.path.join(self.tmp_root, f"run{self.counter}")
         os.mkdir(tmpdir, 0o700)
         if os.getuid() == 0:
-            os.chown(tmpdir, UNPRIVILEGED, UNPRIVILEGED)
+            os.chown(tmpdir, PROGRAM_UID, PROGRAM_UID)
         job_r, job_w = os.pipe()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
