@@ -20,8 +20,9 @@ podman's ``podman system service``) with the same confinement:
   marker lines the cluster launcher reads.
 
 Why root inside gVisor with six capabilities (see also :mod:`cure.sandbox.k8s`): each program then runs as
-``nobody`` and the worker kills whatever it leaves (every process of that uid: the worker is not pid 1 here, so
-orphans that leave its subreaper tree are found by uid). As uid 10001 without capabilities, the worker could not
+``nobody`` (each further worker of the shard gives its programs the next uid down, so that no worker's cleanup
+reaches another's program) and the worker kills whatever it leaves (every process of that uid: the worker is not
+pid 1 here, so orphans that leave its subreaper tree are found by uid). As uid 10001 without capabilities, the worker could not
 give programs a uid of their own: a program could kill the shard process (failing the container, or pod, and with
 it the execute stage), write ``/tmp`` and leave processes behind (6 of the 21 adversarial programs got through).
 

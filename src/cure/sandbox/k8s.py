@@ -8,7 +8,7 @@ read-only. Its worker runs as root *inside gVisor* with only the six capabilitie
 (:func:`sandbox_security_context`, the one privilege setting of every sandbox container, see below).
 
 Why root inside gVisor and not uid 10001 without capabilities: the worker gives each program a uid of its own
-(``nobody``) and kills whatever it leaves behind; that takes CAP_SETUID/SETGID (and KILL, CHOWN, FOWNER,
+(``nobody``; the next uid down for each further worker of the pod) and kills whatever it leaves behind; that takes CAP_SETUID/SETGID (and KILL, CHOWN, FOWNER,
 DAC_OVERRIDE for its temp dirs and clean-up). Without them programs share the worker's uid, so a program can kill
 the shard process (the pod fails, and with it the execute stage), write /tmp and leave processes the worker cannot
 kill: 6 of the 21 adversarial programs got through that way (tests/test_containers.py). The root here is the
