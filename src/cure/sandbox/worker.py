@@ -493,9 +493,8 @@ class Worker:
 
         For a worker inside an outer gVisor sandbox (a pod of the cluster Job, a local sandbox container): the
         host's measure of CPU time is out of reach there, and the sandbox's clock also runs while the program waits
-        for a host CPU, so a contended moment gives trivial programs timeouts (the demo in containers: 7 to 55 of
-        about 12,000 executions a round, none with the host's measure). A program that really runs too long times
-        out again: it costs its limit twice."""
+        for a host CPU (see :meth:`_confirm_timeout`), so on a contended node a program can time out having used
+        less than its limit. A program that really runs too long times out again: it costs its limit twice."""
         if self.runner is not None:
             self._end_runner(kill=True)
         one = dict(msg, tests=[msg["tests"][k]], first=0, fresh=True)
