@@ -168,3 +168,26 @@ def test_inside_an_outer_sandbox_a_timeout_is_rerun_once(monkeypatch):
         sandbox.close()
         shutil.rmtree(shared, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_inside_an_outer_sandbox_each_worker_gives_its_programs_its_own_uid(monkeypatch):
+    """Worker k of a pool inside an outer sandbox runs programs as 65534 - k, so that its cleanup by uid
+    (worker._kill_leftovers) never reaches a program of another worker (which would read as a timeout)."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from cure.sandbox.pool import Job, Limits, _Sandbox, program_uid
+
+    assert [program_uid(k) for k in range(3)] == [65534, 65533, 65532]
+    workdir = tempfile.mkdtemp(prefix="cure-uid-work-", dir="/tmp")
+    os.chmod(workdir, 0o711)
+    monkeypatch.setenv("CURE_SANDBOX_OUTER", "test")
+    sandbox = _Sandbox("none", Path(workdir), 1)  # index 1: uid 65533, which nothing else on this machine uses
+    try:
+        job = Job("import os\nprint(os.getuid(), os.getgid())", [("", "65533 65533")], time_limit=1.0)
+        assert sandbox.run(job, Limits()) == ["pass"]
+    finally:
+        sandbox.close()
+        shutil.rmtree(workdir, ignore_errors=True)
