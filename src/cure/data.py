@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from cure.config import CureConfig
-from cure.tasks import BadRow, Task, TaskFormatError, load_hf_tasks, load_tasks, write_jsonl
+from cure.tasks import BadRow, Task, TaskFormatError, load_hf_tasks, load_tasks, unlabeled, write_jsonl
 
 log = logging.getLogger(__name__)
 # name -> (hub dataset, file in it): the files data/download_data.py of the reference fetches.
@@ -146,11 +146,11 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     for b in bad:
         print(f"bad row: {b}", file=sys.stderr)
     n = write_jsonl(args.out, tasks)
-    unlabeled = sum(1 for t in tasks if not t.test_input)
+    bare = len(unlabeled(tasks))
     summary = {"source": args.source, "written": n, "bad": len(bad), "bad_rows": [str(b) for b in bad],
-               "unlabeled": unlabeled}
+               "unlabeled": bare}
     if args.report:
         Path(args.report).write_text(json.dumps(summary, indent=2))
     print(f"wrote {n} tasks to {args.out}" + (f"; {len(bad)} bad rows skipped (listed above)" if bad else "")
-          + (f"; {unlabeled} without ground-truth tests (label-free RL only)" if unlabeled else ""))
+          + (f"; {bare} without ground-truth tests (label-free RL only)" if bare else ""))
     return 0

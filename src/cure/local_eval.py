@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cure.config import load_config
-
 log = logging.getLogger("cure.run")
 
 
@@ -36,15 +34,12 @@ def run_local_eval(preset: str, out_dir: str | Path, cfg_file: str | None = None
     from kfp import local
 
     from cure.console import RunConsole
-    from cure.container_runner import DOCKER_OVERRIDES, make_runner
+    from cure.container_runner import make_runner
     from cure.kfp_compile import import_pipelines
-    from cure.local_run import PRESETS, pipeline_arguments
+    from cure.local_run import pipeline_arguments, preset_and_config
 
-    if preset not in PRESETS:
-        raise SystemExit(f"error: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    p = PRESETS[preset]
+    p, cfg = preset_and_config(preset, cfg_file, overrides, runner)
     model = base_model or p["base_model"]
-    cfg = load_config(cfg_file, list(p["set"]) + (DOCKER_OVERRIDES if runner == "docker" else []) + list(overrides or []))
     run_dir = Path(out_dir).resolve()
     if run_dir.exists():
         shutil.rmtree(run_dir)

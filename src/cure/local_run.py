@@ -116,6 +116,19 @@ def pipeline_arguments(cfg: CureConfig, run: dict[str, Any], store_uri: str, exp
     return args
 
 
+def preset_and_config(preset: str, cfg_file: str | None, overrides: list[str] | None,
+                      runner: str) -> tuple[dict[str, Any], CureConfig]:
+    """A preset's settings (a copy, without its config overrides) and the run's config: the preset's overrides, the
+    container runner's, then the user's, which win."""
+    from cure.container_runner import DOCKER_OVERRIDES
+
+    if preset not in PRESETS:
+        raise SystemExit(f"error: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    p = dict(PRESETS[preset])
+    runner_set = DOCKER_OVERRIDES if runner == "docker" else []
+    return p, load_config(cfg_file, list(p.pop("set")) + runner_set + list(overrides or []))
+
+
 def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, overrides: list[str] | None = None,
               rounds: int | None = None, eval_every: int | None = None, base_model: str | None = None,
               resume: bool = False, segment: int | None = None, runner: str = "subprocess") -> dict[str, Any]:
@@ -132,20 +145,16 @@ def run_local(preset: str, out_dir: str | Path, cfg_file: str | None = None, ove
     from kfp import local
 
     from cure.console import RunConsole
-    from cure.container_runner import DOCKER_OVERRIDES, make_runner
+    from cure.container_runner import make_runner
     from cure.experiment import latest_round, read_history, read_rounds
     from cure.kfp_compile import import_pipelines
     from cure.report import format_round_table
     from cure.rounds import write_experiment_report
     from cure.store import open_store
 
-    if preset not in PRESETS:
-        raise SystemExit(f"error: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    p = dict(PRESETS[preset])
+    p, cfg = preset_and_config(preset, cfg_file, overrides, runner)
     if base_model:
         p["base_model"] = base_model
-    runner_set = DOCKER_OVERRIDES if runner == "docker" else []
-    cfg = load_config(cfg_file, p.pop("set") + runner_set + list(overrides or []))  # the user's overrides win
     # compile-time options leave p, which keeps only pipeline inputs
     preset_rounds, preset_eval_every, save_every = p.pop("rounds"), p.pop("eval_every"), p.pop("save_every")
     preset_segment = p.pop("segment")

@@ -18,7 +18,7 @@ from typing import Any
 
 from cure.config import CureConfig, _parse_value
 from cure.quick_exit import on_success
-from cure.tasks import Task, load_tasks, read_jsonl, require_labeled, write_jsonl
+from cure.tasks import Task, load_tasks, read_jsonl, require_labeled, unlabeled, write_jsonl
 
 log = logging.getLogger("cure.steps")
 
@@ -73,7 +73,7 @@ def prepare_data(spec: str, out_path: str) -> dict[str, Any]:
         raise ValueError(f"unknown data spec {spec!r}: use synthetic:SPLIT:N[:SEED], humaneval[:N], file:PATH, "
                          f"hf:NAME[:SPLIT] or a released dataset NAME[:N] ({', '.join(RELEASED)})")
     write_jsonl(out_path, tasks)
-    return {"tasks": len(tasks), "bad_rows": len(bad), "unlabeled": sum(1 for t in tasks if not t.test_input)}
+    return {"tasks": len(tasks), "bad_rows": len(bad), "unlabeled": len(unlabeled(tasks))}
 
 
 def _copy_model(src: str | Path, dst: str | Path) -> None:

@@ -67,9 +67,14 @@ class TaskFormatError(ValueError):
     """A task file or record is invalid. The message names the file, row, field and problem."""
 
 
+def unlabeled(tasks: Iterable[Task]) -> list[str]:
+    """The ids of the tasks without a ground-truth test."""
+    return [t.task_id for t in tasks if not t.test_input]
+
+
 def require_labeled(tasks: Iterable[Task], what: str, remedy: str = "") -> None:
     """Raise :class:`TaskFormatError` naming the tasks of ``what`` that have no ground-truth test."""
-    bare = [t.task_id for t in tasks if not t.test_input]
+    bare = unlabeled(tasks)
     if bare:
         names = ", ".join(bare[:5]) + (f" and {len(bare) - 5} more" if len(bare) > 5 else "")
         raise TaskFormatError(f"{what}: {len(bare)} task(s) without ground-truth tests ({names})" + (f"; {remedy}" if remedy else ""))
