@@ -118,3 +118,23 @@ def test_rollout_with_the_users_layout_uses_it(heldout: Path, tmp_path: Path) ->
                  "--set", "rollout.prompt_layout=reference"]) == 0
     (record,) = read_jsonl(out)
     assert record["code_prompt"].startswith("<|im_start|>") and "<|im_start|>User:" in record["code_prompt"]
+
+
+def test_a_trained_checkpoint_keeps_the_models_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline's train step writes a checkpoint that asks for the same prompting as the model it started from."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_fixtures import build_tiny_model, make_records, small_train_config
+
+    from cure.config import CureConfig
+    from cure.steps import train
+
+    model = build_tiny_model(tmp_path / "model")
+    (model / SETTINGS_FILE).write_text(json.dumps({"config": MODEL_SETTINGS}))
+    data = tmp_path / "rewards.jsonl"
+    write_jsonl(data, make_records(4))
+    monkeypatch.chdir(tmp_path)
+    m = train(str(model), str(data), CureConfig(train=small_train_config()), str(tmp_path / "out"), None, round_=0)
+    assert m["examples"] == 4
+    assert read_model_settings(tmp_path / "out") == MODEL_SETTINGS
