@@ -2,7 +2,7 @@
 
 The shipped tiny model is trained on its chat template with tester prompts that never show the public example. With
 the reference layout (the default) it wrote 16/16 programs but 0/16 extractable tests; its folder now says how it
-wants to be prompted, so ``cure rollout --model <tiny>`` works with no options.
+wants to be prompted, so ``cure rollout --model <tiny> --engine hf`` needs no prompt options.
 """
 
 from __future__ import annotations
