@@ -188,7 +188,8 @@ def _iter_json_list(path: Path, text: str) -> Iterator[tuple[str, Any]]:
                 break
             else:
                 raise bad(pos, "expected ',' or ']' after an item")
-    if _WS.match(text, pos).end() != len(text):
+    pos = _WS.match(text, pos).end()
+    if pos != len(text):
         raise bad(pos, "extra data after the array")
     yield from items
 
