@@ -2,12 +2,15 @@
 
 A task is one JSON object: ``task_id``, ``source``, ``question``, ``test_time_limit`` (seconds),
 ``example_input``/``example_output`` (public examples shown in prompts) and ``test_input``/``test_output``
-(ground-truth tests), each a list of strings fed to / expected from the program's stdin/stdout. A task with no
+(ground-truth tests), each a list of strings fed to / expected from the program's stdin/stdout. ``task_id`` is text:
+an integer id (the reference's conversion writes them) becomes its decimal string. Other fields (the released
+files' ``dataset``, ``solutions``, ``difficulty``, ``exe_method``) are kept in the record. A task with no
 ground-truth test is *unlabeled*: label-free RL trains the coder on it (``reward.code_reward_source=generated_tests``);
 ground-truth rewards and evaluation refuse it (:func:`require_labeled`).
 
 Bad input never disappears silently: :func:`load_tasks` either rejects the whole file (``on_error="raise"``,
-the default) naming the file, row and field, or keeps the good rows and returns every bad row with its reason
+the default) naming the file, line (an item of a JSON array by the line it starts on) and field (a lone surrogate,
+which UTF-8 cannot encode, included), or keeps the good rows and returns every bad row with its reason
 (``on_error="skip"``), so the caller reports and counts them.
 """
 
