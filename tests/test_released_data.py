@@ -87,6 +87,10 @@ def test_ids_integer_string_or_absent(tmp_path: Path) -> None:
                              dict(base, task_id=None)]))
     tasks, bad = load_released("livebench", str(f))
     assert [t.task_id for t in tasks] == ["livebench/7", "livebench/q-12", "livebench/2", "livebench/3"] and not bad
+    # a file prepared before keeps its ids
+    out = tmp_path / "tasks.jsonl"
+    assert main(["data", "prepare", "--source", "livebench", "--path", str(f), "--out", str(out)]) == 0
+    assert [t.task_id for t in load_released("livebench", str(out))[0]] == [t.task_id for t in tasks]
     # the plain file source keeps the file's own ids as text
     tasks, _ = load_tasks(f)
     assert [t.task_id for t in tasks] == ["7", "q-12", "f/2", "f/3"]

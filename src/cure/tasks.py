@@ -224,7 +224,8 @@ class _JsonError:
 
 def _fill_ids(record: Any, default_source: str, index: int, id_prefix: str | None = None) -> Any:
     """The record with ``source`` (default ``default_source``) and a text ``task_id``: its own id (an integer, as in
-    the reference's released files, becomes its decimal string), prefixed ``id_prefix/`` when given; without one,
+    the reference's released files, becomes its decimal string), prefixed ``id_prefix/`` when given (unless it
+    already is); without one,
     ``<id_prefix or source>/<index>``."""
     if isinstance(record, dict):
         record = dict(record)
@@ -233,7 +234,8 @@ def _fill_ids(record: Any, default_source: str, index: int, id_prefix: str | Non
         tid = record.get("task_id")
         if tid is None:
             record["task_id"] = f"{id_prefix or record['source']}/{index}"
-        elif id_prefix and isinstance(tid, (int, str)) and not isinstance(tid, bool) and str(tid):
+        elif id_prefix and isinstance(tid, (int, str)) and not isinstance(tid, bool) and str(tid) \
+                and not str(tid).startswith(f"{id_prefix}/"):  # an already prepared file keeps its ids
             record["task_id"] = f"{id_prefix}/{tid}"
     return record
 
