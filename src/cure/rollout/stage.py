@@ -18,8 +18,9 @@ to responses that were not truncated, as the reference does).
 
 Prompts are laid out as ``rollout.prompt_layout`` says (:mod:`cure.prompts`): by default the reference's literal
 strings, the same for every engine and tokenizer. The record's ``code_prompt``/``test_prompt`` are the text the
-engine received; an engine that takes chat messages (a chat API) gets (system, user) messages, and its record
-holds the prompt as the policy's tokenizer renders it in the configured layout (what training sees).
+engine received; an engine that takes chat messages (a chat API with ``rollout.api_request=full``) gets (system,
+user) messages, and its record holds the prompt as the policy's tokenizer renders it in the configured layout (what
+training sees). A chat API with the reference's request (the default) takes the text like any engine.
 
 ``evaluation=True`` gives the reference evaluation's variant: the coder prompt with its extra sentence, each
 task's own time limit, and (``eval.exec_namespace``) ``List``/``Tuple``/``Optional`` predefined for the programs.
