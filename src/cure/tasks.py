@@ -225,8 +225,7 @@ class _JsonError:
 def _fill_ids(record: Any, default_source: str, index: int, id_prefix: str | None = None) -> Any:
     """The record with ``source`` (default ``default_source``) and a text ``task_id``: its own id (an integer, as in
     the reference's released files, becomes its decimal string), prefixed ``id_prefix/`` when given (unless it
-    already is); without one,
-    ``<id_prefix or source>/<index>``."""
+    already is); without one, ``<id_prefix or source>/<index>``."""
     if isinstance(record, dict):
         record = dict(record)
         if record.get("source") is None:
