@@ -50,7 +50,7 @@ def sample_tests(
     rc = cfg.rollout
     prompts = [_render_for(engine, test_render(t, give_example, templates, rc), tokenizer) for t in tasks]
     out = engine.generate(prompts, SamplingParams.from_config(rc, rc.k_test))
-    tests = [[extract_test(c.text)[0] for c in comps] for comps in out]
+    tests = [[extract_test(c.text, rc.extraction)[0] for c in comps] for comps in out]
     lengths = [[len(tokenizer.encode(c.text, add_special_tokens=False)) for c in comps] for comps in out]
     return tests, [[c.text for c in comps] for comps in out], lengths
 
