@@ -10,6 +10,10 @@ By default this is the reference's ``evaluation/eval.py``: its sampler (``eval.t
 predefined for the programs (``eval.exec_namespace``), and generated tests that could not be extracted left out,
 a task with none left skipped by every metric (``eval.unextracted_tests``).
 
+With ``eval.framework`` (``mpsc``, ``alphacodium``, ``sstar``) an agentic coding framework also runs on every task
+(:mod:`cure.agentic`, docs/agentic.md); its metrics (``{framework}_code_acc``, ``{framework}_unit_test_acc``, tokens
+and executions per task) sit next to the one-shot and Best-of-N ones.
+
 Evaluation noise is measured by evaluating the same model with several seeds (``seeds``): the noise of a metric is
 the sample standard deviation over the seeds, i.e. the standard error of one evaluation's value, so a change across
 rounds can be compared with it (the difference of two evaluations has a standard error of about sqrt(2) times it).
@@ -51,9 +55,12 @@ def eval_config(cfg: CureConfig, seed: int, model: str) -> CureConfig:
 
 
 def evaluate_tasks(
-    model: str, tasks: list[Task], cfg: CureConfig, seed: int = 0, engine: Any = None, tokenizer: Any = None
+    model: str, tasks: list[Task], cfg: CureConfig, seed: int = 0, engine: Any = None, tokenizer: Any = None,
+    coder: Any = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Evaluate one model on one benchmark; returns (metrics, rollouts, executions)."""
+    """Evaluate one model on one benchmark; returns (metrics, rollouts, executions). With ``eval.framework`` the
+    agentic framework runs too (:mod:`cure.agentic`), ``coder`` writing its programs (default: the model itself),
+    and its per-task trace lands in each rollout record's ``agentic`` field."""
     from cure.rollout.engine import make_engine
     from cure.rollout.stage import policy_tokenizer, rollout_tasks
 
@@ -76,6 +83,14 @@ def evaluate_tasks(
 
         rows, _, _ = refine(tasks, rollouts, executions, engine, engine, c, cfg.eval.refine_rounds, tokenizer)
         metrics.update(flatten(rows))
+    if cfg.eval.framework != "none":
+        from cure.agentic import run_framework
+
+        found, records = run_framework(cfg.eval.framework, tasks, coder or engine, engine, c, tokenizer,
+                                       [r["time_limit_s"] for r in rollouts])
+        metrics.update(found)
+        for r, rec in zip(rollouts, records):
+            r["agentic"] = rec
     return metrics, rollouts, executions
 
 
