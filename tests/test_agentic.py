@@ -14,7 +14,9 @@ from cure.agentic import sstar as ss
 from cure.agentic.common import Ask, Session
 from cure.agentic.live import LivePorts
 from cure.config import load_config
+from cure.evaluate import evaluate_tasks
 from cure.prompts import PromptTemplates
+from cure.rollout.engine import Completion, Engine
 from cure.tasks import Task
 
 TEMPLATES = PromptTemplates.load()
@@ -241,3 +243,67 @@ def test_scoring_uses_the_ground_truth_and_the_projects_unit_test_accuracy(sandb
         metrics, records = run_tasks("sstar", [TASK], ports, TEMPLATES, cfg, [1.0])
     assert metrics["sstar_code_acc"] == 1.0 and metrics["sstar_unit_test_acc"] == 1.0
     assert metrics["sstar_final_tests_per_task"] == 1.0
+
+
+# --- through the evaluation stage ------------------------------------------------------------------------------------
+
+
+class RoleEngine(Engine):
+    """A scripted engine for one role; every prompt kept."""
+
+    def __init__(self, answer: Callable[[str, int], str]) -> None:
+        self.answer = answer
+        self.prompts: list[str] = []
+
+    def generate(self, prompts, params):
+        self.prompts += prompts
+        return [[Completion(self.answer(p, j), 1, "stop") for j in range(params.n)] for p in prompts]
+
+
+def coder_answer(prompt: str, j: int) -> str:
+    if "It fails this unit test" in prompt:
+        return fenced(PLUS_ONE)
+    if "Reflect on the problem" in prompt or "explain step by step why" in prompt:
+        return "Add one."
+    return fenced(CAPPED if j % 2 else PLUS_ONE)
+
+
+def tester_answer(prompt: str, j: int) -> str:
+    if "Program A:" in prompt:
+        return "**Test Input:**\n```10```"
+    if "Answer: A" in prompt:
+        return "Answer: A"
+    if "postcondition" in prompt:
+        return fenced("def postcondition(inp, out):\n    return int(out) == int(inp) + 1")
+    return unit_test("3", "4")
+
+
+@pytest.mark.parametrize("framework", ["mpsc", "alphacodium", "sstar"])
+def test_framework_runs_in_the_evaluation_with_a_separate_coder(framework):
+    cfg = load_config(None, ["eval.k_code=2", "eval.k_test=2", "eval.scales=[[2, 2]]", f"eval.framework={framework}",
+                             "execute.workers=1"])
+    coder, tester = RoleEngine(coder_answer), RoleEngine(tester_answer)
+    metrics, rollouts, _ = evaluate_tasks("", [TASK], cfg, 0, tester, WordTokenizer(), coder=coder)
+    for key in ("code_acc", "unit_test_acc", "bon_2x2"):  # one-shot and Best-of-N stay
+        assert key in metrics
+    assert {f"{framework}_{k}" for k in ("code_acc", "unit_test_acc", "executions_per_task",
+                                         "completion_tokens_per_task")} <= set(metrics)
+    assert metrics[f"{framework}_executions_per_task"] > 0
+    record = rollouts[0]["agentic"]
+    assert record["framework"] == framework and record["steps"]
+    # Test-side steps went to the tester, programs and repairs to the coder.
+    assert not any("Program A:" in p or "postcondition" in p or "**Test Input:**" in p for p in coder.prompts
+                   if "It fails this unit test" not in p)
+    assert any("**Test Input:**" in p for p in tester.prompts)
+
+
+def test_framework_runs_in_a_pairing_with_the_coder_and_the_tester_apart():
+    from cure.pairing import pair_tasks, to_markdown
+
+    cfg = load_config(None, ["eval.k_code=2", "eval.k_test=1", "eval.scales=[[2, 1]]", "eval.framework=sstar",
+                             "execute.workers=1"])
+    coder, tester = RoleEngine(coder_answer), RoleEngine(tester_answer)
+    report, rollouts, _ = pair_tasks([TASK], coder, tester, cfg, WordTokenizer())
+    assert report["agentic"]["sstar_code_acc"] in (0.0, 1.0) and rollouts[0]["agentic"]["framework"] == "sstar"
+    assert any("Program A:" in p for p in tester.prompts) and not any("Program A:" in p for p in coder.prompts)
+    assert "| sstar_code_acc |" in to_markdown("unit", report, "coder", "tester")

@@ -59,8 +59,9 @@ def evaluate_tasks(
     coder: Any = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]]]:
     """Evaluate one model on one benchmark; returns (metrics, rollouts, executions). With ``eval.framework`` the
-    agentic framework runs too (:mod:`cure.agentic`), ``coder`` writing its programs (default: the model itself),
-    and its per-task trace lands in each rollout record's ``agentic`` field."""
+    agentic framework runs too (:mod:`cure.agentic`) and its per-task trace lands in each rollout record's
+    ``agentic`` field. ``coder``: another engine writes the programs (one-shot and framework), the model the tests
+    (default: the model itself)."""
     from cure.rollout.engine import make_engine
     from cure.rollout.stage import policy_tokenizer, rollout_tasks
 
@@ -70,7 +71,7 @@ def evaluate_tasks(
         engine = make_engine(c.rollout.engine, model, c.rollout)
     if tokenizer is None:
         tokenizer = policy_tokenizer(engine, model)
-    rollouts = rollout_tasks(tasks, engine, engine, c, tokenizer, give_example=not cfg.eval.no_example, evaluation=True)
+    rollouts = rollout_tasks(tasks, coder or engine, engine, c, tokenizer, give_example=not cfg.eval.no_example, evaluation=True)
     from cure.steps import run_sandbox
 
     executions = run_sandbox(rollouts, c)
@@ -81,7 +82,7 @@ def evaluate_tasks(
     if cfg.eval.refine_rounds:
         from cure.refine import flatten, refine
 
-        rows, _, _ = refine(tasks, rollouts, executions, engine, engine, c, cfg.eval.refine_rounds, tokenizer)
+        rows, _, _ = refine(tasks, rollouts, executions, coder or engine, engine, c, cfg.eval.refine_rounds, tokenizer)
         metrics.update(flatten(rows))
     if cfg.eval.framework != "none":
         from cure.agentic import run_framework
