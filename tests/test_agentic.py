@@ -307,3 +307,16 @@ def test_framework_runs_in_a_pairing_with_the_coder_and_the_tester_apart():
     assert report["agentic"]["sstar_code_acc"] in (0.0, 1.0) and rollouts[0]["agentic"]["framework"] == "sstar"
     assert any("Program A:" in p for p in tester.prompts) and not any("Program A:" in p for p in coder.prompts)
     assert "| sstar_code_acc |" in to_markdown("unit", report, "coder", "tester")
+
+
+def test_a_prompt_past_the_models_context_gets_empty_responses_and_the_rest_are_answered():
+    class Short(RoleEngine):
+        def generate(self, prompts, params):
+            if any(len(p) > 600 for p in prompts):
+                raise ValueError("a prompt of 700 tokens does not fit")
+            return super().generate(prompts, params)
+
+    cfg = load_config(None, ["execute.workers=1"])
+    ports = LivePorts(Short(lambda p, j: "ok"), None, cfg, WordTokenizer(), TEMPLATES)
+    out = ports.sample([Ask("coder", "s", "short"), Ask("coder", "s", "long " * 200)], 2)
+    assert out == [["ok", "ok"], ["", ""]]

@@ -10,12 +10,15 @@ which every framework needs, so it is refused with a message.
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from typing import Any
 
 from cure.agentic.common import Ask, Ran
 from cure.config import CureConfig
 from cure.prompts import PromptTemplates, _compiled, _render
+
+log = logging.getLogger(__name__)
 
 
 def _render_ask(system: str, user: str, default_layout: str, tokenizer: Any, layout: Any) -> Any:
@@ -66,9 +69,24 @@ class LivePorts:
             engine = self.engines[role]
             system = self.systems[role]
             prompts = [_render_for(engine, partial(_render_ask, system, asks[i].user, layout), self.tokenizer) for i in idx]
-            for i, comps in zip(idx, engine.generate(prompts, SamplingParams.from_config(self.cfg.rollout, n))):
+            params = SamplingParams.from_config(self.cfg.rollout, n)
+            try:
+                answers = engine.generate(prompts, params)
+            except ValueError:  # e.g. a prompt past a small model's context: ask one by one, "" where it fails
+                answers = [self._one(engine, p, params) for p in prompts]
+            for i, comps in zip(idx, answers):
                 out[i] = [c.text for c in comps]
         return out
+
+    @staticmethod
+    def _one(engine: Any, prompt: Any, params: Any) -> list[Any]:
+        from cure.rollout.engine import Completion
+
+        try:
+            return engine.generate([prompt], params)[0]
+        except ValueError as e:
+            log.warning("agentic: the %s engine refused a prompt (%s); the step gets empty responses", type(engine).__name__, e)
+            return [Completion("", 0, "length")] * params.n
 
     def run(self, programs: list[str | None], inputs: list[str], time_limit: float) -> list[list[Ran]]:
         from cure.sandbox.pool import Job
