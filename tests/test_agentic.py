@@ -260,7 +260,7 @@ class RoleEngine(Engine):
         return [[Completion(self.answer(p, j), 1, "stop") for j in range(params.n)] for p in prompts]
 
 
-def coder_answer(prompt: str, j: int) -> str:
+def answer_as_coder(prompt: str, j: int) -> str:
     if "It fails this unit test" in prompt:
         return fenced(PLUS_ONE)
     if "Reflect on the problem" in prompt or "explain step by step why" in prompt:
@@ -268,7 +268,7 @@ def coder_answer(prompt: str, j: int) -> str:
     return fenced(CAPPED if j % 2 else PLUS_ONE)
 
 
-def tester_answer(prompt: str, j: int) -> str:
+def answer_as_tester(prompt: str, j: int) -> str:
     if "Program A:" in prompt:
         return "**Test Input:**\n```10```"
     if "Answer: A" in prompt:
@@ -282,7 +282,7 @@ def tester_answer(prompt: str, j: int) -> str:
 def test_framework_runs_in_the_evaluation_with_a_separate_coder(framework):
     cfg = load_config(None, ["eval.k_code=2", "eval.k_test=2", "eval.scales=[[2, 2]]", f"eval.framework={framework}",
                              "execute.workers=1"])
-    coder, tester = RoleEngine(coder_answer), RoleEngine(tester_answer)
+    coder, tester = RoleEngine(answer_as_coder), RoleEngine(answer_as_tester)
     metrics, rollouts, _ = evaluate_tasks("", [TASK], cfg, 0, tester, WordTokenizer(), coder=coder)
     for key in ("code_acc", "unit_test_acc", "bon_2x2"):  # one-shot and Best-of-N stay
         assert key in metrics
@@ -302,7 +302,7 @@ def test_framework_runs_in_a_pairing_with_the_coder_and_the_tester_apart():
 
     cfg = load_config(None, ["eval.k_code=2", "eval.k_test=1", "eval.scales=[[2, 1]]", "eval.framework=sstar",
                              "execute.workers=1"])
-    coder, tester = RoleEngine(coder_answer), RoleEngine(tester_answer)
+    coder, tester = RoleEngine(answer_as_coder), RoleEngine(answer_as_tester)
     report, rollouts, _ = pair_tasks([TASK], coder, tester, cfg, WordTokenizer())
     assert report["agentic"]["sstar_code_acc"] in (0.0, 1.0) and rollouts[0]["agentic"]["framework"] == "sstar"
     assert any("Program A:" in p for p in tester.prompts) and not any("Program A:" in p for p in coder.prompts)
