@@ -320,3 +320,11 @@ def test_a_prompt_past_the_models_context_gets_empty_responses_and_the_rest_are_
     ports = LivePorts(Short(lambda p, j: "ok"), None, cfg, WordTokenizer(), TEMPLATES)
     out = ports.sample([Ask("coder", "s", "short"), Ask("coder", "s", "long " * 200)], 2)
     assert out == [["ok", "ok"], ["", ""]]
+
+
+def test_alphacodium_takes_candidates_from_the_plain_coder_prompt_when_the_notes_give_none(sandbox):
+    ports = sandbox({"alphacodium.candidates": ["no program here"], "alphacodium.candidates_plain": [fenced(PLUS_ONE)]})
+    with ports:
+        out = ac.run(Session(ports, TASK, 1.0), TEMPLATES, 2, 0, iterations=1)
+    assert out.pick == PLUS_ONE
+    assert any("candidates from the coder prompt" in f for f in out.trace.fallbacks)

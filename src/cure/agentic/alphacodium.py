@@ -18,7 +18,8 @@ The pick is the solution at the end; the tests the framework ends with are the A
 
 Approximations: AlphaCodium ranks natural-language solution ideas with the model and writes code for the chosen
 one; here candidates are programs and the ranking is by the public tests (execution, not the model's judgement).
-A response with no program leaves the solution as it was (recorded as a fallback). Reflection and test reasoning are
+A response with no program leaves the solution as it was, and when no candidate comes from the prompt with the
+notes, the candidates come from the plain one-shot coder prompt (both recorded as fallbacks). Reflection and test reasoning are
 passed on as written, whatever their quality.
 """
 
@@ -33,6 +34,7 @@ from cure.agentic.common import (
     Outcome,
     Ran,
     Session,
+    code_ask,
     fix_ask,
     public_tests,
     render,
@@ -86,6 +88,10 @@ def run(session: Session, templates: Any, k_code: int, k_test: int, iterations: 
                            problem=task.question, reflection=reflection, test_reasoning=reasoning)
     candidates = [extract_code(r, extraction)[0]
                   for r in session.sample([Ask("coder", "alphacodium.candidates", solution_user)], k_code)[0]]
+    if all(c is None for c in candidates):  # a model that cannot use the notes: the plain one-shot prompt
+        session.trace.fell_back("alphacodium: no program from the prompt with notes; candidates from the coder prompt")
+        candidates = [extract_code(r, extraction)[0]
+                      for r in session.sample([code_ask(task, templates, "alphacodium.candidates_plain")], k_code)[0]]
     ai_tests = [t for t in (extract_test(r, extraction)[0]
                             for r in session.sample([test_ask(task, templates, "alphacodium.ai_tests")], k_test)[0])
                 if t is not None] if k_test else []
