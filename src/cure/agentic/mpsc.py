@@ -114,7 +114,7 @@ def run(session: Session, templates: Any, k_code: int, k_test: int, k_spec: int,
         session.trace.fell_back("mpsc: no program extracted; no pick")
         return Outcome(None, codes, [], session.trace, {"scores": []})
     if not tests:
-        session.trace.fell_back("mpsc: no test extracted; the scores rest on solution agreement alone")
+        session.trace.fell_back("mpsc: no test extracted; nothing to agree on, the pick is the first program")
     inputs = list(dict.fromkeys(t["input"] for t in tests))
     ran = session.run("mpsc.solutions_on_test_inputs", [codes[i] for i in live], inputs)
     outputs = [[r.output if r.status in ("pass", "fail") else None for r in row] for row in ran]
