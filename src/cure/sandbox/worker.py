@@ -19,10 +19,16 @@ file, ``sys.stdout`` is captured; ``SystemExit`` keeps the output, any other exc
 ``error``); the output is compared whitespace-normalised (``" ".join(a.split()) == " ".join(b.split())``).
 
 Why the process layout looks like this (measured under gVisor's ptrace platform, where a ``fork`` costs ~10-20 ms
-and every system call ~15 us): the worker (trusted, pid 1 of the sandbox) keeps ONE unprivileged *runner* process
-and sends it program after program; the runner runs each test in a fresh namespace and reports each verdict on a
-socket. A runner is replaced by a fresh one (so the next test sees a fresh process, as in the reference)
-whenever
+and every system call ~15 us): the worker (trusted, pid 1 of the sandbox) is the *template*: it imports the
+preloaded modules once and never runs a program itself. Every program runs in a *runner*, an unprivileged process
+forked from the worker for that program alone, so no interpreter state a program changes (module globals,
+contexts such as ``decimal.getcontext()``, registries such as ``copy._deepcopy_dispatch`` or the ABCs', caches,
+rlimits, signal handlers, cwd, umask, environment, files in its temp dir) can reach another program: the next
+program's process starts from the worker's state again, by construction, whatever the program did and however it
+did it. The next program's runner is forked ahead (:meth:`Worker.recycle`), while the host reads the answer.
+
+Between the tests of ONE program the runner is reused (one fork per program, not per test) and each test runs in a
+fresh namespace; a fresh runner is forked for the next test of the same program whenever
 
 * a test ended abnormally (timeout, memory, output limit, crash, ``RecursionError``, ``BaseException``),
 * the program could have changed state that outlives a test: the source names anything that reaches the OS,
@@ -434,6 +440,7 @@ class _Runner:
         self.host_cpu0 = -1.0  # the sandbox's real CPU seconds (host's measure) when this runner started
         self.cpu = 0.0  # the runner's CPU seconds by the sandbox's clock, known once it is reaped
         self.verdicts = 0  # verdicts it has reported
+        self.jobs = 0  # jobs sent to it (all of one program: a runner never serves a second program)
 
 
 class Worker:
@@ -453,6 +460,15 @@ class Worker:
         self.measure = False  # this job's CPU timeouts are checked against the host's measure
         self.ended: _Runner | None = None
         self.last_outputs: list[str | None] | None = None
+        self.limits: tuple[int, int] | None = None  # the last job's, for the runner started ahead (:meth:`recycle`)
+
+    def recycle(self) -> None:
+        """Between two jobs: end the runner that served the last one (and whatever its program left running), and
+        start the next job's runner ahead, while the host reads the answer and picks the next job."""
+        if self.runner is not None and self.runner.jobs:
+            self._end_runner(kill=True)
+        if self.runner is None and self.limits is not None:
+            self._start_runner(self.limits)
 
     def run_job(self, job: dict) -> list[str]:
         tests = [t[0] for t in job["tests"]]
@@ -464,11 +480,11 @@ class Worker:
         # want_output: also answer each test's output (up to OUTPUT_ECHO characters), for feedback prompts.
         self.last_outputs = [None] * n if job.get("want_output") else None
         fresh = needs_fresh_process(job["code"])
-        measure = bool(job.get("confirm_cpu")) and self.host_cpu is not None
-        if measure != self.measure and self.runner is not None:
-            self._end_runner(kill=True)  # its start was (not) measured
-        self.measure = measure
+        self.measure = bool(job.get("confirm_cpu")) and self.host_cpu is not None
         limits = (int(job["memory_mb"]) << 20, CPU_BACKSTOP_S)
+        self.limits = limits
+        if self.runner is not None and self.runner.jobs:
+            self._end_runner(kill=True)  # a program never runs in a process that ran another program
         msg = {k: job[k] for k in ("code", "time_limit", "output_limit")} | {"tests": tests, "fresh": fresh,
                                                                              "typing_names": bool(job.get("typing_names"))}
         nxt = 0
@@ -554,8 +570,6 @@ class Worker:
         os.close(job_r)
         theirs.close()
         self.runner = _Runner(pid, job_w, mine, tmpdir, limits)
-        if self.measure:
-            self.runner.host_cpu0 = self.host_cpu()  # type: ignore[misc]
         return self.runner
 
     def _end_runner(self, kill: bool) -> int:
@@ -580,6 +594,9 @@ class Worker:
 
         ``over``, when given, is asked every ``TICK_S`` whether the test has used up its limit (a timeout)."""
         first = msg["first"]
+        if self.measure and not r.jobs:
+            r.host_cpu0 = self.host_cpu()  # type: ignore[misc]
+        r.jobs += 1
         body = json.dumps(msg).encode()
         try:
             os.write(r.job_fd, struct.pack("<I", len(body)))
@@ -724,6 +741,9 @@ def main() -> int:
             result = {"id": job.get("id"), "error": f"{type(e).__name__}: {e}"}
         out.write(json.dumps(result).encode() + b"\n")
         out.flush()
+        worker.recycle()
+    if worker.runner is not None:
+        worker._end_runner(kill=True)
     return 0
 
 
