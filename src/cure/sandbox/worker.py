@@ -453,6 +453,7 @@ class Worker:
         if self.pid != 1:
             _set_child_subreaper()
         gc.collect()
+        gc.freeze()
         self.base_modules = frozenset(sys.modules)
         self.fingerprint = _state_fingerprint()
         self.runner: _Runner | None = None
