@@ -100,7 +100,8 @@ class _Sandbox:
             tmp = self.workdir / f"tmp{self.index}-{uuid.uuid4().hex[:6]}"
             tmp.mkdir(mode=0o711)
             argv = [sys.executable, "-s", "-S", "-B", str(gvisor.WORKER_DIR / "worker.py")]
-            env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "CURE_SANDBOX_TMP": str(tmp)}
+            env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "CURE_SANDBOX_TMP": str(tmp),
+                   "CURE_SANDBOX_LIB": str(self.workdir / "lib"), **dict(e.split("=", 1) for e in gvisor.THREADS_ENV)}
             if os.environ.get("CURE_SANDBOX_OUTER"):  # the worker may then clean up by uid (worker._kill_leftovers)
                 env["CURE_SANDBOX_OUTER"] = os.environ["CURE_SANDBOX_OUTER"]
                 # one program uid per worker: one worker's cleanup by uid must not kill another's running program
@@ -262,6 +263,8 @@ class SandboxPool:
         self._dir.chmod(0o711)  # --isolation none: the unprivileged program must reach its temp dir below
         if self.isolation == "gvisor":
             gvisor.write_bundle(self._dir / "bundle")
+        else:  # the packages programs may import, and nothing else of this Python's environment
+            gvisor.link_packages(self._dir / "lib", gvisor.program_package_paths())
         self._boxes: list[_Sandbox] = []
         self._closing = False
 
