@@ -4,9 +4,9 @@ extra), pinned like every other image dependency, and nothing else beyond cure's
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
