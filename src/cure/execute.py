@@ -105,7 +105,7 @@ def execute_rollouts(rollouts: list[dict[str, Any]], cfg: ExecuteConfig, progres
     limits = Limits(memory_mb=cfg.memory_mb, output_limit=cfg.output_limit_bytes, wall_factor=cfg.wall_factor)
     report = _Progress(total, enabled=progress)
     if jobs:
-        with SandboxPool(cfg.isolation, workers=cfg.workers, limits=limits) as pool:
+        with SandboxPool(cfg.isolation, workers=cfg.workers, limits=limits, jobs=len(jobs)) as pool:
             pool.run(jobs, on_done=lambda job: report.add(len(job.tests) * len(job.key[2])))  # type: ignore[index]
     report.close()
     for job in jobs:
