@@ -21,6 +21,11 @@ line breaks, runs of spaces and trailing newlines do not matter, everything else
 A program's input arrives through a patched ``input()`` and ``sys.stdin``, its output is what it printed to
 ``sys.stdout`` (see :mod:`cure.sandbox.worker` for the exact semantics and the limits).
 
+Each record also carries ``rollout_fingerprint``: a short hash per program (``codes``) and per test column
+(``gt_tests`` then ``tests``) of the rollout row it was computed from, so that the reward stage can refuse a table
+that does not belong to the rollouts it is given (another file, reordered or edited rows):
+:func:`check_fingerprints`.
+
 Identical programs within a task are run once and their row is copied (programs are deterministic under these
 semantics up to their own use of randomness, which a fresh process would not reproduce either).
 """
@@ -28,9 +33,12 @@ semantics up to their own use of randomness, which a fresh process would not rep
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cure.sandbox.pool import Job, Limits, SandboxPool
@@ -46,6 +54,49 @@ log = logging.getLogger(__name__)
 # so CURE's 8 + 16 tests stay one job.
 TESTS_PER_JOB = 32
 
+
+
+FINGERPRINT = "rollout_fingerprint"
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def rollout_fingerprint(rec: dict[str, Any]) -> dict[str, list[str]]:
+    """What an execution table was computed from: a hash per program and per test column of the rollout record."""
+    return {"codes": [_digest(c) for c in rec["codes"]],
+            "tests": [_digest(t) for t in list(rec["gt_tests"]) + list(rec.get("tests") or [])]}
+
+
+def check_fingerprints(rollouts: Sequence[dict[str, Any]], executions: Sequence[dict[str, Any]]) -> int:
+    """Refuse execution records whose fingerprint differs from their rollout's (:class:`cure.validate.ArtifactError`
+    naming the record, the row or column, and what to do). Records joined by ``task_id``; records without a
+    fingerprint (written before it existed) are not checked. Returns how many records were checked."""
+    from cure.validate import ArtifactError, where_of
+
+    by_id = {e["task_id"]: (j, e) for j, e in enumerate(executions)}
+    checked = 0
+    for i, r in enumerate(rollouts):
+        if r["task_id"] not in by_id or FINGERPRINT not in by_id[r["task_id"]][1]:
+            continue
+        j, e = by_id[r["task_id"]]
+        where = f"{where_of(executions, j, 'execution record')}: field {FINGERPRINT!r}"
+        got, want = e[FINGERPRINT], rollout_fingerprint(r)
+        if not (isinstance(got, dict) and all(isinstance(got.get(k), list) for k in want)):
+            raise ArtifactError(f"{where}: expected {{'codes': [...], 'tests': [...]}}, got {str(got)[:80]}")
+        for key, what in (("codes", "program"), ("tests", "test column")):
+            if len(got[key]) != len(want[key]):
+                raise ArtifactError(f"{where}: {len(got[key])} {what}s, but the rollout "
+                                    f"({where_of(rollouts, i, 'rollout record')}) has {len(want[key])}")
+            bad = next((k for k, (a, b) in enumerate(zip(got[key], want[key])) if a != b), None)
+            if bad is not None:
+                raise ArtifactError(
+                    f"{where}: {what} {bad} of task {r['task_id']!r} is not the one in the rollout "
+                    f"({where_of(rollouts, i, 'rollout record')}): the table was computed from other rollout rows "
+                    "(another file, or rows reordered or edited since); run `cure execute` on these rollouts")
+        checked += 1
+    return checked
 
 
 def _valid_test(t: Any) -> bool:
@@ -114,7 +165,7 @@ def execute_rollouts(rollouts: list[dict[str, Any]], cfg: ExecuteConfig, progres
             for k, st in zip(live, job.status):
                 tables[t]["status"][row][k] = st
     out = []
-    for table in tables:
+    for table, rec in zip(tables, rollouts):
         status = table["status"]
         out.append(
             {
@@ -122,6 +173,7 @@ def execute_rollouts(rollouts: list[dict[str, Any]], cfg: ExecuteConfig, progres
                 "num_gt": table["num_gt"],
                 "passed": [[s == "pass" for s in row] for row in status],
                 "status": status,
+                FINGERPRINT: rollout_fingerprint(rec),
             }
         )
     return out
