@@ -26,8 +26,13 @@ Each record also carries ``rollout_fingerprint``: a short hash per program (``co
 that does not belong to the rollouts it is given (another file, reordered or edited rows):
 :func:`check_fingerprints`.
 
-Identical programs within a task are run once and their row is copied (programs are deterministic under these
-semantics up to their own use of randomness, which a fresh process would not reproduce either).
+Identical programs within a task are run once and their row is copied, and a program runs once per distinct test
+input: its output is compared with the expected output of every column that shares the input (ground-truth and
+generated tests alike). A program's verdict depends on nothing but its text and its input, as each program runs in a
+process of its own forked from a clean template (:mod:`cure.sandbox.worker`); programs are deterministic under
+these semantics up to their own use of randomness, which a fresh process would not reproduce either. A timeout is
+still re-checked as before. Each record counts ``executions``: ``requested`` (program x test cells with a program
+and a test) and ``run`` (program runs it took); :func:`summarize_executions` sums them over a round.
 """
 
 from __future__ import annotations
@@ -123,16 +128,24 @@ def _plan(rollouts: list[dict[str, Any]], default_time_limit: float) -> tuple[li
         status = [["no_test" if c is None else "" for c in cols] for _ in codes]
         table = {"task_id": rec["task_id"], "num_gt": num_gt, "status": status}
         tables.append(table)
-        live = [k for k, c in enumerate(cols) if c is not None]
+        # The live columns, those sharing an input next to each other: a job runs its program once per distinct
+        # input (pool._Sandbox.run), so columns with one input must not be split across jobs.
+        by_input: dict[str, list[int]] = {}
+        for k, c in enumerate(cols):
+            if c is not None:
+                by_input.setdefault(c["input"], []).append(k)
+        chunks = list(by_input.values())
+        chunks = [[k for g in chunks[i : i + TESTS_PER_JOB] for k in g] for i in range(0, len(chunks), TESTS_PER_JOB)]
+        table["requested"] = 0
         by_code: dict[str, list[Job]] = {}
         for row, code in enumerate(codes):
             if not isinstance(code, str) or not code.strip():
                 status[row] = ["no_code"] * len(cols)
                 continue
+            table["requested"] += sum(map(len, chunks))
             if code not in by_code:
                 by_code[code] = []
-                for start in range(0, len(live), TESTS_PER_JOB):
-                    part = live[start : start + TESTS_PER_JOB]
+                for part in chunks:
                     tests = [(cols[k]["input"], cols[k]["output"]) for k in part]  # type: ignore[index]
                     by_code[code].append(Job(code=code, tests=tests, time_limit=limit, key=(len(tables) - 1, part, []),
                                              typing_names=typing_names))
@@ -165,7 +178,10 @@ def execute_rollouts(rollouts: list[dict[str, Any]], cfg: ExecuteConfig, progres
             for k, st in zip(live, job.status):
                 tables[t]["status"][row][k] = st
     out = []
-    for table, rec in zip(tables, rollouts):
+    runs = [0] * len(tables)
+    for job in jobs:
+        runs[job.key[0]] += job.runs  # type: ignore[index]
+    for table, rec, run in zip(tables, rollouts, runs):
         status = table["status"]
         out.append(
             {
@@ -174,6 +190,9 @@ def execute_rollouts(rollouts: list[dict[str, Any]], cfg: ExecuteConfig, progres
                 "passed": [[s == "pass" for s in row] for row in status],
                 "status": status,
                 FINGERPRINT: rollout_fingerprint(rec),
+                # program x test cells to fill, and program runs it took (identical programs, and tests with
+                # one input, share a run)
+                "executions": {"requested": table["requested"], "run": run},
             }
         )
     return out
@@ -218,6 +237,13 @@ def summarize_status(executions: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
+def summarize_executions(executions: list[dict[str, Any]]) -> dict[str, int]:
+    """Executions requested (cells) and run (program runs) over all records; records without counts are skipped."""
+    counts = [e["executions"] for e in executions if isinstance(e.get("executions"), dict)]
+    return {"executions_requested": sum(int(c.get("requested", 0)) for c in counts),
+            "executions_run": sum(int(c.get("run", 0)) for c in counts)}
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rollouts", required=True, help="rollouts.jsonl (from `cure rollout`)")
     parser.add_argument("--out", required=True, help="executions.jsonl to write")
@@ -243,5 +269,7 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     executions = execute_rollouts(rollouts, cfg.execute, progress=not args.no_progress)
     write_jsonl(args.out, executions)
     counts = summarize_status(executions)
-    log.info("wrote %d tables to %s; cells: %s", len(executions), args.out, ", ".join(f"{k}={v}" for k, v in counts.items() if v))
+    runs = summarize_executions(executions)
+    log.info("wrote %d tables to %s; cells: %s; executions requested %d, run %d", len(executions), args.out,
+             ", ".join(f"{k}={v}" for k, v in counts.items() if v), runs["executions_requested"], runs["executions_run"])
     return 0

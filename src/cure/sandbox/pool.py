@@ -45,6 +45,7 @@ class Job:
     status: list[str] = field(default_factory=list)
     want_output: bool = False  # also collect what the program printed per test (None where it did not finish)
     outputs: list[str | None] = field(default_factory=list)
+    runs: int = 0  # program runs it took: one per distinct test input (tests sharing an input share the run)
 
 
 MAX_WALL_FACTOR = 100.0  # a wall-clock limit is at most this many times the CPU limit (+1 s)
@@ -161,12 +162,27 @@ class _Sandbox:
         return box[0]
 
     def run(self, job: Job, limits: Limits) -> list[str]:
-        """Run one job; on a dead or hung worker, restart it and report the job's tests as error/timeout."""
+        """Run one job; on a dead or hung worker, restart it and report the job's tests as error/timeout.
+
+        Tests that share an input share one run of the program: the worker compares its output with each of their
+        expected outputs (``job.runs`` counts the runs). Safe because a program's verdict depends on nothing but
+        its text and its input: it runs in a process of its own, forked from a clean template (see
+        :mod:`cure.sandbox.worker`)."""
         assert self.proc is not None and self.proc.stdin is not None
+        inputs: dict[str, int] = {}
+        groups: list[list[str]] = []
+        where: list[tuple[int, int]] = []
+        for inp, exp in job.tests:
+            k = inputs.setdefault(inp, len(inputs))
+            if k == len(groups):
+                groups.append([])
+            where.append((k, len(groups[k])))
+            groups[k].append(exp)
+        job.runs = len(groups)
         msg = {
             "id": 0,
             "code": job.code,
-            "tests": job.tests,
+            "tests": [[inp, groups[k]] for inp, k in inputs.items()],
             "time_limit": job.time_limit,
             "wall_limit": limits.wall(job.time_limit),
             "memory_mb": limits.memory_mb,
@@ -199,8 +215,9 @@ class _Sandbox:
         answer = json.loads(line)
         if "error" in answer:
             raise RuntimeError(f"sandbox worker failed on a job: {answer['error']}")
-        job.outputs = answer.get("outputs") or []
-        return answer["status"]
+        outputs = answer.get("outputs") or []
+        job.outputs = [outputs[k] for k, _ in where] if outputs else []
+        return [answer["status"][k][j] for k, j in where]
 
     def host_cpu(self) -> float:
         """Real CPU seconds used so far by this sandbox's host processes (sentry, gofer, program stubs)."""

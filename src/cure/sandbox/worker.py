@@ -8,6 +8,10 @@ Python. Protocol, one JSON object per line: the host writes a job to stdin, the 
             "wall_limit": 4.0, "memory_mb": 1024, "output_limit": 1048576}
     answer {"id": 7, "status": ["pass", "fail", "timeout", ...]}
 
+A test may also carry a list of expected outputs, ``["input", ["expected 1", "expected 2"]]``: the program runs once
+on the input and its output is compared with each; that test's status is then the list of their statuses (how the
+host runs the columns of a table that share an input once: :meth:`cure.sandbox.pool._Sandbox.run`).
+
 A job with ``"want_output": true`` is also answered ``"outputs"``: per test, what the program printed (its first
 ``OUTPUT_ECHO`` characters) when it ran to the end, else null; refinement prompts show it.
 
@@ -396,6 +400,18 @@ def _same(a: str, b: str) -> bool:
     return " ".join(a.split()) == " ".join(b.split())
 
 
+def _verdicts(status: str | tuple | None, expected: str | list[str]) -> str | list[str]:
+    """A test's final status: pass/fail for a run that ended normally, compared with the expected output (or each
+    of a list of them); the run's status otherwise."""
+    if isinstance(status, tuple):
+        out = status[1]
+        if isinstance(expected, list):
+            return ["pass" if _same(out, e) else "fail" for e in expected]
+        return "pass" if _same(out, expected) else "fail"
+    final = "timeout" if status == "timeout_cpu" else (status or "error")
+    return [final] * len(expected) if isinstance(expected, list) else final
+
+
 def _kill_leftovers(worker_pid: int) -> None:
     """Kill every process the program started, then reap. pid 1 (the container's init) uses kill(-1)."""
     while True:
@@ -511,7 +527,7 @@ class Worker:
         if self.runner is None and self.limits is not None:
             self._start_runner(self.limits)
 
-    def run_job(self, job: dict) -> list[str]:
+    def run_job(self, job: dict) -> list:
         tests = [t[0] for t in job["tests"]]
         expected = [t[1] for t in job["tests"]]
         n = len(tests)
@@ -544,9 +560,9 @@ class Worker:
         elif job.get("recheck_timeouts"):
             for k in [k for k, st in enumerate(status) if st in ("timeout", "timeout_cpu")]:
                 status[k] = self._rerun_alone(msg, k, expected[k], float(job["wall_limit"]), limits)
-        return ["timeout" if s == "timeout_cpu" else (s or "error") for s in status]
+        return [_verdicts(s, e) for s, e in zip(status, expected)]
 
-    def _rerun_alone(self, msg: dict, k: int, expected: str, wall: float, limits: tuple[int, int]) -> str:
+    def _rerun_alone(self, msg: dict, k: int, expected: object, wall: float, limits: tuple[int, int]) -> str | tuple:
         """Run test ``k`` once more, alone on a fresh runner; its verdict replaces the timeout.
 
         For a worker inside an outer gVisor sandbox (a pod of the cluster Job, a local sandbox container): the
@@ -562,7 +578,7 @@ class Worker:
             self._end_runner(kill=True)
         return st[0] or "error"
 
-    def _confirm_timeout(self, msg: dict, k: int, expected: str, wall: float, limits: tuple[int, int]) -> str:
+    def _confirm_timeout(self, msg: dict, k: int, expected: object, wall: float, limits: tuple[int, int]) -> str | tuple:
         """Re-run test ``k`` alone, its CPU limit enforced on the host's measure of the sandbox's real CPU time.
 
         Why: under gVisor's ptrace platform the sandbox's CPU clock also advances while the program waits for a
@@ -690,7 +706,7 @@ class Worker:
                 code &= ~LEAVING
                 if code == OK:
                     out = bytes(buf[_HDR.size : _HDR.size + length]).decode("utf-8", "replace")
-                    status[k] = "pass" if _same(out, expected[k]) else "fail"
+                    status[k] = (OK, out)  # compared with the expected output(s) at the end (_verdicts)
                     if self.last_outputs is not None and len(self.last_outputs) == n:
                         self.last_outputs[k] = out[:OUTPUT_ECHO]
                 else:
