@@ -115,6 +115,11 @@ CASES = {
         "import json\nprint(json.loads('\"a\"'))",
         "a",
     ),
+    "numpy_error_mode_and_print_options": (
+        "import numpy as np\nnp.seterr(all='raise')\nnp.set_printoptions(precision=1)\nprint(1)",
+        "import numpy as np\nprint(np.float64(1.0) / 0.0, np.array([1.23456]))",
+        "inf [1.23456]",
+    ),
     "files_in_temp_dir": (
         "open('leak.txt', 'w').write('x')\nprint(1)",
         "import os\nprint(os.listdir('.'))",

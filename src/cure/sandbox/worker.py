@@ -95,10 +95,20 @@ if os.environ.get("CURE_SANDBOX_LIB"):
 # names them before its CPU timer starts (:func:`heavy_imports`), so that their import is not charged either.
 PRELOAD_PACKAGES = ("numpy",)
 HEAVY_PACKAGES = ("pandas", "scipy")
-for _name in PRELOAD + list(PRELOAD_PACKAGES):
+for _name in PRELOAD:
     try:
         __import__(_name)
     except ImportError:  # a minimal Python may lack one (e.g. hashlib without OpenSSL); programs will see that too
+        pass
+# The modules the between-test check compares (:func:`_snapshot_modules`): the standard library's. numpy's hundreds
+# of modules are left out: only a program that names numpy (or reaches modules by name, or introspects) could touch
+# them, and such a program runs every test in a fresh runner (:data:`RISKY_NAMES`). Comparing them after each test
+# would cost every program a page fault per page of numpy's module state in its freshly forked process.
+CHECKED_MODULES = frozenset(sys.modules)
+for _name in PRELOAD_PACKAGES:
+    try:
+        __import__(_name)
+    except ImportError:  # not installed for this Python: programs will not find it either
         pass
 
 
@@ -254,7 +264,8 @@ def _state_fingerprint() -> tuple:
 
 
 def _snapshot_modules() -> dict[str, dict]:
-    return {name: dict(m.__dict__) for name, m in list(sys.modules.items()) if name != "__main__" and m is not None}
+    return {name: dict(m.__dict__) for name, m in list(sys.modules.items())
+            if name != "__main__" and m is not None and name in CHECKED_MODULES}
 
 
 def _run_one(code_obj: object, test_input: str, cap: int, typing_names: bool = False) -> tuple[int, str]:
