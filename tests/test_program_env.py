@@ -55,3 +55,21 @@ def test_heavy_imports_are_found_by_name():
         "pandas", "scipy", "scipy.optimize", "scipy.stats"]
     assert heavy_imports("import math\nprint(1)") == []
     assert heavy_imports("def broken(:") == []
+
+
+def test_isolation_none_offers_the_same_packages(caplog):
+    """Without gVisor (a sandbox pod or container, where the pod is the sandbox), the worker finds the same packages
+    through a folder of links, and only those."""
+    from cure.config import ExecuteConfig
+    from cure.execute import execute_rollouts
+
+    # (Importing pandas is not run here: on this machine the host's Python lives where the unprivileged program
+    # user cannot read the standard library modules pandas needs; pods and containers have it under /usr.)
+    found = ("import os, sys\nlib = [p for p in sys.path if os.path.isdir(os.path.join(p, 'pandas'))]\n"
+             "print(len(lib), sorted(os.listdir(lib[0])) if lib else None)")
+    names = sorted(p.name for p in gvisor.program_package_paths())
+    rec = rollout([NUMPY, found, "import torch\nprint(6, 3)"], [("1 2 3", "6 3")], time_limit_s=1.0)
+    rec["tests"] = [{"input": "", "output": f"1 {names}"}]
+    with no_leftover_processes():
+        [out] = execute_rollouts([rec], ExecuteConfig(isolation="none", workers=1), progress=False)
+    assert out["status"] == [["pass", "error"], ["fail", "pass"], ["error", "error"]]
