@@ -22,6 +22,7 @@ import pytest
 from fake_k8s import FakeKubernetes, namespace_pod_security, pod_security_violations
 
 from cure.config import ExecuteConfig
+from cure.execute import FINGERPRINT, rollout_fingerprint
 from cure.sandbox import k8s, shard, workload
 
 K8S_VERSION = "1.30.0"
@@ -329,7 +330,9 @@ def test_results_over_the_log_limit_split_the_shard(tmp_path, monkeypatch):
     monkeypatch.delenv("CURE_POD_NAME", raising=False)
     rollouts, expected, _ = workload.make_rollouts(6, workload.KINDS_OVERHEAD, n_programs=4, n_gt=3, n_gen=3)
     records = [{"task_id": r["task_id"], "num_gt": 3, "passed": [[c == "pass" for c in row] for row in table],
-                "status": table} for r, table in zip(rollouts, expected, strict=True)]
+                "status": table, FINGERPRINT: rollout_fingerprint(r),
+                "executions": {"requested": 24, "run": 4 * len({t["input"] for t in r["gt_tests"] + r["tests"]})}}
+               for r, table in zip(rollouts, expected, strict=True)]
     limit = max(len(shard.results_block(records)) // 3, max(len(shard.results_block([r])) for r in records))
     with FakeKubernetes(tmp_path / "nodes") as api:
         store = _DirStore(tmp_path / "store")
