@@ -25,6 +25,14 @@ def has_rounds(plan: str) -> bool:
 
 
 @dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
+def is_eval_round(config: str, plan: str, slot: int) -> bool:
+    """Whether the slot's round is an evaluation round (the condition of its evaluation pod)."""
+    from cure.rounds import is_eval_slot
+
+    return is_eval_slot(config, plan, slot)
+
+
+@dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
 def init_models(base_model: str, config: str, plan: str, workspace: str, metrics: Output[Metrics]):
     """The starting model (latest checkpoint or base model) and the KL reference, onto the run's workspace."""
     from cure.rounds import init_models as step

@@ -398,10 +398,9 @@ def test_signal_deletes_the_job_and_its_configmaps(tmp_path, sig):
 def test_fake_api_authorises_every_request_against_the_rendered_rbac(tmp_path):
     """The fake refuses what a real API server refuses: no token (401), an account the manifests do not bind,
     a subresource the Role does not name (``jobs/status`` is not ``jobs``), a namespace the Role is not in."""
+    from fake_k8s import rendered_manifests
     from kubernetes import client
     from kubernetes.client.rest import ApiException
-
-    from fake_k8s import rendered_manifests
 
     with FakeKubernetes(tmp_path / "nodes", run_pods=False) as api:
         job = _job()

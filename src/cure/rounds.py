@@ -279,6 +279,11 @@ def _eval_round(p: dict[str, Any], cfg: CureConfig, slot: int) -> int | None:
     return r
 
 
+def is_eval_slot(config: str, plan_: str, slot: int) -> bool:
+    """Whether a slot evaluates in this run (the condition of its evaluation pod in the cluster pipeline)."""
+    return _eval_round(_plan(plan_), load_config(config), slot) is not None
+
+
 def evaluate(config: str, plan_: str, slot: int, seeds: list[int], benchmarks: dict[str, str], workspace: str,
              report_dir: str, run_name: str = "") -> dict[str, Any]:
     """Evaluate a slot's model when its global round is an evaluation round; upsert the experiment's history in

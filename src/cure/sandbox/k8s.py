@@ -278,7 +278,7 @@ def delete_run_objects(run_id: str, namespaces: list[str], workflow: str = "", w
 
     for ns in dict.fromkeys(n for n in namespaces if n):
         for job in batch.list_namespaced_job(ns, label_selector=selector).items:
-            counts["jobs"] += gone(lambda j=job: batch.delete_namespaced_job(j.metadata.name, ns,
+            counts["jobs"] += gone(lambda j=job, n=ns: batch.delete_namespaced_job(j.metadata.name, n,
                                                                              propagation_policy="Background"))
         for mod in (pytorchjob, trainjob):
             try:
@@ -289,13 +289,20 @@ def delete_run_objects(run_id: str, namespaces: list[str], workflow: str = "", w
                     continue
                 raise
             for obj in items:
-                counts[mod.PLURAL] += gone(lambda o=obj, m=mod: custom.delete_namespaced_custom_object(
-                    m.GROUP, m.VERSION, ns, m.PLURAL, o["metadata"]["name"], body={"propagationPolicy": "Foreground"}))
+                counts[mod.PLURAL] += gone(lambda o=obj, m=mod, n=ns: custom.delete_namespaced_custom_object(
+                    m.GROUP, m.VERSION, n, m.PLURAL, o["metadata"]["name"], body={"propagationPolicy": "Foreground"}))
     if workflow and workspace_namespace:
         counts["workspace"] += gone(lambda: core.delete_namespaced_persistent_volume_claim(
             f"{workflow}-kfp-workspace", workspace_namespace))
     log.info("run %s: deleted %s", run_id, counts)
     return counts
+
+
+def cleanup_after_run(run_id: str, workflow: str, namespaces: list[str]) -> dict[str, int]:
+    """The exit handler's step, in a pod: :func:`delete_run_objects` in ``namespaces`` (empty: the default
+    ``cure``) and the workspace PVC in the pod's own namespace (KFP's)."""
+    own = SA_NAMESPACE.read_text().strip() if SA_NAMESPACE.is_file() else ""
+    return delete_run_objects(run_id, [n or "cure" for n in namespaces], workflow, own)
 
 
 def job_owner_reference(job: Any) -> dict[str, Any]:
