@@ -177,7 +177,7 @@ def build_training_pipeline(
         if opts.exit_cleanup:
             cleanup = _platform(cleanup_run(
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, workflow=dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER,
-                namespaces=[kw["execute__namespace"], kw["train__namespace"]]), opts, "plan", store=False, retries=0)
+                namespaces=[kw["execute__namespace"], kw["train__namespace"]]), opts, "plan", store=False)
             with dsl.ExitHandler(cleanup.set_display_name("clean up the run's Jobs and workspace"), name="run"):
                 run_body(**kw)
         else:
