@@ -395,3 +395,29 @@ def test_evaluation_pipeline_pairing_gets_the_store(tmp_path):
     for ex, conf in platform["deploymentSpec"]["executors"].items():
         if _stage(ex) in ("evaluate", "evaluate-pairing"):
             assert any(s["secretName"] == "cure-minio" for s in conf["secretAsEnv"]), ex
+
+
+def test_finish_records_the_models_store_uri_instead_of_copying_it(tmp_path):
+    """The run's Model artifact is a pointer to its promoted checkpoint (a 7B copy per run would be ~15 GB in KFP's
+    artifact store, never cleaned up)."""
+    import json
+
+    from cure import rounds
+    from cure.experiment import checkpoint_name
+
+    cfg = CureConfig()
+    cfg.pipeline.store_uri = (tmp_path / "store").as_uri()
+    cfg.pipeline.experiment = "exp"
+    (tmp_path / "store").mkdir()
+    workspace = tmp_path / "ws"
+    model = rounds.model_dir(str(workspace), 2)
+    model.mkdir(parents=True)
+    (model / "model.safetensors").write_bytes(b"\0" * 4096)
+    plan = json.dumps({"experiment": "exp", "checkpoint": None, "start": 1, "last": 2, "total": 4, "active": True,
+                       "fresh": True})
+    out = tmp_path / "model-artifact"
+    rounds.finish(rounds.config_json(cfg), plan, str(workspace), str(out), str(tmp_path / "r.html"),
+                  str(tmp_path / "r.md"))
+    assert [p.name for p in out.iterdir()] == [rounds.MODEL_POINTER]
+    pointer = json.loads((out / rounds.MODEL_POINTER).read_text())
+    assert pointer == {"uri": f"{cfg.pipeline.store_uri}/exp/checkpoints/{checkpoint_name(2)}", "round": 2}
