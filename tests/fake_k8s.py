@@ -428,9 +428,13 @@ class FakeKubernetes:
                 return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists",
                              "code": 409, "message": f'{plural}.{group} "{body["metadata"]["name"]}" already exists'}, False
             body["metadata"].update(namespace=ns, uid=str(uuid.uuid4()))
-            self.custom[(plural, ns, body["metadata"]["name"])] = body
             if self.controller is not None:
-                self.controller.create(body)
+                try:  # the controller validates against the CRD's schema, as the API server does
+                    self.controller.create(body)
+                except ValueError as e:
+                    return 422, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid",
+                                 "code": 422, "message": str(e)}, False
+            self.custom[(plural, ns, body["metadata"]["name"])] = body
             return 201, body, False
         if method == "GET" and not name:
             items = [o for (pl, n, _), o in self.custom.items() if pl == plural and n == ns and _selected(o, query)]
