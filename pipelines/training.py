@@ -168,10 +168,11 @@ def build_training_pipeline(
         with dsl.If(due.output == True, name="evaluation-round"):  # noqa: E712 (a KFP condition)
             evaluate_task(config=config, plan=plan, slot=slot, seeds=seeds, benchmarks=benchmarks, workspace=workspace)
 
-    # Real types, not this module's postponed (string) annotations: KFP reads them to build the inputs.
-    eval_if_due.__annotations__ = {"config": str, "plan": str, "slot": int, "seeds": list,
-                                   "benchmarks": Input[Dataset], "workspace": str}
-    evaluate_if_due = dsl.pipeline(name="evaluate-if-due")(eval_if_due)
+    if opts.eval_condition:  # KFP traces a graph component when it is built: only when the graph uses it
+        # Real types, not this module's postponed (string) annotations: KFP reads them to build the inputs.
+        eval_if_due.__annotations__ = {"config": str, "plan": str, "slot": int, "seeds": list,
+                                       "benchmarks": Input[Dataset], "workspace": str}
+        evaluate_if_due = dsl.pipeline(name="evaluate-if-due")(eval_if_due)
 
     def pipeline_body(**kw: Any) -> None:
         if opts.exit_cleanup:

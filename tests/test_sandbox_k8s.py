@@ -463,3 +463,35 @@ def test_run_cleanup_deletes_the_runs_jobs_and_workspace_only(tmp_path, monkeypa
         # again: nothing left, nothing fails
         assert k8s.delete_run_objects("run-a", ["cure"], "cure-training-abc12", "kubeflow",
                                       api_client=api.api_client())["jobs"] == 0
+
+
+def test_the_stages_sandbox_runs_through_the_cluster_path_as_kfps_runner(tmp_path, monkeypatch):
+    """steps.run_sandbox, which the execute, evaluate and pairing stages call, with execute.backend kubernetes:
+    the client configuration from a kubeconfig (as outside a pod), the execute settings, the store, the RBAC."""
+    import yaml
+
+    from cure.config import CureConfig
+    from cure.steps import run_sandbox
+
+    rollouts, expected, _ = workload.make_rollouts(3, workload.KINDS_OVERHEAD, n_programs=2, n_gt=1, n_gen=1)
+    cfg = CureConfig()
+    cfg.execute.backend, cfg.execute.shards, cfg.execute.workers = "kubernetes", 2, 1
+    cfg.execute.namespace = "cure"
+    cfg.pipeline.store_uri = (tmp_path / "store").as_uri()
+    (tmp_path / "store").mkdir()
+    with FakeKubernetes(tmp_path / "nodes") as api:
+        kubeconfig = {"apiVersion": "v1", "kind": "Config", "current-context": "fake",
+                      "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
+                      "users": [{"name": "runner", "user": {"token": api.token(*RUNNER)}}],
+                      "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "runner"}}]}
+        (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        monkeypatch.delenv("CURE_POD_NAME", raising=False)
+        monkeypatch.setenv("HOSTNAME", "")
+        monkeypatch.setenv("CURE_IMAGE_TAG", "1")
+        got = run_sandbox(rollouts, cfg)
+        assert [r["status"] for r in got] == expected
+        assert not api.forbidden and not api.jobs and not api.configmaps
+        assert ("GET", f"/apis/batch/v1/namespaces/cure/jobs/{api.created_jobs[0]['metadata']['name']}/status") \
+            in api.requests
