@@ -275,6 +275,15 @@ def build_eval_pipeline(
     opts = cluster or ClusterOptions(gpus=gpus, accelerator=accelerator)
 
     def pipeline_body(**kw: Any) -> None:
+        if opts.exit_cleanup:  # the evaluation's sandbox Jobs, whatever ends the run (it has no workspace)
+            cleanup = _platform(cleanup_run(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, workflow="",
+                                            namespaces=[kw["execute__namespace"]]), opts, "plan", store=False)
+            with dsl.ExitHandler(cleanup.set_display_name("clean up the run's Jobs"), name="run"):
+                eval_body(**kw)
+        else:
+            eval_body(**kw)
+
+    def eval_body(**kw: Any) -> None:
         config = config_dict(kw)
         run = run_fields(kw)
         store, experiment = kw["pipeline__store_uri"], kw["pipeline__experiment"]

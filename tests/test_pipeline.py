@@ -421,3 +421,11 @@ def test_finish_records_the_models_store_uri_instead_of_copying_it(tmp_path):
     assert [p.name for p in out.iterdir()] == [rounds.MODEL_POINTER]
     pointer = json.loads((out / rounds.MODEL_POINTER).read_text())
     assert pointer == {"uri": f"{cfg.pipeline.store_uri}/exp/checkpoints/{checkpoint_name(2)}", "round": 2}
+
+
+def test_evaluation_pipeline_cleans_up_its_sandbox_jobs(tmp_path):
+    assert main(["compile", "--out", str(tmp_path)]) == 0
+    spec, _ = _load(tmp_path / "cure-evaluation.yaml")
+    cleanup = spec["root"]["dag"]["tasks"]["cleanup-run"]
+    assert cleanup["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert cleanup["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
