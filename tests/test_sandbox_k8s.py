@@ -486,6 +486,9 @@ def test_the_stages_sandbox_runs_through_the_cluster_path_as_kfps_runner(tmp_pat
                       "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "runner"}}]}
         (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
         monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+        from kubernetes.config import kube_config  # reads KUBECONFIG once, at import
+
+        monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "kubeconfig"))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
         monkeypatch.delenv("CURE_POD_NAME", raising=False)
         monkeypatch.setenv("HOSTNAME", "")
