@@ -279,6 +279,11 @@ def _eval_round(p: dict[str, Any], cfg: CureConfig, slot: int) -> int | None:
     return r
 
 
+def is_eval_slot(config: str, plan_: str, slot: int) -> bool:
+    """Whether a slot evaluates in this run (the condition of its evaluation pod in the cluster pipeline)."""
+    return _eval_round(_plan(plan_), load_config(config), slot) is not None
+
+
 def evaluate(config: str, plan_: str, slot: int, seeds: list[int], benchmarks: dict[str, str], workspace: str,
              report_dir: str, run_name: str = "") -> dict[str, Any]:
     """Evaluate a slot's model when its global round is an evaluation round; upsert the experiment's history in
@@ -350,6 +355,9 @@ def promote(config: str, plan_: str, slot: int, workspace: str) -> dict[str, Any
     return {"round": float(r), "kept": float(keep)}
 
 
+MODEL_POINTER = "cure-model.json"  # in finish's Model artifact: {"uri": the checkpoint in the store, "round"}
+
+
 @on_success
 def finish(config: str, plan_: str, workspace: str, model_out: str, report_html: str, report_md: str) -> dict[str, Any]:
     """The run's outputs: its last model as a ``Model`` artifact, the experiment's report (images embedded)."""
@@ -359,10 +367,12 @@ def finish(config: str, plan_: str, workspace: str, model_out: str, report_html:
     cfg, p = load_config(config), _plan(plan_)
     store = exp.open_checked(cfg.pipeline.store_uri)
     out: dict[str, Any] = {"first_round": float(p["start"]), "last_round": float(p["last"]), "total_rounds": float(p["total"])}
+    # The Model artifact records where the run's last model is (its promoted checkpoint), not a copy of it: a 7B
+    # model is ~15 GB, and KFP's artifact store keeps every run's artifacts.
+    Path(model_out).mkdir(parents=True, exist_ok=True)
     if p["active"]:
-        steps._copy_model(model_dir(workspace, p["last"]), model_out)
-    else:
-        Path(model_out).mkdir(parents=True, exist_ok=True)
+        key = store.checkpoint_key(cfg.pipeline.experiment, exp.checkpoint_name(p["last"]))
+        (Path(model_out) / MODEL_POINTER).write_text(json.dumps({"uri": f"{store.uri}/{key}", "round": p["last"]}))
     history = exp.read_history(store, cfg.pipeline.experiment)
     with tempfile.TemporaryDirectory(prefix="cure-report-") as tmp:
         if write_experiment_report(store, cfg.pipeline.experiment, tmp, history=history) is not None:
