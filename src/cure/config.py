@@ -152,6 +152,7 @@ class PipelineConfig(_Section):
     save_every: int = Field(40, ge=1, description="Keep a checkpoint every N global rounds, and the last (reference save_interval=40); each run also promotes its last round to continue from.")
     experiment: str = Field("cure", description="Experiment name: the store prefix for checkpoints and history.")
     store_uri: str = Field("file://./runs", description="Artifact store: file://DIR or s3://bucket (MinIO).")
+    lease_s: float = Field(12 * 3600.0, gt=0, le=30 * 86400, description="The experiment's lease in the store (one run at a time): the first task takes it, every write renews it; a run that died leaves it to expire after this many seconds (or `cure store unlock`). Longer than the longest rollout + execute + train of one round.")
 
 
 class CureConfig(_Section):
