@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -81,6 +82,17 @@ class ChecksumMismatch(StoreError):
             f"checksum mismatch for {where}: expected sha256 {expected}, got {actual}; the stored object is "
             "corrupted or was overwritten outside the store. Re-upload it or fetch another checkpoint."
         )
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by its name as text (JSON has no NaN or infinity)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def sha256_file(path: str | Path) -> str:
@@ -249,7 +261,8 @@ class Store(ABC):
 
     # ---- derived ----------------------------------------------------------------------------------------
     def put_json(self, key: str, obj: Any) -> str:
-        return self.put_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+        """Standard JSON: a NaN or infinity is written as the text ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``."""
+        return self.put_bytes(key, (json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
 
     def get_json(self, key: str) -> Any:
         data = self.get_bytes(key)
