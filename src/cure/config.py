@@ -173,11 +173,11 @@ class EvalConfig(_Section):
     def _scales_fit_the_samples(self) -> EvalConfig:
         """Best-of-N picks among the first n programs by their votes on the first m tests: both must be sampled."""
         for n, m in self.scales:
-            if not (1 <= n <= self.k_code and 1 <= m <= self.k_test):
+            if not (1 <= n <= self.k_code and 0 <= m <= self.k_test):
                 raise ValueError(
                     f"scales entry [{n}, {m}]: Best-of-N needs 1 <= n <= k_code ({self.k_code}) programs and "
-                    f"1 <= m <= k_test ({self.k_test}) tests; set eval.scales (e.g. [[{min(4, self.k_code)}, "
-                    f"{max(1, min(4, self.k_test))}]]) or eval.k_code/k_test"
+                    f"0 <= m <= k_test ({self.k_test}) tests; set eval.scales (e.g. [[{min(4, self.k_code)}, "
+                    f"{min(4, self.k_test)}]]) or eval.k_code/k_test"
                 )
         return self
 
