@@ -110,8 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        parser.error(str(e))
+    except ConfigError as e:  # one line per wrong field, without the usage text
+        print(f"cure {name}: error: {e}", file=sys.stderr)
+        return 2
     run = getattr(module, "run_cli_" + name.split()[-1], None) or module.run_cli
     previous = _terminate_on_sigterm()
     try:
