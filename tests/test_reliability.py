@@ -413,7 +413,7 @@ def test_smoke_run_holds_its_folder_and_resumes_a_missing_final_evaluation(tmp_p
 
     # Killed during the final evaluation, after the promotion: the history lacks round 1. --resume evaluates it.
     store.put_json("local-smoke/history.json", exp.read_history(store, "local-smoke")[:1])
-    assert main([*cmd[:4], "--out", str(out), "--resume", *FAST]) == 0
+    assert main([*cmd[:3], "--out", str(out), "--resume", *FAST]) == 0
     assert [h["round"] for h in exp.read_history(store, "local-smoke")] == [0, 1]
     assert [h["round"] for h in json.loads((out / "history.json").read_text())] == [0, 1]
     assert exp.latest_round(store, "local-smoke") == ("round-0001", 1)
