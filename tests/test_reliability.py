@@ -189,8 +189,9 @@ def test_a_promoted_round_without_its_evaluation_is_evaluated_by_the_next_run(tm
     exp.upsert_record(store, "e", exp.HISTORY, {"round": 2})
     _, plan, active = _plan(tmp_path, total=2, segment=2, eval_every=2)
     assert not active  # done: promoted and evaluated
+    exp.take_lease(store, "e", "a-later-run", ttl_s=60)  # a run with nothing to do has released the lease
     # a round that is not an evaluation round needs none; round 0 is evaluated once
-    _, plan, _ = _plan(tmp_path, total=6, segment=2, eval_every=4)
+    _, plan, _ = _plan(tmp_path, total=6, segment=2, eval_every=4, run_id="a-later-run")
     p = json.loads(plan)
     assert not p["evaluate_start"] and rounds._eval_round(p, cfg, 0) is None
     fresh = tmp_path / "fresh"

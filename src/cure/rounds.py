@@ -70,7 +70,8 @@ def plan(values: dict[str, Any] | str, total_rounds: int, segment: int, run_id: 
     if p["active"]:
         log.info("experiment %s: rounds %d..%d of %d (latest checkpoint: %s)", p["experiment"], p["start"],
                  p["last"], p["total"], p["checkpoint"] or "none, starting from the base model")
-    else:
+    else:  # no task of this run writes: the lease is free again at once (the last task, which releases it, is skipped)
+        exp.release_lease(store, cfg.pipeline.experiment, run_id)
         log.info("experiment %s: all %d rounds are done (latest checkpoint %s); nothing to do",
                  p["experiment"], p["total"], p["checkpoint"])
     return config_json(cfg), json.dumps(p), bool(p["active"])
