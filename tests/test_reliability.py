@@ -120,6 +120,31 @@ def test_an_existing_experiment_needs_resume_or_overwrite(tmp_path, capsys):
     assert _tree(out) == before
 
 
+def test_overwrite_deletes_only_what_a_run_created(tmp_path, capsys, monkeypatch):
+    import kfp.local
+
+    def stop(*args, **kwargs):  # the folder is prepared; the pipeline itself is not what this test is about
+        raise RuntimeError("stopped before the pipeline")
+
+    monkeypatch.setattr(kfp.local, "init", stop)
+    out = _fake_experiment(tmp_path)
+    assert main(["run", "--preset", "smoke", "--out", str(out), "--overwrite"]) == 1
+    assert "stopped before the pipeline" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"  # not created by a run: kept
+    assert exp.latest_round(open_store(f"file://{out / 'store'}"), "local-smoke") == (None, 0)  # the experiment: afresh
+
+
+def test_evaluation_runs_refuse_a_folder_of_other_things(tmp_path, capsys):
+    out = _unrelated(tmp_path)
+    assert main(["run", "--pipeline", "evaluation", "--preset", "smoke", "--out", str(out)]) == 2
+    assert "not a cure run folder" in _err(capsys)
+    assert sorted(p.name for p in out.iterdir()) == ["important"]
+    train_run = _fake_experiment(tmp_path)  # a training experiment's folder is not an evaluation's
+    before = _tree(train_run)
+    assert main(["run", "--pipeline", "evaluation", "--preset", "smoke", "--out", str(train_run)]) == 2
+    assert "local-smoke" in _err(capsys) and _tree(train_run) == before
+
+
 # ---- 8. one run per folder ------------------------------------------------------------------------------------
 def test_a_second_run_on_a_locked_folder_refuses_at_once(tmp_path, capsys):
     from cure.local_run import RunLock
