@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -444,3 +445,23 @@ def test_smoke_run_holds_its_folder_and_resumes_a_missing_final_evaluation(tmp_p
     assert [h["round"] for h in json.loads((out / "history.json").read_text())] == [0, 1]
     assert exp.latest_round(store, "local-smoke") == ("round-0001", 1)
     assert len(list((out / "kfp").iterdir())) == 2
+
+    # A real kill (SIGKILL of the process group) once round 2's evaluation starts; whether its promotion ran
+    # before is up to the orchestrator. Either way the next --resume ends with round 2 promoted and evaluated.
+    resume = [*cmd[:3], "--out", str(out), "--resume", *FAST]
+    proc = subprocess.Popen([sys.executable, "-m", "cure.cli", *resume, "--rounds", "1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    seen = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if "round 2/2: evaluate" in line:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    assert any("round 2/2: evaluate" in line for line in seen), "".join(seen[-40:])
+    assert [h["round"] for h in exp.read_history(store, "local-smoke")] == [0, 1]
+    assert main(resume) == 0
+    assert [h["round"] for h in exp.read_history(store, "local-smoke")] == [0, 1, 2]
+    assert exp.latest_round(store, "local-smoke") == ("round-0002", 2)
+    assert [r["round"] for r in exp.read_rounds(store, "local-smoke")] == [1, 2]

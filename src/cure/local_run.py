@@ -157,7 +157,7 @@ def run_folder_state(run_dir: Path) -> dict[str, Any] | None:
     if not run_dir.is_dir():
         raise CliError(f"--out {run_dir}: exists and is not a folder")
     entries = [p.name for p in run_dir.iterdir() if p.name != LOCK_NAME]
-    if not entries:
+    if not any(_holds_a_file(run_dir / name) for name in entries):  # empty, or empty folders only: nothing to lose
         return None
     state_file = run_dir / "run.json"
     if not state_file.is_file():
@@ -171,6 +171,12 @@ def run_folder_state(run_dir: Path) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError) as e:
         raise CliError(f"--out {run_dir}: run.json is damaged ({e}); nothing was changed") from e
     return state
+
+
+def _holds_a_file(path: Path) -> bool:
+    if path.is_symlink() or not path.is_dir():
+        return True
+    return any(True for p in path.rglob("*") if p.is_symlink() or not p.is_dir())
 
 
 class RunLock:
