@@ -301,7 +301,9 @@ def test_a_second_run_of_an_experiment_refuses_at_plan_and_cannot_promote(tmp_pa
 # ---- 6. eval.scales at config load; metrics never index an empty selection ------------------------------------
 @pytest.mark.parametrize("scales", ["[[-1, 4], [4, 4]]", "[[100, 100]]", "[[0, 0]]", "[[4, 5]]"])
 def test_eval_scales_are_checked_at_load(scales):
-    with pytest.raises(ConfigError, match=r"eval: scales entry .*k_code \(4\)"):
+    cfg = load_config(None)
+    cfg.eval.k_code, cfg.eval.k_test, cfg.eval.scales = 2, 2, [(2, 2)]  # field by field, checked at load
+    with pytest.raises(ConfigError, match=r"^config: eval.scales entry .*eval.k_code \(4\)"):
         load_config(None, ["eval.k_code=4", "eval.k_test=4", f"eval.scales={scales}"])
 
 

@@ -169,19 +169,6 @@ class EvalConfig(_Section):
     exec_namespace: Literal["reference", "plain"] = Field("reference", description="Evaluation programs' globals: reference = List, Tuple, Optional from typing predefined (reference eval.py); plain = only input(), as in training.")
     refine_rounds: int = Field(0, ge=0, description="Agentic refinement rounds after the one-shot sample (S*/AlphaCodium style, cure.refine): failing programs and tests disagreeing with most programs are rewritten with execution feedback; 0 = off (the paper's evaluation).")
 
-    @model_validator(mode="after")
-    def _scales_fit_the_samples(self) -> EvalConfig:
-        """Best-of-N picks among the first n programs by their votes on the first m tests: both must be sampled."""
-        for n, m in self.scales:
-            if not (1 <= n <= self.k_code and 0 <= m <= self.k_test):
-                raise ValueError(
-                    f"scales entry [{n}, {m}]: Best-of-N needs 1 <= n <= k_code ({self.k_code}) programs and "
-                    f"0 <= m <= k_test ({self.k_test}) tests; set eval.scales (e.g. [[{min(4, self.k_code)}, "
-                    f"{min(4, self.k_test)}]]) or eval.k_code/k_test"
-                )
-        return self
-
-
 class PipelineConfig(_Section):
     rounds: int = Field(120, ge=0, description="Training rounds of the whole experiment, over all runs (reference total_steps=120).")
     eval_every: int = Field(10, ge=1, description="Evaluate every N global rounds, and after the last (reference eval_interval=10).")
@@ -200,6 +187,20 @@ class CureConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    @model_validator(mode="after")
+    def _scales_fit_the_samples(self) -> CureConfig:
+        """Best-of-N picks among the first n programs by their votes on the first m tests: both must be sampled.
+        Checked when a config is loaded (not on each assignment, so k_code and scales can be changed one by one)."""
+        e = self.eval
+        for n, m in e.scales:
+            if not (1 <= n <= e.k_code and 0 <= m <= e.k_test):
+                raise ValueError(
+                    f"eval.scales entry [{n}, {m}]: Best-of-N needs 1 <= n <= eval.k_code ({e.k_code}) programs and "
+                    f"0 <= m <= eval.k_test ({e.k_test}) tests; set eval.scales (e.g. [[{min(4, e.k_code)}, "
+                    f"{min(4, e.k_test)}]]) or eval.k_code/k_test"
+                )
+        return self
 
 
 class ConfigError(ValueError):
@@ -280,8 +281,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return CureConfig.model_validate(data)
     except ValidationError as e:
         where = f"config file {path}" if path else "config"
-        lines = [f"{where}: {'.'.join(str(x) for x in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
-                 for err in e.errors()]
+        lines = [": ".join([where, *([".".join(str(x) for x in err["loc"])] if err["loc"] else []),
+                            err["msg"].removeprefix("Value error, ")]) for err in e.errors()]
         raise ConfigError("\n".join(lines)) from e
 
 
