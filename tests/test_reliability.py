@@ -283,6 +283,16 @@ def test_two_runs_racing_for_the_lease_one_wins(store):
     assert sorted(results.values()) == ["refused"] * 3 + ["won"], results
 
 
+def test_a_plan_that_fails_leaves_the_lease_free(tmp_path):
+    store = open_store(f"file://{tmp_path / 'store'}")
+    exp.promote(store, "e", _model(tmp_path, "1"), 1, keep=True)
+    store.put_bytes("e/history.json", b"[not json")
+    with pytest.raises(StoreError, match="history.json is not valid JSON"):
+        _plan(tmp_path, total=4, segment=2, run_id="attempt-1")
+    store.put_json("e/history.json", [])
+    _plan(tmp_path, total=4, segment=2, run_id="attempt-2")  # the task's retry, with a new id
+
+
 def test_a_second_run_of_an_experiment_refuses_at_plan_and_cannot_promote(tmp_path):
     config, plan_a, _ = _plan(tmp_path, total=4, segment=2, run_id="run-a")
     with pytest.raises(exp.LeaseHeld, match="in use by another run"):

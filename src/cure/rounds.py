@@ -64,7 +64,11 @@ def plan(values: dict[str, Any] | str, total_rounds: int, segment: int, run_id: 
     store = exp.open_checked(cfg.pipeline.store_uri)
     run_id = run_id or os.environ.get("CURE_RUN_ID") or uuid.uuid4().hex
     exp.take_lease(store, cfg.pipeline.experiment, run_id, cfg.pipeline.lease_s)
-    p = exp.plan_run(store, cfg.pipeline.experiment, int(total_rounds), int(segment), cfg.pipeline.eval_every)
+    try:
+        p = exp.plan_run(store, cfg.pipeline.experiment, int(total_rounds), int(segment), cfg.pipeline.eval_every)
+    except BaseException:  # a retry of this task comes with another run id: leave the lease free for it
+        exp.release_lease(store, cfg.pipeline.experiment, run_id)
+        raise
     p["segment"] = int(segment)
     p["run_id"] = run_id
     if p["active"]:
