@@ -462,8 +462,12 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     data = Path(args.data)
     if not data.is_file():
         raise CliError(f"--data {data} does not exist (the reward stage writes it)")
-    check_output_path(args.out, folder=True)
     records = read_jsonl(data)
+    if not records:
+        raise CliError(f"--data {data}: no training examples ({'empty file' if data.stat().st_size == 0 else '0 records'}); "
+                       "a step without data would write an unchanged checkpoint with 0 updates. (The reward stage writes "
+                       "none when every task's rewards are equal: keep the current model.)")
+    check_output_path(args.out, folder=True)
     metrics = train_step(
         args.model,
         records,
