@@ -105,11 +105,13 @@ def _platform(task: Any, opts: ClusterOptions, stage: str, store: bool = True, g
         k8s.use_secret_as_env(task, opts.store_secret, dict(opts.store_keys))
         if "CURE_S3_REGION" not in opts.store_keys.values():  # the store's region, where the Secret has one
             k8s.use_secret_as_env(task, opts.store_secret, {"CURE_S3_REGION": "CURE_S3_REGION"}, optional=True)
+    # The run's id (KFP labels every pod of a run pipeline/runid): the experiment lease's holder (a retried plan
+    # task holds the same lease) and the label of the Jobs a stage creates, for the exit handler.
+    k8s.use_field_path_as_env(task, "CURE_RUN_ID", "metadata.labels['pipeline/runid']")
     if stage in ("execute", "train", "evaluate"):
-        # The sandbox Job's owner is this pod (cure.sandbox.k8s.launcher_pod), from the downward API; the run's id
-        # (KFP labels every pod of a run pipeline/runid) labels the Jobs it creates, for the exit handler.
+        # The sandbox Job's owner is this pod (cure.sandbox.k8s.launcher_pod), from the downward API.
         for env, path in (("CURE_POD_NAME", "metadata.name"), ("CURE_POD_NAMESPACE", "metadata.namespace"),
-                          ("CURE_POD_UID", "metadata.uid"), ("CURE_RUN_ID", "metadata.labels['pipeline/runid']")):
+                          ("CURE_POD_UID", "metadata.uid")):
             k8s.use_field_path_as_env(task, env, path)
         task.set_env_variable("CURE_POD_DEADLINE_S", str(int(opts.timeouts[stage])))
     gpus = opts.stage_gpus(stage) if gpu else 0

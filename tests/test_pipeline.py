@@ -375,8 +375,9 @@ def test_exit_handler_cleans_up_the_run(compiled):
 
 
 def test_launchers_know_their_pod_run_and_region(compiled):
-    """Pods that create Jobs get their name, namespace, uid and run id from the downward API; every store task the
-    store's region when the Secret has one."""
+    """Pods that create Jobs get their name, namespace, uid and run id from the downward API; the plan task the run
+    id too (the experiment lease's holder: a retried plan must hold the lease its first attempt took); every store
+    task the store's region when the Secret has one."""
     _, spec, platform = compiled
     for ex, conf in platform["deploymentSpec"]["executors"].items():
         stage = _stage(ex)
@@ -384,6 +385,8 @@ def test_launchers_know_their_pod_run_and_region(compiled):
         if stage in ("execute", "train", "evaluate-round"):
             assert fields == {"CURE_POD_NAME": "metadata.name", "CURE_POD_NAMESPACE": "metadata.namespace",
                               "CURE_POD_UID": "metadata.uid", "CURE_RUN_ID": "metadata.labels['pipeline/runid']"}, ex
+        if stage == "plan-run":
+            assert fields == {"CURE_RUN_ID": "metadata.labels['pipeline/runid']"}, ex
         if stage in STORE_TASKS:
             region = [s for s in conf["secretAsEnv"] if s["keyToEnv"][0]["envVar"] == "CURE_S3_REGION"]
             assert region and region[0]["optional"] is True, ex
