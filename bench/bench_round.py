@@ -179,7 +179,7 @@ def split_phases(events: list[dict[str, Any]], t_spawn: float, t_end: float) -> 
 # --- outputs that must not change ------------------------------------------------------------------------------------
 
 
-def fingerprint(state: dict[str, Any]) -> dict[str, str]:
+def fingerprint(state: dict[str, Any], rollouts: bool = True) -> dict[str, str]:
     """Hashes of what the rollout and train tasks wrote (records and weights), to compare two versions."""
     from cure import rounds
 
@@ -191,8 +191,10 @@ def fingerprint(state: dict[str, Any]) -> dict[str, str]:
 
     ws = state["workspace"]
     model = rounds.model_dir(ws, 1)
-    return {"rollouts": digest([rounds.round_dir(ws, 1) / "rollouts-000.jsonl"]),
-            "weights": digest(sorted(model.glob("*.safetensors")))}
+    out = {"weights": digest(sorted(model.glob("*.safetensors")))}
+    if rollouts:
+        out["rollouts"] = digest([rounds.round_dir(ws, 1) / "rollouts-000.jsonl"])
+    return out
 
 
 # --- the bench -------------------------------------------------------------------------------------------------------
@@ -211,10 +213,10 @@ def median_ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b) if y > 0) if any(y > 0 for y in b) else float("nan")
 
 
-def summarize(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+def summarize(runs: list[dict[str, dict[str, float]]], tasks: list[str]) -> dict[str, dict[str, float]]:
     """Median per task and phase over the repeats, plus the round (sum of the tasks) and its overhead share."""
     out: dict[str, dict[str, float]] = {}
-    for task in (*TASKS, "round"):
+    for task in (*tasks, "round"):
         rows = [r[task] for r in runs]
         out[task] = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
     return out
@@ -231,7 +233,7 @@ def print_table(summary: dict[str, dict[str, dict[str, float]]]) -> None:
     versions = list(summary)
     cols = ["wall", "work", "overhead", *PHASES]
     print(f"{'task':<16} {'version':<9} " + " ".join(f"{c:>10}" for c in cols))
-    for task in (*TASKS, "round"):
+    for task in summary[versions[0]]:
         for v in versions:
             row = summary[v][task]
             print(f"{task:<16} {v:<9} " + " ".join(f"{row[c]:10.2f}" for c in cols))
@@ -249,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", help="git revision to measure side by side with the working tree (before/after)")
     ap.add_argument("--repeats", type=int, default=2, help="rounds per version (alternating order)")
     ap.add_argument("--tasks", default=",".join(TASKS), help="which tasks to time (comma-separated)")
+    ap.add_argument("--rewards", help="the train task's rewards (default: those of one rollout and execute of the "
+                    "round, run first; with this file, choose --tasks without execute)")
     ap.add_argument("--keep", help="keep the workspace and logs in this folder")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args(argv)
@@ -265,14 +269,17 @@ def main(argv: list[str] | None = None) -> int:
         versions = {"current": ROOT}
         if args.baseline:
             versions = {"baseline": checkout(args.baseline, tmp / "baseline"), "current": ROOT}
-        # One execute first: both versions' train tasks read these rewards (the sandbox's timing could differ).
+        # Both versions' train tasks read the same rewards (the sandbox's timing could differ between executions).
         rewards = tmp / "rewards.jsonl"
         cmds = {v: commands_for(root, state, tmp / "kfp" / v, str(rewards)) for v, root in versions.items()}
         first = next(iter(versions))
-        run_task(cmds[first]["rollout"], versions[first], tmp / "warmup-rollout.log")
-        run_task(commands_for(versions[first], state, tmp / "kfp" / "warmup", None)["execute"], versions[first],
-                 tmp / "warmup-execute.log")
-        shutil.copyfile(tmp / "kfp" / "warmup" / "execute" / "rewards", rewards)
+        if args.rewards:
+            shutil.copyfile(args.rewards, rewards)
+        else:
+            run_task(cmds[first]["rollout"], versions[first], tmp / "warmup-rollout.log")
+            run_task(commands_for(versions[first], state, tmp / "kfp" / "warmup", None)["execute"], versions[first],
+                     tmp / "warmup-execute.log")
+            shutil.copyfile(tmp / "kfp" / "warmup" / "execute" / "rewards", rewards)
         runs: dict[str, list[dict[str, dict[str, float]]]] = {v: [] for v in versions}
         prints: dict[str, set[str]] = {}
         order = list(versions)
@@ -286,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                               f"(work {tasks[task]['work']:.2f} s)", flush=True)
                 tasks["round"] = round_sum(tasks)
                 runs[v].append(tasks)
-                if {"rollout", "train"} <= set(chosen):
-                    prints.setdefault(v, set()).add(json.dumps(fingerprint(state), sort_keys=True))
-        summary = {v: summarize(r) for v, r in runs.items()}
+                if "train" in chosen:
+                    prints.setdefault(v, set()).add(json.dumps(fingerprint(state, "rollout" in chosen), sort_keys=True))
+        summary = {v: summarize(r, chosen) for v, r in runs.items()}
         print()
         print_table(summary)
         result: dict[str, Any] = {"model": args.model, "preset": args.preset, "repeats": args.repeats,
