@@ -55,18 +55,15 @@ PHASES = ("start", "imports", "model_load", "work", "save", "copy", "store", "ot
 
 def prepare(tmp: Path, model: str, preset: str, overrides: list[str]) -> dict[str, Any]:
     """Config, plan, tasks, benchmarks and the starting model, as the run's first tasks leave them."""
-    from cure import experiment as exp
     from cure import rounds, steps
     from cure.local_run import preset_and_config
-    from cure.store import open_store
 
     p, cfg = preset_and_config(preset, None, overrides, "subprocess")
     total, segment = int(p["rounds"]), int(p["segment"])
     cfg.pipeline.store_uri = f"file://{tmp / 'store'}"
     cfg.pipeline.experiment = "bench-round"
     cfg.pipeline.eval_every, cfg.pipeline.save_every = int(p["eval_every"]), int(p["save_every"])
-    plan = exp.plan_run(open_store(cfg.pipeline.store_uri), cfg.pipeline.experiment, total, segment)
-    plan["segment"] = segment
+    config, plan, _ = rounds.plan(cfg.model_dump(mode="json"), total, segment)  # the run's plan task
     steps.prepare_data(p["train_data"], str(tmp / "tasks.jsonl"))
     bench_dir = tmp / "benchmarks"
     bench_dir.mkdir()
@@ -77,7 +74,7 @@ def prepare(tmp: Path, model: str, preset: str, overrides: list[str]) -> dict[st
     start = rounds.model_dir(str(workspace), 0)
     start.parent.mkdir(parents=True)
     steps.init_model(model, str(start))
-    return {"config": rounds.config_json(cfg), "plan": json.dumps(plan), "workspace": str(workspace),
+    return {"config": config, "plan": plan, "workspace": str(workspace),
             "tasks": str(tmp / "tasks.jsonl"), "benchmarks": str(bench_dir)}
 
 
