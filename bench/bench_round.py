@@ -23,7 +23,7 @@ side by side with the working tree, alternating A B B A ... per repeat, and prin
 pair. Both versions get the same inputs (the train task the same rewards file), and the bench checks that their
 rollouts and trained weights are identical.
 
-    python bench/bench_round.py --baseline main --repeats 3              # the demo's model (tiny:0, built if needed)
+    python bench/bench_round.py --baseline REV --repeats 3               # the demo's model (tiny:0, built if needed)
     python bench/bench_round.py --model tiny:0:40 --repeats 1            # the tests' 40-step model: quicker
 
 Not a test: it asserts nothing about speed. Results (``--out FILE``) are JSON.
