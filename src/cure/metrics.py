@@ -56,6 +56,9 @@ def summarize(
     code_acc, code_cells = _Ratio(), _Ratio()
     test_acc, test_cells = _Ratio(), _Ratio()
     p01, p00, discr = _Ratio(), _Ratio(), _Ratio()
+    for n, m in scales:  # eval.scales is checked at config load; a direct caller gets the same rule
+        if isinstance(n, bool) or isinstance(m, bool) or int(n) != n or int(m) != m or n < 1 or m < 0:
+            raise ValueError(f"Best-of-N scale ({n}, {m}): needs at least 1 program and 0 or more tests")
     bon = {s: (_Ratio(), _Ratio()) for s in scales}
     n_tasks = 0
     for gt_raw, gen_raw in tables:

@@ -221,12 +221,14 @@ def run_sandbox(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[dict[st
 
 
 def execute(rollouts_path: str, cfg: CureConfig, out_path: str) -> dict[str, Any]:
+    from cure.execute import summarize_executions
     from cure.metrics import summarize, tables_from_executions
 
     t0 = time.monotonic()
     records = run_sandbox(read_jsonl(rollouts_path), cfg)
     write_jsonl(out_path, records)
     m = summarize(tables_from_executions(records), cfg.eval.scales)
+    m.update(summarize_executions(records))  # executions requested vs run (shared programs and inputs run once)
     m["seconds"] = time.monotonic() - t0
     return {f"train_{k}" if k != "seconds" else k: v for k, v in m.items()}
 
