@@ -229,7 +229,7 @@ def test_scoring_uses_the_ground_truth_and_the_projects_unit_test_accuracy(sandb
     # A second task where the judge is wrong ends with the wrong pick and a wrong test: 0 and 0 there.
     wrong_judge = {"sstar.samples": [fenced(CAPPED), fenced(PLUS_ONE)],
                    "sstar.distinguishing_input": ["**Test Input:**\n```12```"], "sstar.judge": ["Answer: A"]}
-    cfg = load_config(None, ["eval.k_code=2", "eval.framework_iterations=0"])
+    cfg = load_config(None, ["eval.k_code=2", "eval.scales=[[2, 2]]", "eval.framework_iterations=0"])
     ports = sandbox(wrong_judge)
     with ports:
         metrics, records = run_tasks("sstar", [TASK], ports, TEMPLATES, cfg, [1.0])
