@@ -170,6 +170,8 @@ class EvalConfig(_Section):
     unextracted_tests: Literal["drop", "fail"] = Field("drop", description="Generated tests that could not be extracted: drop = left out of the table, and a task with none left is skipped by every metric (reference eval.py); fail = kept as columns no program passes, every task counted.")
     exec_namespace: Literal["reference", "plain"] = Field("reference", description="Evaluation programs' globals: reference = List, Tuple, Optional from typing predefined (reference eval.py); plain = only input(), as in training.")
     refine_rounds: int = Field(0, ge=0, description="Agentic refinement rounds after the one-shot sample (S*/AlphaCodium style, cure.refine): failing programs and tests disagreeing with most programs are rewritten with execution feedback; 0 = off (the paper's evaluation).")
+    framework: Literal["none", "mpsc", "alphacodium", "sstar"] = Field("none", description="Agentic framework after the one-shot sample: MPSC, AlphaCodium or S* (cure.agentic); none = off.")
+    framework_iterations: int = Field(2, ge=0, description="eval.framework: repairs per failing test (AlphaCodium), debugging rounds (S*).")
 
 class PipelineConfig(_Section):
     rounds: int = Field(120, ge=0, description="Training rounds of the whole experiment, over all runs (reference total_steps=120).")

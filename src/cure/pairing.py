@@ -104,7 +104,16 @@ def pair_tasks(
         "coder_prompts": _prompt_tokens(tokenizer, [r["code_prompt"] for r in rollouts]),
         "test_prompts": _prompt_tokens(tokenizer, [r["test_prompt"] for r in rollouts]),
     }
+    agentic: dict[str, float] = {}
+    if cfg.eval.framework != "none":  # the framework with this coder and this tester (cure.agentic)
+        from cure.agentic import run_framework
+
+        agentic, records = run_framework(cfg.eval.framework, tasks, coder, tester, c, tokenizer,
+                                         [r["time_limit_s"] for r in rollouts])
+        for rec, found in zip(rollouts, records):
+            rec["agentic"] = found
     report = {
+        "agentic": agentic,
         "seed": seed,
         "num_tasks": m_paired["num_tasks"],
         "k_code": c.rollout.k_code,
@@ -150,6 +159,9 @@ def to_markdown(name: str, report: dict[str, Any], coder: str, tester: str) -> s
         f"{report['coder_api_tokens']['own']} with its own tests (prompt tokens: {t['coder_prompts']} coder, "
         f"{t['test_prompts']} test prompt per source).",
     ]
+    if report.get("agentic"):
+        lines += ["", "| agentic framework metric | value |", "|---|---|"] + \
+            [f"| {k} | {v:.3f} |" for k, v in report["agentic"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -242,6 +254,7 @@ def pairing_step(
         out[f"bon_{s['programs']}x{s['tests']}_paired"] = s["bon_paired"]
         out[f"bon_{s['programs']}x{s['tests']}_own"] = s["bon_own"]
     out.update({f"tokens_{k}": float(v) for k, v in first["tokens"].items()})
+    out.update(first["agentic"])
     return out
 
 
