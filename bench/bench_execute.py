@@ -14,9 +14,14 @@ Workloads (:mod:`cure.sandbox.workload`, expected tables known by construction):
    timeouts per method (a CPU-heavy correct program marked timeout) and this stage's time against the CPU floor
    (the programs' own CPU time / cores).
 
+3. shared inputs (``--only dedup``, this stage only): the same batch twice, programs that each need ~0.05 s of CPU
+   per run, once with test columns drawing their inputs from 3 per task (as a tester that repeats inputs) and once
+   with every column its own input (equal cost per run). A program runs once per distinct input, so the first
+   should be several times faster; both tables must equal the expected ones exactly.
+
 Both methods' tables are compared with the expected tables; a mismatch is printed.
 
-    python bench/bench_execute.py [--small] [--isolation gvisor|none] [--workers N] [--only overhead|cpu]
+    python bench/bench_execute.py [--small] [--isolation gvisor|none] [--workers N] [--only overhead|cpu|dedup]
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import time
 from datetime import datetime, timezone
 
 from cure.config import ExecuteConfig
-from cure.execute import execute_rollouts
+from cure.execute import execute_rollouts, summarize_executions
 from cure.sandbox import workload
 
 CHUNK = 200
@@ -209,7 +214,7 @@ def main() -> int:
     ap.add_argument("--small", action="store_true", help="a quick run: fewer tasks")
     ap.add_argument("--isolation", default="auto", choices=["auto", "gvisor", "none"])
     ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--only", choices=["overhead", "cpu"])
+    ap.add_argument("--only", choices=["overhead", "cpu", "dedup"])
     ap.add_argument("--no-reference", action="store_true", help="skip the reference method")
     args = ap.parse_args()
     cfg = ExecuteConfig(isolation=args.isolation, workers=args.workers or (os.cpu_count() or 1))
@@ -235,7 +240,24 @@ def main() -> int:
               f"runs (1 s each); CPU floor {floor:.1f}s on {cores} cores; this stage / floor = {res['ours_s'] / floor:.2f}"
               f" (load average now {os.getloadavg()[0]:.1f}); CPU it used / the programs' CPU = "
               f"{res['ours_cpu'] / (floor * cores):.2f}")
+    if args.only in (None, "dedup"):
+        dedup(cfg, n_tasks=2 if args.small else 6)
     return 0
+
+
+def dedup(cfg: ExecuteConfig, n_tasks: int) -> None:
+    """Shared test inputs against distinct ones, same programs and cost per run, side by side."""
+    kinds = workload.KINDS_OVERHEAD[:4] + ["heavy"] * 4
+    times = {}
+    for name, distinct in (("distinct inputs", 0), ("3 inputs per task", 3)):
+        rollouts, expected, _ = workload.make_rollouts(n_tasks, kinds, heavy_s=0.05, seed=7, distinct_inputs=distinct)
+        t0 = time.perf_counter()
+        got = execute_rollouts(rollouts, cfg, progress=False)
+        times[name] = time.perf_counter() - t0
+        counts = summarize_executions(got)
+        print(f"[dedup] {name}: {times[name]:.1f}s, executions requested {counts['executions_requested']}, run "
+              f"{counts['executions_run']}, cells differing from expected: {mismatches([r['status'] for r in got], expected)}")
+    print(f"[dedup] ratio (distinct inputs time / shared inputs time): {times['distinct inputs'] / times['3 inputs per task']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -144,7 +144,8 @@ def labelfree_run(demo: dict[str, Any], base: str, tester: str, out: Path, extra
     cfg_file.write_text(dump_config(CureConfig.model_validate(demo["config"])))
     overrides = ["reward.code_reward_source=generated_tests", f"reward.tester_model={tester}", *extra]
     t0 = time.monotonic()
-    res = run_local(demo["preset"], out / "labelfree", str(cfg_file), overrides, rounds=demo["round"], base_model=base)
+    res = run_local(demo["preset"], out / "labelfree", str(cfg_file), overrides, rounds=demo["round"], base_model=base,
+                    overwrite=True)  # a rerun of the benchmark replaces its own earlier run
     return {"seconds": round(time.monotonic() - t0), "overrides": overrides, "runs": res["runs"],
             "history": res["history"], "rounds": res["rounds"]}
 

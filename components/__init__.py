@@ -6,17 +6,18 @@ Images come from :func:`cure.images.image_for` (one registry/tag for all, ``CURE
 (JSON text) that every other task takes, with the run's plan; the evaluation pipeline passes the nested dict.
 """
 
+from components.cleanup import cleanup_run
 from components.data import prepare_benchmarks, prepare_data
 from components.evaluate import evaluate, evaluate_round
 from components.execute import execute
 from components.model import init_model, promote
 from components.pairing import evaluate_pairing
-from components.plan import finish_run, has_rounds, init_models, plan_run
+from components.plan import finish_run, has_rounds, init_models, is_eval_round, plan_run
 from components.rollout import rollout
 from components.train import train
 
 ALL = [prepare_data, prepare_benchmarks, plan_run, has_rounds, init_models, init_model, promote, rollout, execute, train,
-       evaluate, evaluate_round, finish_run, evaluate_pairing]
+       evaluate, evaluate_round, finish_run, evaluate_pairing, is_eval_round, cleanup_run]
 # The image family each component runs in (checked against images/ by the tests).
 IMAGE_FAMILY = {
     "prepare-data": "cpu",
@@ -33,4 +34,6 @@ IMAGE_FAMILY = {
     "evaluate-pairing": "rollout",
     "evaluate-round": "rollout",
     "finish-run": "cpu",
+    "is-eval-round": "cpu",
+    "cleanup-run": "cpu",
 }

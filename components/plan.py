@@ -25,6 +25,14 @@ def has_rounds(plan: str) -> bool:
 
 
 @dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
+def is_eval_round(config: str, plan: str, slot: int) -> bool:
+    """Whether the slot's round is an evaluation round (the condition of its evaluation pod)."""
+    from cure.rounds import is_eval_slot
+
+    return is_eval_slot(config, plan, slot)
+
+
+@dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
 def init_models(base_model: str, config: str, plan: str, workspace: str, metrics: Output[Metrics]):
     """The starting model (latest checkpoint or base model) and the KL reference, onto the run's workspace."""
     from cure.rounds import init_models as step
@@ -36,8 +44,14 @@ def init_models(base_model: str, config: str, plan: str, workspace: str, metrics
 @dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
 def finish_run(config: str, plan: str, workspace: str, model: Output[Model], report: Output[HTML],
                report_md: Output[Markdown], metrics: Output[Metrics]):
-    """The run's last model as a Model artifact, and the experiment's report with its plots embedded."""
-    from cure.rounds import finish
+    """The run's last model as a Model artifact (its store URI, not a copy), the experiment's report."""
+    import json
+    import os
+
+    from cure.rounds import MODEL_POINTER, finish
 
     for k, v in finish(config, plan, workspace, model.path, report.path, report_md.path).items():
         metrics.log_metric(k, v)
+    pointer = os.path.join(model.path, MODEL_POINTER)
+    if os.path.isfile(pointer):
+        model.metadata["store_uri"] = json.load(open(pointer))["uri"]

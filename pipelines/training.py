@@ -21,8 +21,10 @@ from typing import Any
 
 from kfp import dsl
 from kfp import kubernetes as k8s
+from kfp.dsl import Dataset, Input
 
 from components import (
+    cleanup_run,
     evaluate,
     evaluate_pairing,
     evaluate_round,
@@ -31,6 +33,7 @@ from components import (
     has_rounds,
     init_model,
     init_models,
+    is_eval_round,
     plan_run,
     prepare_benchmarks,
     prepare_data,
@@ -70,6 +73,26 @@ class ClusterOptions:
     shm_size: str = "16Gi"
     workspace_size: str = "300Gi"
     workspace_storage_class: str = ""
+    # KFP >= 2.15 refuses a run whose workspace names no access mode (backend/src/v2/compiler/argocompiler/argo.go);
+    # ReadWriteMany lets the tasks of a run land on any node.
+    workspace_access_mode: str = "ReadWriteMany"
+    # GPUs per pod of each stage (None: ``gpus``): vLLM's tensor parallelism divides the model's attention heads
+    # (4 for Qwen2.5-7B), so a rollout pod wants fewer GPUs than a train pod.
+    rollout_gpus: int | None = None
+    train_gpus: int | None = None
+    eval_gpus: int | None = None
+    # Cluster-only graph (`cure compile` turns them on; kfp.local runs without them): evaluation pods only on
+    # evaluation rounds (a check task and a condition per slot), and an exit handler that deletes what the run
+    # left in the cluster (sandbox Jobs, PyTorchJobs, TrainJobs by the run label; the workspace PVC).
+    eval_condition: bool = False
+    exit_cleanup: bool = False
+
+    def stage_gpus(self, stage: str) -> int:
+        """GPUs of a pod of ``stage``: the train pod of a multi-node step only launches the job (0 GPUs)."""
+        if stage == "train" and self.nodes > 1:
+            return 0
+        own = {"rollout": self.rollout_gpus, "train": self.train_gpus, "evaluate": self.eval_gpus}.get(stage)
+        return self.gpus if own is None else own
 
 
 def _platform(task: Any, opts: ClusterOptions, stage: str, store: bool = True, gpu: bool = False,
@@ -80,13 +103,21 @@ def _platform(task: Any, opts: ClusterOptions, stage: str, store: bool = True, g
         task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
     if store and opts.store_secret:
         k8s.use_secret_as_env(task, opts.store_secret, dict(opts.store_keys))
-    if stage == "execute":
-        # The sandbox Job's owner is this pod (cure.sandbox.k8s.launcher_pod): its name is HOSTNAME and its
-        # namespace the service account's; the uid comes from the downward API (no API read needed).
-        k8s.use_field_path_as_env(task, "CURE_POD_UID", "metadata.uid")
-    if gpu:
-        if opts.gpus > 0:
-            task.set_accelerator_type(opts.accelerator).set_accelerator_limit(opts.gpus)
+        if "CURE_S3_REGION" not in opts.store_keys.values():  # the store's region, where the Secret has one
+            k8s.use_secret_as_env(task, opts.store_secret, {"CURE_S3_REGION": "CURE_S3_REGION"}, optional=True)
+    # The run's id (KFP labels every pod of a run pipeline/runid): the experiment lease's holder (a retried plan
+    # task holds the same lease) and the label of the Jobs a stage creates, for the exit handler.
+    k8s.use_field_path_as_env(task, "CURE_RUN_ID", "metadata.labels['pipeline/runid']")
+    if stage in ("execute", "train", "evaluate"):
+        # The sandbox Job's owner is this pod (cure.sandbox.k8s.launcher_pod), from the downward API.
+        for env, path in (("CURE_POD_NAME", "metadata.name"), ("CURE_POD_NAMESPACE", "metadata.namespace"),
+                          ("CURE_POD_UID", "metadata.uid")):
+            k8s.use_field_path_as_env(task, env, path)
+        task.set_env_variable("CURE_POD_DEADLINE_S", str(int(opts.timeouts[stage])))
+    gpus = opts.stage_gpus(stage) if gpu else 0
+    if gpu and not (stage == "train" and opts.nodes > 1):
+        if gpus > 0:
+            task.set_accelerator_type(opts.accelerator).set_accelerator_limit(gpus)
         k8s.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=opts.shm_size)
         for t in opts.tolerations:
             k8s.add_toleration(task, **t)
@@ -129,7 +160,33 @@ def build_training_pipeline(
     shards = opts.rollout_shards
     workspace = dsl.WORKSPACE_PATH_PLACEHOLDER
 
+    def evaluate_task(**args: Any) -> Any:
+        ev = evaluate_round(**args, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+        return _platform(ev, opts, "evaluate", gpu=True).set_cpu_limit("8").set_memory_limit("64G")
+
+    def eval_if_due(config, plan, slot, seeds, benchmarks, workspace):  # type: ignore[no-untyped-def]
+        """The evaluation pod only on an evaluation round (a graph component, so the next slot can wait for it)."""
+        due = _platform(is_eval_round(config=config, plan=plan, slot=slot), opts, "plan", store=False)
+        with dsl.If(due.output == True, name="evaluation-round"):  # noqa: E712 (a KFP condition)
+            evaluate_task(config=config, plan=plan, slot=slot, seeds=seeds, benchmarks=benchmarks, workspace=workspace)
+
+    if opts.eval_condition:  # KFP traces a graph component when it is built: only when the graph uses it
+        # Real types, not this module's postponed (string) annotations: KFP reads them to build the inputs.
+        eval_if_due.__annotations__ = {"config": str, "plan": str, "slot": int, "seeds": list,
+                                       "benchmarks": Input[Dataset], "workspace": str}
+        evaluate_if_due = dsl.pipeline(name="evaluate-if-due")(eval_if_due)
+
     def pipeline_body(**kw: Any) -> None:
+        if opts.exit_cleanup:
+            cleanup = _platform(cleanup_run(
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, workflow=dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER,
+                namespaces=[kw["execute__namespace"], kw["train__namespace"]]), opts, "plan", store=False)
+            with dsl.ExitHandler(cleanup.set_display_name("clean up the run's Jobs and workspace"), name="run"):
+                run_body(**kw)
+        else:
+            run_body(**kw)
+
+    def run_body(**kw: Any) -> None:
         run = run_fields(kw)
         plan = _platform(plan_run(config=config_dict(kw), total_rounds=run["total_rounds"], segment=segment), opts, "plan")
         plan.set_display_name("plan run: config and rounds")
@@ -146,11 +203,13 @@ def build_training_pipeline(
             init.set_display_name("starting model and reference -> workspace")
 
             def evaluate_slot(slot: int, seeds: Any, after: list[Any]) -> Any:
-                ev = evaluate_round(config=config, plan=plan_text, slot=slot, seeds=seeds,
-                                    benchmarks=benches.outputs["benchmarks"], workspace=workspace,
-                                    run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
-                _platform(ev.after(*after), opts, "evaluate", gpu=True).set_cpu_limit("8").set_memory_limit("64G")
-                return ev.set_display_name(f"slot {slot}: evaluate")
+                args = {"config": config, "plan": plan_text, "slot": slot, "seeds": seeds,
+                        "benchmarks": benches.outputs["benchmarks"], "workspace": workspace}
+                if opts.eval_condition and slot < segment:  # the segment's last slot: finish waits for it
+                    ev = evaluate_if_due(**args)
+                else:
+                    ev = evaluate_task(**args)
+                return ev.after(*after).set_display_name(f"slot {slot}: evaluate")
 
             def rollout_shard(slot: int, shard: Any, after: Any, label: str) -> Any:
                 ro = rollout(config=config, plan=plan_text, slot=slot, shard=shard, shards=shards,
@@ -193,8 +252,10 @@ def build_training_pipeline(
     doc = (f"CURE training: up to {segment} rounds per run of rollout -> execute -> reward -> train, continuing the "
            "experiment in the store until total_rounds; evaluation and checkpoint intervals count global rounds.")
     body = with_config_signature(pipeline_body, fixed, cfg, doc)
-    ws = dsl.WorkspaceConfig(size=opts.workspace_size, kubernetes=dsl.KubernetesWorkspaceConfig(
-        pvcSpecPatch={"storageClassName": opts.workspace_storage_class} if opts.workspace_storage_class else {}))
+    patch: dict[str, Any] = {"accessModes": [opts.workspace_access_mode]}
+    if opts.workspace_storage_class:
+        patch["storageClassName"] = opts.workspace_storage_class
+    ws = dsl.WorkspaceConfig(size=opts.workspace_size, kubernetes=dsl.KubernetesWorkspaceConfig(pvcSpecPatch=patch))
     return dsl.pipeline(name=name, description=doc, pipeline_config=dsl.PipelineConfig(workspace=ws))(body)
 
 
@@ -216,6 +277,15 @@ def build_eval_pipeline(
     opts = cluster or ClusterOptions(gpus=gpus, accelerator=accelerator)
 
     def pipeline_body(**kw: Any) -> None:
+        if opts.exit_cleanup:  # the evaluation's sandbox Jobs, whatever ends the run (it has no workspace)
+            cleanup = _platform(cleanup_run(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, workflow="",
+                                            namespaces=[kw["execute__namespace"]]), opts, "plan", store=False)
+            with dsl.ExitHandler(cleanup.set_display_name("clean up the run's Jobs"), name="run"):
+                eval_body(**kw)
+        else:
+            eval_body(**kw)
+
+    def eval_body(**kw: Any) -> None:
         config = config_dict(kw)
         run = run_fields(kw)
         store, experiment = kw["pipeline__store_uri"], kw["pipeline__experiment"]
@@ -233,7 +303,8 @@ def build_eval_pipeline(
             pa = evaluate_pairing(config=config, seeds=run["seeds"], model=init.outputs["model"],
                                   benchmarks=benches.outputs["benchmarks"], coder_model=run["coder_model"],
                                   coder_engine=run["coder_engine"])
-            _platform(pa, opts, "evaluate", store=False, gpu=True).set_cpu_limit("8").set_memory_limit("64G")
+            # The store too: the sandbox runs through it (cure.sandbox.k8s writes each shard there).
+            _platform(pa, opts, "evaluate", gpu=True).set_cpu_limit("8").set_memory_limit("64G")
             pa.set_display_name("pairing")
             k8s.use_secret_as_env(pa, secret_name=api_key_secret, secret_key_to_env={"api_key": cfg.rollout.api_key_env},
                                   optional=True)

@@ -11,6 +11,22 @@ Pod Security admission: a Job's pod template is checked against the level the na
 admits such a Job and then refuses each of its pods; the fake fails the Job at once with reason ``PodSecurity``
 (the real one would retry until ``activeDeadlineSeconds``). Violations of the ``warn`` level are recorded in
 ``warnings``, as the API server returns them in ``Warning`` headers.
+
+Authentication and RBAC: every request carries a bearer token naming a ServiceAccount (:meth:`FakeKubernetes.token`,
+:meth:`FakeKubernetes.api_client`); a request without one is 401. Each request is authorised against the Roles,
+ClusterRoles and their bindings that ``kubectl kustomize manifests/overlays/<overlay>`` renders (plus
+``extra_rbac``: e.g. KFP's own ``pipeline-runner`` Role in namespace ``kubeflow``), by resource *and* subresource
+(``jobs/status``), verb, API group, namespace and the requesting account, and refused with 403 and the API server's
+``Status`` (reason ``Forbidden``) otherwise. Sources restated: the request attributes (verb from method, list vs
+get, subresource) from ``k8s.io/apiserver/pkg/endpoints/request/requestinfo.go``; rule matching from
+``k8s.io/kubernetes/pkg/apis/rbac/v1/evaluation_helpers.go`` (``VerbMatches``, ``APIGroupMatches``,
+``ResourceMatches``, ``ResourceNameMatches``) and ``plugin/pkg/auth/authorizer/rbac/rbac.go`` (a RoleBinding grants
+its Role's rules in its own namespace only; a ServiceAccount subject matches ``system:serviceaccount:NS:NAME``, also
+through the groups ``system:serviceaccounts`` and ``system:serviceaccounts:NS``); the 403 message from
+``k8s.io/apiserver/pkg/endpoints/handlers/responsewriters/errors.go`` (``forbiddenMessage``).
+
+Custom objects (``PyTorchJob`` kubeflow.org/v1, ``TrainJob`` trainer.kubeflow.org/v1alpha1) are served too; what
+"runs" them is a ``controller`` given by the test (it starts the replicas and reports their conditions).
 """
 
 from __future__ import annotations
@@ -28,6 +44,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import kubernetes_validate
+import yaml
 
 K8S_VERSION = "1.30.0"
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,10 +115,132 @@ def pod_security_violations(pod: dict[str, Any], level: str) -> list[str]:
     return out
 
 
+# --- RBAC ----------------------------------------------------------------------------------------------------
+
+#: KFP standalone's own Role for its runner account (kubeflow/pipelines manifests/kustomize/base/pipeline/
+#: pipeline-runner-role.yaml, 2.17.0): the part the pipeline uses in KFP's namespace, the workspace PVC.
+KFP_RUNNER_RBAC: tuple[dict[str, Any], ...] = (
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+     "metadata": {"name": "pipeline-runner", "namespace": "kubeflow"},
+     "rules": [{"apiGroups": [""], "resources": ["persistentvolumes", "persistentvolumeclaims"], "verbs": ["*"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+     "metadata": {"name": "pipeline-runner-binding", "namespace": "kubeflow"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pipeline-runner"},
+     "subjects": [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}]},
+)
+#: The identity KFP standalone runs pipeline steps as (what the launchers use in a cluster).
+RUNNER = ("kubeflow", "pipeline-runner")
+_RENDERED: dict[str, tuple[dict[str, Any], ...]] = {}
+
+
+def rendered_manifests(overlay: str) -> tuple[dict[str, Any], ...]:
+    """The objects ``kubectl kustomize manifests/overlays/<overlay>`` (or ``kustomize build``) yields."""
+    import shutil
+
+    if overlay not in _RENDERED:
+        cmd = ["kustomize", "build"] if shutil.which("kustomize") else ["kubectl", "kustomize"]
+        proc = subprocess.run([*cmd, str(ROOT / "manifests" / "overlays" / overlay)], capture_output=True, text=True,
+                              timeout=120, check=True)
+        _RENDERED[overlay] = tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+    return _RENDERED[overlay]
+
+
+def request_attributes(method: str, parts: list[str], query: dict[str, list[str]]) -> dict[str, str]:
+    """verb, apiGroup, namespace, resource (with ``/subresource``) and name of a resource request
+    (requestinfo.go: GET of a collection is list, or watch with ?watch; DELETE of one is delete, of a collection
+    deletecollection)."""
+    if parts[0] == "api":
+        group, rest = "", parts[2:]
+    else:
+        group, rest = parts[1], parts[3:]
+    namespace = ""
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        namespace, rest = rest[1], rest[2:]
+    elif rest[:1] == ["namespaces"]:  # a namespace object itself
+        rest = ["namespaces", *rest[1:]]
+    resource, name = rest[0], rest[1] if len(rest) > 1 else ""
+    if len(rest) > 2:
+        resource += "/" + rest[2]
+    if method == "GET":
+        verb = ("watch" if query.get("watch", ["false"])[0] in ("true", "1") else "list") if not name else "get"
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch",
+                "DELETE": "delete" if name else "deletecollection"}[method]
+    return {"verb": verb, "group": group, "namespace": namespace, "resource": resource, "name": name}
+
+
+def _rule_allows(rule: dict[str, Any], a: dict[str, str]) -> bool:
+    """evaluation_helpers.go RuleAllows for a resource request."""
+    def has(values: list[str], want: str) -> bool:
+        return "*" in values or want in values
+
+    resources = rule.get("resources", [])
+    main, _, sub = a["resource"].partition("/")
+    resource_ok = ("*" in resources or a["resource"] in resources
+                   or (sub and f"*/{sub}" in resources) or f"{main}/*" in resources and bool(sub))
+    names = rule.get("resourceNames") or []
+    return (has(rule.get("verbs", []), a["verb"]) and has(rule.get("apiGroups", []), a["group"]) and resource_ok
+            and (not names or a["name"] in names))
+
+
+def _subject_matches(subject: dict[str, Any], binding_ns: str, sa_ns: str, sa: str) -> bool:
+    """rbac.go appliesToUser, for a ServiceAccount user ``system:serviceaccount:sa_ns:sa``."""
+    if subject["kind"] == "ServiceAccount":
+        return subject["name"] == sa and subject.get("namespace", binding_ns) == sa_ns
+    if subject["kind"] == "Group":
+        return subject["name"] in ("system:serviceaccounts", f"system:serviceaccounts:{sa_ns}", "system:authenticated")
+    return subject["kind"] == "User" and subject["name"] == f"system:serviceaccount:{sa_ns}:{sa}"
+
+
+def authorized(objects: Any, sa_ns: str, sa: str, a: dict[str, str]) -> bool:
+    """Whether the RBAC objects grant account ``sa_ns/sa`` the request ``a``."""
+    roles = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o.get("rules") or []
+             for o in objects if o["kind"] in ("Role", "ClusterRole")}
+    for b in objects:
+        if b["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        binding_ns = b["metadata"].get("namespace", "")
+        if b["kind"] == "RoleBinding" and binding_ns != a["namespace"]:
+            continue  # a RoleBinding grants in its own namespace only
+        ref = b["roleRef"]
+        rules = roles.get((ref["kind"], binding_ns if ref["kind"] == "Role" else "", ref["name"]), [])
+        if any(_subject_matches(s, binding_ns, sa_ns, sa) for s in b.get("subjects") or []) and \
+                any(_rule_allows(r, a) for r in rules):
+            return True
+    return False
+
+
+def forbidden(sa_ns: str, sa: str, a: dict[str, str]) -> dict[str, Any]:
+    """The API server's 403 Status (responsewriters/errors.go forbiddenMessage)."""
+    main = a["resource"].partition("/")[0]
+    qualified = f"{main}.{a['group']}" if a["group"] else main
+    what = f'{qualified} "{a["name"]}"' if a["name"] else qualified
+    resource = f'resource "{a["resource"]}" in API group "{a["group"]}"'
+    where = f' in the namespace "{a["namespace"]}"' if a["namespace"] else " at the cluster scope"
+    message = (f'{what} is forbidden: User "system:serviceaccount:{sa_ns}:{sa}" cannot {a["verb"]} {resource}{where}')
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": "Forbidden", "details": {"name": a["name"], "group": a["group"], "kind": main}, "code": 403}
+
+
+def _selected(obj: dict[str, Any], query: dict[str, list[str]]) -> bool:
+    """Whether ``obj`` matches the request's ``labelSelector`` (equality terms only)."""
+    text = query.get("labelSelector", [""])[0]
+    labels = obj["metadata"].get("labels") or {}
+    return all(labels.get(k) == v for k, _, v in (t.partition("=") for t in text.split(",") if t))
+
+
 class FakeKubernetes:
-    def __init__(self, workdir: Path, run_pods: bool = True, pod_security: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, run_pods: bool = True, pod_security: dict[str, str] | None = None,
+                 overlay: str = "standalone", extra_rbac: tuple[dict[str, Any], ...] = KFP_RUNNER_RBAC,
+                 controller: Any = None) -> None:
         self.workdir, self.run_pods = workdir, run_pods
         self.pod_security = namespace_pod_security() if pod_security is None else pod_security
+        self.rbac = [o for o in rendered_manifests(overlay) if o["kind"] in
+                     ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")] + list(extra_rbac)
+        self.controller = controller
+        self.forbidden: list[dict[str, Any]] = []  # the Status of every 403
+        self.custom: dict[tuple[str, str, str], dict] = {}  # (plural, namespace, name) -> object
+        self.pvcs: dict[tuple[str, str], dict] = {}
         self.warnings: list[str] = []
         self.configmaps: dict[tuple[str, str], dict] = {}
         self.jobs: dict[tuple[str, str], dict] = {}
@@ -134,9 +273,20 @@ class FakeKubernetes:
                 url = urlsplit(self.path)
                 with fake.lock:
                     fake.requests.append((method, url.path))
+                parts, query = url.path.strip("/").split("/"), parse_qs(url.query)
+                body = self._body() if method in ("POST", "PATCH", "DELETE") else None
+                who = fake.account(self.headers.get("Authorization", ""))
+                if who is None:
+                    return self._send(401, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                            "message": "Unauthorized", "reason": "Unauthorized", "code": 401})
+                attrs = request_attributes(method, parts, query)
+                if not authorized(fake.rbac, *who, attrs):
+                    status = forbidden(*who, attrs)
+                    with fake.lock:
+                        fake.forbidden.append(status)
+                    return self._send(403, status)
                 try:
-                    code, obj, text = fake.route(method, url.path.strip("/").split("/"), parse_qs(url.query),
-                                                 self._body() if method in ("POST", "PATCH") else None)
+                    code, obj, text = fake.route(method, parts, query, body)
                 except KeyError as e:
                     code, obj, text = 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                             "reason": "NotFound", "code": 404, "message": str(e)}, False
@@ -166,11 +316,26 @@ class FakeKubernetes:
         self.server.shutdown()
         self.server.server_close()
 
-    def api_client(self) -> Any:
+    @staticmethod
+    def token(namespace: str, account: str) -> str:
+        """The bearer token of ServiceAccount ``namespace/account`` (what a pod's projected token would be)."""
+        return f"fake-sa-token.{namespace}.{account}"
+
+    def account(self, authorization: str) -> tuple[str, str] | None:
+        """(namespace, name) of the ServiceAccount a request authenticates as; None: no valid token."""
+        prefix = "Bearer fake-sa-token."
+        if not authorization.startswith(prefix):
+            return None
+        namespace, _, name = authorization[len(prefix):].partition(".")
+        return (namespace, name) if namespace and name else None
+
+    def api_client(self, account: tuple[str, str] = RUNNER) -> Any:
+        """A ``kubernetes`` ApiClient authenticated as ``account`` (default: KFP standalone's runner)."""
         from kubernetes import client
 
         cfg = client.Configuration()
         cfg.host = self.url
+        cfg.api_key = {"authorization": "Bearer " + self.token(*account)}
         return client.ApiClient(cfg)
 
     def add_pod(self, namespace: str, name: str) -> str:
@@ -222,13 +387,26 @@ class FakeKubernetes:
                     self._run_pods(ns, body)
                 self.job_created.set()
                 return 201, body, False
+            if len(p) == 6 and method == "GET":  # list, by label selector
+                items = [j for (n, _), j in self.jobs.items() if n == ns and _selected(j, query)]
+                return 200, {"apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": items}, False
             key = (ns, p[6])
-            if method == "GET":
+            if method == "GET":  # the Job, or its status subresource (the same object)
                 return 200, self.jobs[key], False
             if method == "DELETE":
                 del self.jobs[key]
                 self.deleted.append(("Job", ns, p[6]))
                 return 200, status, False
+        if p[:3] == ["api", "v1", "namespaces"] and p[4] == "persistentvolumeclaims":
+            key = (p[3], p[5])
+            if method == "GET":
+                return 200, self.pvcs[key], False
+            if method == "DELETE":
+                del self.pvcs[key]
+                self.deleted.append(("PersistentVolumeClaim", p[3], p[5]))
+                return 200, status, False
+        if p[0] == "apis" and len(p) >= 6 and p[1] in ("kubeflow.org", "trainer.kubeflow.org"):
+            return self._custom(method, p[1], p[2], p[4], p[5], p[6] if len(p) > 6 else "", query, body)
         if p[:3] == ["api", "v1", "namespaces"] and p[4] == "pods":
             ns = p[3]
             if len(p) == 5:
@@ -241,6 +419,43 @@ class FakeKubernetes:
             return 200, self.pods[(ns, p[5])], False
         return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
                      "message": f"fake API: no route for {method} /{'/'.join(p)}"}, False
+
+    def _custom(self, method: str, group: str, version: str, ns: str, plural: str, name: str,
+                query: dict[str, list[str]], body: Any) -> tuple[int, Any, bool]:
+        """PyTorchJobs and TrainJobs: stored as sent; the ``controller`` starts them and reports their status."""
+        if method == "POST":
+            if (plural, ns, body["metadata"]["name"]) in self.custom:
+                return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists",
+                             "code": 409, "message": f'{plural}.{group} "{body["metadata"]["name"]}" already exists'}, False
+            body["metadata"].update(namespace=ns, uid=str(uuid.uuid4()))
+            if self.controller is not None:
+                try:  # the controller validates against the CRD's schema, as the API server does
+                    self.controller.create(body)
+                except ValueError as e:
+                    return 422, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid",
+                                 "code": 422, "message": str(e)}, False
+            self.custom[(plural, ns, body["metadata"]["name"])] = body
+            return 201, body, False
+        if method == "GET" and not name:
+            items = [o for (pl, n, _), o in self.custom.items() if pl == plural and n == ns and _selected(o, query)]
+            return 200, {"apiVersion": f"{group}/{version}", "kind": "List", "metadata": {}, "items": items}, False
+        obj = self.custom[(plural, ns, name)]
+        if method == "GET":
+            if self.controller is not None:
+                obj["status"] = self.controller.status(obj)
+            return 200, obj, False
+        if method == "DELETE":
+            del self.custom[(plural, ns, name)]
+            self.deleted.append((obj["kind"], ns, name))
+            if self.controller is not None:
+                self.controller.delete(obj)
+            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}, False
+        return 405, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 405}, False
+
+    def add_pvc(self, namespace: str, name: str) -> None:
+        """A PersistentVolumeClaim, e.g. the workspace Argo creates for a run (``<workflow>-kfp-workspace``)."""
+        self.pvcs[(namespace, name)] = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                        "metadata": {"name": name, "namespace": namespace}}
 
     def _run_pods(self, ns: str, job: dict) -> None:
         """Each index: write the projected ConfigMap files, run the container's command, keep its stdout."""

@@ -113,5 +113,5 @@ def test_cli_help_and_unknown_command(capsys):
     assert "data prepare" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["frobnicate"])
-    with pytest.raises(SystemExit):
-        main(["data", "prepare", "--source", "file", "--out", "x", "--set", "train.nope=1"])
+    assert main(["data", "prepare", "--source", "file", "--out", "x", "--set", "train.nope=1"]) == 2
+    assert "train.nope" in capsys.readouterr().err

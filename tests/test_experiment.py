@@ -93,9 +93,9 @@ def test_a_folder_store_inside_a_pod_is_refused(monkeypatch):
     exp.check_store_uri("file://./runs")
 
 
-def _plan(tmp_path, total: int, segment: int, **overrides):
+def _plan(tmp_path, total: int, segment: int, run_id: str = "run-a", **overrides):
     values = {"pipeline": {"store_uri": f"file://{tmp_path / 'store'}", "experiment": "e", **overrides}}
-    config, plan, active = rounds.plan(values, total, segment)
+    config, plan, active = rounds.plan(values, total, segment, run_id=run_id)
     return config, plan, active
 
 

@@ -127,6 +127,7 @@ def test_reference_defaults() -> None:
     assert c.rollout.prompt_layout == "reference"
     assert (c.data.time_limit, c.data.default_time_limit_s) == ("fixed", 1.0)
     assert (c.eval.unextracted_tests, c.eval.exec_namespace) == ("drop", "reference")
+    assert (c.rollout.extraction, c.rollout.api_request) == ("reference", "reference")
 
 
 def test_evaluation_sampler_reaches_the_engine() -> None:
@@ -144,7 +145,7 @@ def test_openai_engine_sends_top_k_except_to_openai() -> None:
     from cure.rollout.openai_engine import OpenAIEngine
 
     params = SamplingParams(n=1, temperature=0.8, top_p=0.95, top_k=40)
-    cfg = RolloutConfig(engine="openai", api_key_env="CURE_TEST_NO_SUCH_KEY")
+    cfg = RolloutConfig(engine="openai", api_key_env="CURE_TEST_NO_SUCH_KEY", api_request="full")
     vllm_server = OpenAIEngine("m", cfg, base_url="http://127.0.0.1:8000/v1", api_key="x")
     assert vllm_server._body("hi", params, 1, 0)["top_k"] == 40
     openai = OpenAIEngine("m", cfg, base_url="https://api.openai.com/v1", api_key="x")
@@ -190,6 +191,23 @@ def test_unextracted_tests_are_dropped_and_untested_tasks_skipped() -> None:
     cfg.eval.unextracted_tests = "fail"
     strict = summarize(eval_tables(rollouts, executions, cfg), [(2, 1)])
     assert strict["num_tasks"] == 2 and strict["code_acc"] == 0.75 and strict["unit_test_acc"] == 0.25
+
+
+def test_p01_of_an_empty_pool_is_what_the_reference_prints() -> None:
+    """eval.py prints ``1 - p_01`` with ``p_01 = safe_divide(rejections, pairs)``, and safe_divide(x, 0) is 0: with
+    no (wrong program, correct test) pair it prints 1.0."""
+    import numpy as np
+
+    from cure.metrics import summarize
+
+    all_correct = (np.ones((2, 1), bool), np.ones((2, 1), bool))
+    m = summarize([all_correct])
+    assert m["p01"] == 1.0 and m["p00"] == 0.0 and m["num_tasks"] == 1
+    assert summarize([])["p01"] == 1.0
+    # a non-empty pool: the share of (wrong program, correct test) pairs the wrong program passes
+    gt = np.array([[True], [False], [False]])
+    gen = np.array([[True, True], [True, False], [False, False]])
+    assert summarize([(gt, gen)])["p01"] == 0.25
 
 
 # --- the evaluation's exec namespace, in the real worker ---------------------------------------------------------

@@ -24,7 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
-OVERLAYS = ("standalone", "store")
+OVERLAYS = ("standalone", "store", "kubeflow-store")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 OPERATOR_GUIDE = ROOT / "docs" / "operator.md"
 
@@ -342,3 +342,27 @@ def test_operator_guide_applies_existing_overlays() -> None:
     assert applied, "the guide must show `kubectl apply -k manifests/overlays/...`"
     for path in applied:
         assert (ROOT / path / "kustomization.yaml").is_file(), f"guide applies {path}, which has no kustomization"
+
+
+# --- Kubeflow's own store (KFP >= 2.16: SeaweedFS) ---------------------------------------------------------------
+
+
+def test_kubeflow_store_overlay_lets_namespace_cure_reach_seaweedfs() -> None:
+    """KFP 2.16+ serves its store as Service seaweedfs (kubeflow namespace, port 9000 -> container 8333), and its
+    own NetworkPolicy admits only profile namespaces, istio-system and kubeflow's pods; the overlay adds ingress
+    from namespace cure (PyTorchJob/TrainJob replicas read and write the store)."""
+    [policy] = [p for p in find(render("kubeflow-store"), "NetworkPolicy", "cure-to-seaweedfs")]
+    assert policy["metadata"]["namespace"] == "kubeflow"
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"app": "seaweedfs"}}
+    [rule] = policy["spec"]["ingress"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "cure"}}}]
+    assert rule["ports"] == [{"port": 8333}]
+
+
+def test_operator_guide_uses_kubeflows_current_store_service() -> None:
+    """minio-service no longer exists in KFP >= 2.16: the recipe points at seaweedfs and applies the overlay."""
+    text = OPERATOR_GUIDE.read_text()
+    assert "//minio-service" not in text  # no endpoint on the Service KFP 2.16+ removed
+    assert "http://seaweedfs.kubeflow.svc.cluster.local:9000" in text
+    applied = [c[c.index("-k") + 1] for c in _doc_commands("kubectl apply") if "-k" in c]
+    assert "manifests/overlays/kubeflow-store" in applied

@@ -73,7 +73,7 @@ def test_completions_and_chat_match_the_local_engine(local: HFEngine) -> None:
     want_chat = local.generate([messages], GREEDY)[0][0]
     with serving(local) as (url, state):
         got_text = client(url, "completions").generate([prompt], GREEDY)[0][0]
-        got_chat = client(url, "chat").generate([messages], GREEDY)[0][0]
+        got_chat = client(url, "chat", api_request="full").generate([messages], GREEDY)[0][0]
     assert (got_text.text, got_text.finish_reason) == (want_text.text, want_text.finish_reason)
     assert (got_chat.text, got_chat.finish_reason) == (want_chat.text, want_chat.finish_reason)
     assert [p for _, p in state.arrivals] == ["/v1/completions", "/v1/chat/completions"]
@@ -197,6 +197,65 @@ def test_unreachable_server_is_retried_then_reported() -> None:
     with pytest.raises(ApiError, match=r"failed 2 times.*cannot connect"):
         engine.generate(["hello"], GREEDY)
     assert engine.attempts == 2
+
+
+def test_reference_request_by_default(local: HFEngine) -> None:
+    """The reference's API request (evaluation/eval.py fetch_completion): the literal prompt as the user message
+    under "You are a helpful coding assistant.", the temperature and nothing else; the recorded prompt is that text."""
+    from cure.prompts import code_prompt, test_prompt
+
+    cfg = CureConfig()
+    assert cfg.rollout.api_request == "reference"
+    cfg.rollout.k_code, cfg.rollout.k_test, cfg.rollout.temperature = 2, 1, 0.7
+    task = Task(task_id="t0", source="unit", question="Print the sum of two integers.", example_input=["1 2\n"],
+                example_output=["3\n"], test_input=["2 3\n"], test_output=["5\n"])
+    with serving(local) as (url, state):
+        api = client(url, "chat")
+        assert api.chat is False  # it takes the prompt text, not messages
+        rec = rollout_tasks([task], api, api, cfg, local.tokenizer, give_example=False)[0]
+    literal = code_prompt(task.question, None, layout="reference")
+    assert rec["code_prompt"] == literal and literal.startswith("<|im_start|>You are a helpful assistant help user")
+    assert rec["test_prompt"] == test_prompt(task.question, [], [], None, layout="reference")
+    bodies = sorted(state.bodies, key=lambda b: b["messages"][1]["content"] != literal)
+    assert [sorted(b) for b in bodies] == [["messages", "model", "n", "temperature"]] * 2
+    assert bodies[0]["messages"] == [{"role": "system", "content": "You are a helpful coding assistant."},
+                                     {"role": "user", "content": literal}]
+    assert bodies[1]["messages"][1]["content"] == rec["test_prompt"]
+    assert [(b["temperature"], b["n"]) for b in bodies] == [(0.7, 2), (0.7, 1)]
+    assert len(rec["code_responses"]) == 2 and len(rec["test_responses"]) == 1
+
+
+def test_full_request_keeps_messages_and_every_parameter(local: HFEngine) -> None:
+    cfg = CureConfig()
+    cfg.rollout.k_code, cfg.rollout.k_test, cfg.rollout.max_new_tokens = 1, 0, 8
+    task = Task(task_id="t0", source="unit", question="Print 1.", test_input=["\n"], test_output=["1\n"])
+    with serving(local) as (url, state):
+        api = client(url, "chat", api_request="full")
+        assert api.chat is True
+        rollout_tasks([task], api, api, cfg, local.tokenizer)
+    body, = state.bodies
+    assert {"top_p", "max_tokens", "stop", "seed", "temperature"} <= set(body) and body["max_tokens"] == 8
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    assert body["messages"][0]["content"] == "You are a helpful assistant help user solve problems."
+
+
+def test_reference_request_does_not_cut_at_stop_strings() -> None:
+    """The reference keeps an API's reply whole; the full request cuts it at the stop strings it could not send."""
+
+    class Reply:
+        text = ""
+
+        def json(self):
+            return {"choices": [{"index": 0, "message": {"content": "x = 1\nUser: more"}, "finish_reason": "stop"}]}
+
+    params = SamplingParams(n=1, temperature=1.0, stop=["User:"])
+    ref = OpenAIEngine(NAME, RolloutConfig(api_mode="chat"), api_key="x")
+    full = OpenAIEngine(NAME, RolloutConfig(api_mode="chat", api_request="full"), api_key="x")
+    assert ref._parse(Reply(), params, 1)[0].text == "x = 1\nUser: more"
+    assert full._parse(Reply(), params, 1)[0].text == "x = 1\n"
+    # completions mode has no reference shape: every parameter, whatever api_request says
+    comp = OpenAIEngine(NAME, RolloutConfig(api_mode="completions"), api_key="x")
+    assert "stop" in comp._body("p", params, 1, 0) and comp.reference_request is False
 
 
 def test_openai_tester_with_local_coder_in_a_rollout(local: HFEngine, model_dir: Path) -> None:

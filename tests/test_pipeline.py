@@ -78,15 +78,16 @@ def test_a_run_is_a_segment_of_guarded_round_slots(compiled):
             assert f"slot {slot}: {stage}" in names, (slot, stage)
     assert "slot 0: evaluate" in names and f"slot {SEGMENT + 1}: train" not in names
     # the slots run only when the plan says there are rounds left (a run after the total does nothing)
-    cond = spec["root"]["dag"]["tasks"]["condition-1"]
-    assert "has-rounds-Output" in cond["triggerPolicy"]["condition"]
-    # models move on the run's workspace (a PVC), passed as a path
+    [cond] = [t for _, t in _all_tasks(spec) if "has-rounds-Output" in t.get("triggerPolicy", {}).get("condition", "")]
+    assert cond["componentRef"]["name"].startswith("comp-condition")
+    # models move on the run's workspace (a PVC), passed as a path; KFP >= 2.15 needs its access mode
     assert platform["pipelineConfig"]["workspace"]["size"] == "300Gi"
+    assert platform["pipelineConfig"]["workspace"]["kubernetes"]["pvcSpecPatch"] == {"accessModes": ["ReadWriteMany"]}
     by_name = dict(_all_tasks(spec))
     train2 = by_name["train-2"]
     assert train2["inputs"]["parameters"]["workspace"]["runtimeValue"]["constant"] == "{{$.workspace_path}}"
     assert "model" not in train2["inputs"].get("artifacts", {})
-    assert set(train2["dependentTasks"]) >= {"execute-2", "evaluate-round-2", "promote"}
+    assert set(train2["dependentTasks"]) >= {"execute-2", "evaluate-if-due-2", "promote"}
 
 
 def test_rollout_shards_are_a_parallel_for(compiled):
@@ -173,6 +174,8 @@ def test_only_the_plan_task_takes_the_named_parameters(compiled):
         params = task.get("inputs", {}).get("parameters", {})
         if name == "plan-run":
             assert "config" in params  # the one task that gets every hyperparameter, by name
+        elif name in ("evaluate-round", "is-eval-round") and params["config"]["componentInputParameter"] in ("config", "pipelinechannel--config"):
+            pass  # inside the evaluate-if-due graph: its own input, which gets the plan's config
         elif "config" in params:
             assert params["config"] == {"componentInputParameter": "pipelinechannel--plan-run-config"}, name
             assert len(params) <= 8, f"{name} takes {len(params)} parameters"
@@ -197,11 +200,33 @@ def test_pipeline_config_round_trip():
     assert config_from_pipeline(config_dict({k: str(v) if not isinstance(v, str) else v for k, v in defaults.items()})) == CureConfig()
 
 
-def test_compile_option_errors(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="--toleration"):
-        main(["compile", "--out", str(tmp_path), "--toleration", "gpu:Sometimes"])
-    with pytest.raises(SystemExit, match="--timeout"):
-        main(["compile", "--out", str(tmp_path), "--timeout", "bake=10"])
+@pytest.mark.parametrize("flags, what", [
+    (["--toleration", "gpu:Sometimes"], "--toleration"), (["--timeout", "bake=10"], "--timeout"),
+    (["--shm-size", "lots"], "--shm-size 'lots'"), (["--workspace-size=-5Gi"], "--workspace-size"),
+    (["--shm-size", "16GB"], "--shm-size"), (["--workspace-access-mode", "Shared"], "--workspace-access-mode"),
+    (["--rollout-gpus", "-1"], "--rollout-gpus"),
+])
+def test_compile_option_errors(tmp_path, capsys, flags, what):
+    """A bad flag: rc 2 and one line on stderr naming it; nothing is written (Kubernetes quantities follow
+    k8s.io/apimachinery's grammar: 16GB is not one)."""
+    out = tmp_path / "out"
+    assert main(["compile", "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and what in err[0], err
+    assert not out.exists()
+
+
+def test_compile_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "f").write_text("keep")
+    assert main(["compile", "--out", str(tmp_path / "f")]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "f").read_text() == "keep"
+
+
+@pytest.mark.parametrize("good", ["16Gi", "500M", "1.5Gi", "2e9", ".5Ti", "128974848", "129e6", "123Mi"])
+def test_quantities_kubernetes_accepts(good):
+    from cure.kfp_compile import check_quantity
+
+    assert check_quantity("--shm-size", good) == good
 
 
 def test_every_component_image_is_built_by_a_dockerfile(compiled):
@@ -216,3 +241,194 @@ def test_every_component_image_is_built_by_a_dockerfile(compiled):
     for image in images:
         assert image in by_image, f"{image} is not one of the project's images {sorted(by_image)}"
         assert (repo / "images" / by_image[image] / "Dockerfile").is_file()
+
+
+# --- what a real cluster needs ---------------------------------------------------------------------------------
+
+
+BUDGET = 256 * 1024  # bytes of a compiled pipeline (the Kubeflow UI upload, the run's stored spec)
+
+
+def documented_compiles() -> list[tuple[str, list[str]]]:
+    """Every `cure compile ...` command in a fenced code block of README.md and docs/*.md (continuations joined,
+    comments dropped, a leading .venv/bin/ allowed): (source, argv after `cure`)."""
+    import shlex
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = []
+    for doc in [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]:
+        for block in re.findall(r"```[^\n]*\n(.*?)```", doc.read_text(), re.DOTALL):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                line = re.sub(r"^(\S*/)?cure ", "cure ", line.strip())
+                if line.startswith("cure compile"):
+                    argv = shlex.split(line, comments=True)[1:]
+                    out.append((f"{doc.name}: {line[:80]}", argv))
+    return out
+
+
+def test_every_documented_cluster_compile_fits_the_budget(tmp_path):
+    commands = documented_compiles()
+    assert commands, "no `cure compile` command found in README.md or docs/"
+    for i, (source, argv) in enumerate(commands):
+        if "--out" in argv:
+            argv[argv.index("--out") + 1] = str(tmp_path / str(i))
+        else:
+            argv += ["--out", str(tmp_path / str(i))]
+        assert main(argv) == 0, source
+        for name in ("cure-training.yaml", "cure-evaluation.yaml"):
+            size = (tmp_path / str(i) / name).stat().st_size
+            assert size <= BUDGET, f"{source}: {name} is {size} bytes, over {BUDGET}"
+
+
+def _resolved(spec, platform):
+    """(task path, component, executor, platform config) of every container task, through every sub-DAG."""
+    import json
+
+    executors = spec["deploymentSpec"]["executors"]
+    pexec = platform.get("deploymentSpec", {}).get("executors", {})
+    out = []
+
+    def walk(dag, path):
+        for name, task in sorted(dag.get("tasks", {}).items()):
+            comp = spec["components"][task["componentRef"]["name"]]
+            task_key = json.dumps({k: v for k, v in task.items() if k != "componentRef"}, sort_keys=True)
+            if "executorLabel" in comp:
+                label = comp["executorLabel"]
+                body = {k: v for k, v in comp.items() if k != "executorLabel"}
+                out.append((path + name, task_key, json.dumps([body, executors[label], pexec.get(label)], sort_keys=True)))
+            else:
+                out.append((path + name, task_key, json.dumps({k: v for k, v in comp.items() if k != "dag"}, sort_keys=True)))
+                walk(comp["dag"], path + name + "/")
+
+    walk(spec["root"]["dag"], "")
+    return out
+
+
+def test_shared_components_change_no_task(tmp_path):
+    """Each distinct component is written once; every task still resolves to the same container, code and pod."""
+    from kfp import compiler
+
+    from cure.kfp_compile import cluster_config, cluster_options, shared_components
+
+    training = import_pipelines()
+    opts = cluster_options(gpus=8, rollout_shards=4)
+    pipeline = training.build_training_pipeline(cluster=opts, cfg=cluster_config(CureConfig(), opts))
+    compiler.Compiler().compile(pipeline, str(tmp_path / "raw.yaml"))
+    raw = list(yaml.safe_load_all((tmp_path / "raw.yaml").read_text()))
+    shared = shared_components(raw)
+    assert len(shared[0]["deploymentSpec"]["executors"]) < len(raw[0]["deploymentSpec"]["executors"]) / 3
+    before = _resolved(raw[0], raw[1]["platforms"]["kubernetes"])
+    after = _resolved(shared[0], shared[1]["platforms"]["kubernetes"])
+    assert before == after
+
+
+def test_gpus_per_stage_and_a_multinode_train_pod_without_gpus(tmp_path):
+    assert main(["compile", "--out", str(tmp_path), "--gpus", "8", "--rollout-gpus", "4", "--eval-gpus", "2",
+                 "--nodes", "2"]) == 0
+    spec, platform = _load(tmp_path / "cure-training.yaml")
+    executors = spec["deploymentSpec"]["executors"]
+    gpus = {}
+    for _, task in _all_tasks(spec):
+        ex = _executor(spec, task)
+        if ex is not None:
+            acc = executors[ex]["container"].get("resources", {}).get("accelerator")
+            gpus.setdefault(_stage(ex), set()).add(int(acc["resourceCount"]) if acc else 0)
+    assert gpus["rollout"] == {4} and gpus["evaluate-round"] == {2}
+    assert gpus["train"] == {0}, "the train pod only launches the PyTorchJob: its GPUs would idle"
+    train_conf = platform["deploymentSpec"]["executors"][next(e for e in executors if _stage(e) == "train")]
+    assert "emptyDirMounts" not in train_conf
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["train__nproc_per_node"]["defaultValue"] == 8 and params["train__nodes"]["defaultValue"] == 2
+
+
+def test_evaluation_pods_exist_only_on_evaluation_rounds(compiled):
+    """Slots 0..segment-1 evaluate inside a condition on is-eval-round; the next slot's train waits for that graph."""
+    import json
+
+    from cure.rounds import is_eval_slot
+
+    _, spec, _ = compiled
+    graph = spec["components"]["comp-evaluate-if-due"]["dag"]["tasks"]
+    [cond] = [t for t in graph.values() if "triggerPolicy" in t]
+    assert "is-eval-round-Output" in cond["triggerPolicy"]["condition"]
+    inner = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
+    assert [t["componentRef"]["name"] for t in inner.values()] == ["comp-evaluate-round"]
+    guarded = [t for _, t in _all_tasks(spec) if t["componentRef"]["name"] == "comp-evaluate-if-due"]
+    assert len(guarded) == SEGMENT  # slots 0..9; slot 10's evaluation is the one finish-run waits for
+    cfg = CureConfig()
+    cfg.pipeline.eval_every = 5
+    plan = json.dumps({"active": True, "start": 1, "last": 10, "total": 120})
+    due = [slot for slot in range(11) if is_eval_slot(cfg.model_dump_json(), plan, slot)]
+    assert due == [0, 5, 10]
+
+
+def test_exit_handler_cleans_up_the_run(compiled):
+    _, spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    cleanup = tasks["cleanup-run"]
+    assert cleanup["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert cleanup["dependentTasks"] == ["exit-handler-1"]
+    params = cleanup["inputs"]["parameters"]
+    assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert params["workflow"]["runtimeValue"]["constant"] == "{{$.pipeline_job_resource_name}}"
+
+
+def test_launchers_know_their_pod_run_and_region(compiled):
+    """Pods that create Jobs get their name, namespace, uid and run id from the downward API; the plan task the run
+    id too (the experiment lease's holder: a retried plan must hold the lease its first attempt took); every store
+    task the store's region when the Secret has one."""
+    _, spec, platform = compiled
+    for ex, conf in platform["deploymentSpec"]["executors"].items():
+        stage = _stage(ex)
+        fields = {f["name"]: f["fieldPath"] for f in conf.get("fieldPathAsEnv", [])}
+        if stage in ("execute", "train", "evaluate-round"):
+            assert fields == {"CURE_POD_NAME": "metadata.name", "CURE_POD_NAMESPACE": "metadata.namespace",
+                              "CURE_POD_UID": "metadata.uid", "CURE_RUN_ID": "metadata.labels['pipeline/runid']"}, ex
+        if stage == "plan-run":
+            assert fields == {"CURE_RUN_ID": "metadata.labels['pipeline/runid']"}, ex
+        if stage in STORE_TASKS:
+            region = [s for s in conf["secretAsEnv"] if s["keyToEnv"][0]["envVar"] == "CURE_S3_REGION"]
+            assert region and region[0]["optional"] is True, ex
+
+
+def test_evaluation_pipeline_pairing_gets_the_store(tmp_path):
+    assert main(["compile", "--out", str(tmp_path)]) == 0
+    _, platform = _load(tmp_path / "cure-evaluation.yaml")
+    for ex, conf in platform["deploymentSpec"]["executors"].items():
+        if _stage(ex) in ("evaluate", "evaluate-pairing"):
+            assert any(s["secretName"] == "cure-minio" for s in conf["secretAsEnv"]), ex
+
+
+def test_finish_records_the_models_store_uri_instead_of_copying_it(tmp_path):
+    """The run's Model artifact is a pointer to its promoted checkpoint (a 7B copy per run would be ~15 GB in KFP's
+    artifact store, never cleaned up)."""
+    import json
+
+    from cure import rounds
+    from cure.experiment import checkpoint_name
+
+    cfg = CureConfig()
+    cfg.pipeline.store_uri = (tmp_path / "store").as_uri()
+    cfg.pipeline.experiment = "exp"
+    (tmp_path / "store").mkdir()
+    workspace = tmp_path / "ws"
+    model = rounds.model_dir(str(workspace), 2)
+    model.mkdir(parents=True)
+    (model / "model.safetensors").write_bytes(b"\0" * 4096)
+    plan = json.dumps({"experiment": "exp", "checkpoint": None, "start": 1, "last": 2, "total": 4, "active": True,
+                       "fresh": True})
+    out = tmp_path / "model-artifact"
+    rounds.finish(rounds.config_json(cfg), plan, str(workspace), str(out), str(tmp_path / "r.html"),
+                  str(tmp_path / "r.md"))
+    assert [p.name for p in out.iterdir()] == [rounds.MODEL_POINTER]
+    pointer = json.loads((out / rounds.MODEL_POINTER).read_text())
+    assert pointer == {"uri": f"{cfg.pipeline.store_uri}/exp/checkpoints/{checkpoint_name(2)}", "round": 2}
+
+
+def test_evaluation_pipeline_cleans_up_its_sandbox_jobs(tmp_path):
+    assert main(["compile", "--out", str(tmp_path)]) == 0
+    spec, _ = _load(tmp_path / "cure-evaluation.yaml")
+    cleanup = spec["root"]["dag"]["tasks"]["cleanup-run"]
+    assert cleanup["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert cleanup["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"

@@ -1,14 +1,15 @@
-"""Long chain-of-thought responses: extraction reads the answer after ``</think>``; the long-CoT preset turns on
-the length-aware reward. All responses here are handwritten."""
+"""Long chain-of-thought responses: extraction reads the whole response by default, as the reference, or the answer
+after ``</think>`` (rollout.extraction=after_think); the long-CoT preset turns on the length-aware reward. All
+responses here are handwritten."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cure.config import ConfigError, load_config
+from cure.config import ConfigError, CureConfig, load_config
 from cure.prompts import extract_code, extract_test
-from cure.reasoning import reasoning_share, split_reasoning
+from cure.reasoning import split_reasoning
 from cure.reward_stage import assemble
 
 DRAFT_IN_THOUGHT = """<think>
@@ -62,33 +63,75 @@ print(int(input()) * 2)
 ```"""
 
 
+AFTER = "after_think"
+
+
 def test_code_comes_from_the_answer_not_the_reasoning():
-    assert extract_code(DRAFT_IN_THOUGHT) == ("print(int(input()) * 2)", None)
-    assert extract_code(TEMPLATE_OPENED) == ("print(int(input()) * 2)", None)
+    assert extract_code(DRAFT_IN_THOUGHT, AFTER) == ("print(int(input()) * 2)", None)
+    assert extract_code(TEMPLATE_OPENED, AFTER) == ("print(int(input()) * 2)", None)
 
 
 def test_test_comes_from_the_answer_not_the_reasoning():
-    test, why = extract_test(TEST_AFTER_THOUGHT)
+    test, why = extract_test(TEST_AFTER_THOUGHT, AFTER)
     assert why is None
     assert test == {"input": "4\n", "output": "8\n"}
     # The reasoning's draft test (3 -> 5) is never taken, even when the answer has no test at all.
-    assert extract_test(DRAFT_IN_THOUGHT.replace("**Test", "Test")) == (None, "no_test_input")
-    assert extract_test(TEST_AFTER_THOUGHT.split("</think>")[0] + "</think>\nI could not find a test.") == (None, "no_test_input")
+    assert extract_test(DRAFT_IN_THOUGHT.replace("**Test", "Test"), AFTER) == (None, "no_test_input")
+    no_test = TEST_AFTER_THOUGHT.split("</think>")[0] + "</think>\nI could not find a test."
+    assert extract_test(no_test, AFTER) == (None, "no_test_input")
 
 
 def test_an_unfinished_thought_has_no_answer():
-    assert extract_code(UNFINISHED) == (None, "unfinished_think")
-    assert extract_test(UNFINISHED) == (None, "unfinished_think")
+    assert extract_code(UNFINISHED, AFTER) == (None, "unfinished_think")
+    assert extract_test(UNFINISHED, AFTER) == (None, "unfinished_think")
     assert split_reasoning(UNFINISHED) == (None, "unfinished_think")
 
 
-def test_responses_without_reasoning_are_unchanged():
-    plain = "```python\nprint(1)\n```"
-    assert split_reasoning(plain) == (plain, None)
-    assert extract_code(plain) == ("print(1)", None)
-    assert reasoning_share(plain) == 0.0
-    assert 0.5 < reasoning_share(DRAFT_IN_THOUGHT) < 1.0
-    assert reasoning_share(UNFINISHED) == 1.0
+def test_reference_extraction_reads_the_whole_response_by_default():
+    """The reference's extract_code / extract_test_cases know nothing of <think>: the last block anywhere wins,
+    so the answer's block still beats a draft, but a draft is taken when the answer has none or the thought never
+    closed."""
+    assert CureConfig().rollout.extraction == "reference"
+    assert extract_code(DRAFT_IN_THOUGHT) == ("print(int(input()) * 2)", None)
+    assert extract_code(UNFINISHED) == ("print(int(input()) * 2)", None)
+    assert extract_code(UNFINISHED) == extract_code(UNFINISHED, "reference")
+    assert extract_test(TEST_AFTER_THOUGHT)[0] == {"input": "4\n", "output": "8\n"}
+    no_test = TEST_AFTER_THOUGHT.split("</think>")[0] + "</think>\nI could not find a test."
+    assert extract_test(no_test) == ({"input": "3\n", "output": "5\n"}, None)
+    # the reference's own regular expression, restated: the last ```python block of the whole text
+    import re
+
+    for r in (DRAFT_IN_THOUGHT, UNFINISHED, TEMPLATE_OPENED):
+        assert extract_code(r)[0] == re.findall(r"```python(.*?)```", r, re.DOTALL)[-1].strip()
+    with pytest.raises(ValueError, match="unknown extraction 'nope'"):
+        extract_code("x", "nope")  # type: ignore[arg-type]
+
+
+def test_extraction_option_reaches_the_rollout_stage():
+    """rollout.extraction is what the rollout stage extracts with (an engine answering an unfinished thought)."""
+    from cure.rollout.engine import Completion
+    from cure.rollout.stage import rollout_tasks
+    from cure.tasks import Task
+
+    class Thinker:
+        chat, tokenizer = False, None
+
+        def generate(self, prompts, params):
+            return [[Completion(UNFINISHED, 1, "length")] * params.n for _ in prompts]
+
+    class Chars:
+        def encode(self, text, add_special_tokens=False):
+            return list(text)
+
+    task = Task(task_id="t", source="unit", question="Double n.", test_input=["3\n"], test_output=["6\n"])
+    cfg = CureConfig()
+    cfg.rollout.k_code, cfg.rollout.k_test = 2, 1
+    rec = rollout_tasks([task], Thinker(), Thinker(), cfg, Chars())[0]
+    assert rec["codes"] == ["print(int(input()) * 2)"] * 2 and rec["extract_failures"]["code"] == 0
+    cfg.rollout.extraction = "after_think"
+    rec = rollout_tasks([task], Thinker(), Thinker(), cfg, Chars())[0]
+    assert rec["codes"] == [None, None]
+    assert rec["extract_failure_reasons"]["code"] == {"unfinished_think": 2}
 
 
 def test_long_cot_preset_turns_on_the_length_aware_reward():

@@ -153,7 +153,7 @@ def spec_summarize(tables, scales):
             bad_tests = [k for k in range(n_gen) if k not in ok_tests]
             if wrong:
                 if ok_tests:
-                    s["p1s"] += sum(int(gen[i, k]) for i in wrong for k in ok_tests)
+                    s["p1s"] += sum(int(not gen[i, k]) for i in wrong for k in ok_tests)  # rejections, as eval.py
                     s["p1n"] += len(wrong) * len(ok_tests)
                     s["ds"] += sum(1 for k in ok_tests if any(not gen[i, k] for i in wrong))
                     s["dn"] += len(ok_tests)
@@ -178,7 +178,7 @@ def spec_summarize(tables, scales):
         "code_acc_accumulate": div(s["cas"], s["can"]),
         "unit_test_acc": div(s["ts"], s["tn"]),
         "unit_test_acc_accumulate": div(s["tas"], s["tan"]),
-        "p01": div(s["p1s"], s["p1n"]),
+        "p01": 1 - div(s["p1s"], s["p1n"]),  # eval.py prints 1 - p_01
         "p00": div(s["p0s"], s["p0n"]),
         "discriminative_test_share": div(s["ds"], s["dn"]),
     }

@@ -19,9 +19,10 @@ from types import SimpleNamespace
 
 import kubernetes_validate
 import pytest
-from fake_k8s import FakeKubernetes, namespace_pod_security, pod_security_violations
+from fake_k8s import RUNNER, FakeKubernetes, namespace_pod_security, pod_security_violations
 
 from cure.config import ExecuteConfig
+from cure.execute import FINGERPRINT, rollout_fingerprint
 from cure.sandbox import k8s, shard, workload
 
 K8S_VERSION = "1.30.0"
@@ -329,7 +330,9 @@ def test_results_over_the_log_limit_split_the_shard(tmp_path, monkeypatch):
     monkeypatch.delenv("CURE_POD_NAME", raising=False)
     rollouts, expected, _ = workload.make_rollouts(6, workload.KINDS_OVERHEAD, n_programs=4, n_gt=3, n_gen=3)
     records = [{"task_id": r["task_id"], "num_gt": 3, "passed": [[c == "pass" for c in row] for row in table],
-                "status": table} for r, table in zip(rollouts, expected, strict=True)]
+                "status": table, FINGERPRINT: rollout_fingerprint(r),
+                "executions": {"requested": 24, "run": 4 * len({t["input"] for t in r["gt_tests"] + r["tests"]})}}
+               for r, table in zip(rollouts, expected, strict=True)]
     limit = max(len(shard.results_block(records)) // 3, max(len(shard.results_block([r])) for r in records))
     with FakeKubernetes(tmp_path / "nodes") as api:
         store = _DirStore(tmp_path / "store")
@@ -361,7 +364,7 @@ logging.basicConfig(level=logging.INFO)
 from cure.sandbox import k8s, workload
 from cure.store import open_store
 from kubernetes import client
-cfg = client.Configuration(); cfg.host = sys.argv[1]
+cfg = client.Configuration(); cfg.host = sys.argv[1]; cfg.api_key = {"authorization": "Bearer " + sys.argv[3]}
 rollouts, _, _ = workload.make_rollouts(3, ["right"], n_programs=1, n_gt=1, n_gen=1)
 print("launching", flush=True)
 k8s.run_on_cluster(rollouts, open_store(sys.argv[2]), "p", shards=2, image="registry.example/cure-sandbox:1",
@@ -374,7 +377,8 @@ def test_signal_deletes_the_job_and_its_configmaps(tmp_path, sig):
     with FakeKubernetes(tmp_path / "nodes", run_pods=False) as api:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(k8s.__file__).resolve().parents[2]),
                                                             os.environ.get("PYTHONPATH", "")])}
-        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, api.url, str(tmp_path / "store")], env=env,
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, api.url, str(tmp_path / "store"),
+                                 api.token(*RUNNER)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert api.job_created.wait(60), "the launcher never created its Job"
@@ -392,3 +396,108 @@ def test_signal_deletes_the_job_and_its_configmaps(tmp_path, sig):
         assert not api.jobs and not api.configmaps, api.deleted
         assert sorted(k for k, _, _ in api.deleted) == ["ConfigMap", "ConfigMap", "Job"]
         assert f"signal {int(sig)}: deleting the sandbox Job" in err
+
+
+def test_fake_api_authorises_every_request_against_the_rendered_rbac(tmp_path):
+    """The fake refuses what a real API server refuses: no token (401), an account the manifests do not bind,
+    a subresource the Role does not name (``jobs/status`` is not ``jobs``), a namespace the Role is not in."""
+    from fake_k8s import rendered_manifests
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    with FakeKubernetes(tmp_path / "nodes", run_pods=False) as api:
+        job = _job()
+        batch = client.BatchV1Api(api.api_client())
+        batch.create_namespaced_job("cure", job)
+        batch.read_namespaced_job_status(job["metadata"]["name"], "cure")  # granted by manifests/base/role.yaml
+        cases = [
+            (client.BatchV1Api(api.api_client(("cure", "cure-sandbox"))), "cure", 403),  # sandbox pods: no rights
+            (batch, "default", 403),  # the Role binds in namespace cure only
+        ]
+        anonymous = client.Configuration()
+        anonymous.host = api.url
+        cases.append((client.BatchV1Api(client.ApiClient(anonymous)), "cure", 401))
+        for b, ns, code in cases:
+            with pytest.raises(ApiException) as e:
+                b.read_namespaced_job_status(job["metadata"]["name"], ns)
+            assert e.value.status == code
+        status = api.forbidden[-1]
+        assert status["reason"] == "Forbidden" and status["code"] == 403
+        assert 'cannot get resource "jobs/status" in API group "batch" in the namespace "default"' in status["message"]
+    # A Role without the status subresource (the manifests before it was added) refuses the launcher's poll.
+    rbac = [o for o in rendered_manifests("standalone") if o["kind"] in ("Role", "RoleBinding")]
+    old = [{**o, "rules": [r for r in o["rules"] if r["resources"] != ["jobs/status"]]} if o["kind"] == "Role" else o
+           for o in rbac]
+    rollouts, _, _ = workload.make_rollouts(1, workload.KINDS_OVERHEAD, n_programs=1, n_gt=1, n_gen=1)
+    with FakeKubernetes(tmp_path / "old", run_pods=False, extra_rbac=()) as api:
+        api.rbac = old
+        with pytest.raises(Exception, match="jobs/status"):
+            k8s.run_on_cluster(rollouts, _DirStore(tmp_path / "store"), "x", shards=1, image=IMAGE, workers=1,
+                               api_client=api.api_client(), poll_s=0.05, owner=None)
+
+
+def test_run_cleanup_deletes_the_runs_jobs_and_workspace_only(tmp_path, monkeypatch):
+    """The exit handler's cleanup, as KFP's runner account: the run's sandbox Job, PyTorchJob and TrainJob (by the
+    run label) and its workspace PVC go; another run's Job stays."""
+    from kubernetes import client
+
+    from cure.train import k8s as pytorchjob
+    from cure.train import trainjob
+
+    with FakeKubernetes(tmp_path / "nodes", run_pods=False) as api:
+        batch = client.BatchV1Api(api.api_client())
+        custom = client.CustomObjectsApi(api.api_client())
+        monkeypatch.setenv("CURE_RUN_ID", "run-a")
+        batch.create_namespaced_job("cure", _job())
+        other = k8s.build_job("cure-execute-other", 1, ["cm"], image=IMAGE, run_id="run-b")
+        batch.create_namespaced_job("cure", other)
+        pj = pytorchjob.build_pytorchjob("cure-train-a", "cure", IMAGE, [], nodes=2, gpus_per_node=0,
+                                         labels=k8s.run_labels())
+        custom.create_namespaced_custom_object(pytorchjob.GROUP, pytorchjob.VERSION, "cure", pytorchjob.PLURAL, pj)
+        tj = trainjob.build_trainjob("cure-train-b", "cure", IMAGE, ["x"], nodes=2, procs_per_node=1, gpus_per_node=0,
+                                     cpu="1", memory="1Gi", labels=k8s.run_labels())
+        custom.create_namespaced_custom_object(trainjob.GROUP, trainjob.VERSION, "cure", trainjob.PLURAL, tj)
+        api.add_pvc("kubeflow", "cure-training-abc12-kfp-workspace")
+        counts = k8s.delete_run_objects("run-a", ["cure", ""], workflow="cure-training-abc12",
+                                        workspace_namespace="kubeflow", api_client=api.api_client())
+        assert counts == {"jobs": 1, "pytorchjobs": 1, "trainjobs": 1, "workspace": 1}
+        assert list(api.jobs) == [("cure", "cure-execute-other")] and not api.custom and not api.pvcs
+        assert not api.forbidden
+        # again: nothing left, nothing fails
+        assert k8s.delete_run_objects("run-a", ["cure"], "cure-training-abc12", "kubeflow",
+                                      api_client=api.api_client())["jobs"] == 0
+
+
+def test_the_stages_sandbox_runs_through_the_cluster_path_as_kfps_runner(tmp_path, monkeypatch):
+    """steps.run_sandbox, which the execute, evaluate and pairing stages call, with execute.backend kubernetes:
+    the client configuration from a kubeconfig (as outside a pod), the execute settings, the store, the RBAC."""
+    import yaml
+
+    from cure.config import CureConfig
+    from cure.steps import run_sandbox
+
+    rollouts, expected, _ = workload.make_rollouts(3, workload.KINDS_OVERHEAD, n_programs=2, n_gt=1, n_gen=1)
+    cfg = CureConfig()
+    cfg.execute.backend, cfg.execute.shards, cfg.execute.workers = "kubernetes", 2, 1
+    cfg.execute.namespace = "cure"
+    cfg.pipeline.store_uri = (tmp_path / "store").as_uri()
+    (tmp_path / "store").mkdir()
+    with FakeKubernetes(tmp_path / "nodes") as api:
+        kubeconfig = {"apiVersion": "v1", "kind": "Config", "current-context": "fake",
+                      "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
+                      "users": [{"name": "runner", "user": {"token": api.token(*RUNNER)}}],
+                      "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "runner"}}]}
+        (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+        from kubernetes.config import kube_config  # reads KUBECONFIG once, at import
+
+        monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "kubeconfig"))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        monkeypatch.delenv("CURE_POD_NAME", raising=False)
+        monkeypatch.setenv("HOSTNAME", "")
+        monkeypatch.setenv("CURE_IMAGE_TAG", "1")
+        got = run_sandbox(rollouts, cfg)
+        assert [r["status"] for r in got] == expected
+        assert not api.forbidden and not api.jobs and not api.configmaps
+        assert ("GET", f"/apis/batch/v1/namespaces/cure/jobs/{api.created_jobs[0]['metadata']['name']}/status") \
+            in api.requests

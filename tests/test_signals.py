@@ -48,3 +48,38 @@ def test_execute_cleans_up_on_signal(tmp_path: Path, sig: int, code: int):
     assert "Traceback" not in err
     assert not list(tmpdir.iterdir()), f"left in TMPDIR: {list(tmpdir.iterdir())}"
     assert not out.exists()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_more_signals_during_cleanup_do_not_cut_it_short(tmp_path: Path, sig: int, code: int):
+    """Signals keep coming (every 20 ms, as an impatient user or a supervisor sends them) while the sandboxes stop:
+    the cleanup still completes, nothing is left running or on disk."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    src, out = tmp_path / "rollouts.jsonl", tmp_path / "executions.jsonl"
+    busy = "while True:\n    pass\n"
+    src.write_text("".join(json.dumps(rollout([busy + f"# {i}"], [("", "1")], time_limit_s=30, task_id=f"t{i}")) + "\n"
+                           for i in range(2)))
+    env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-m", "cure.cli", "execute", "--rollouts", str(src), "--out", str(out),
+            "--isolation", "gvisor", "--workers", "2", "--no-progress"]
+    with no_leftover_processes():
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not list(tmpdir.glob("cure-sandbox-*/bundle")):
+                time.sleep(0.1)
+            time.sleep(1.5)
+            end = time.monotonic() + 30
+            while proc.poll() is None and time.monotonic() < end:
+                proc.send_signal(sig)
+                time.sleep(0.02)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode in (code, -sig), err
+    assert not list(tmpdir.iterdir()), f"left in TMPDIR: {list(tmpdir.iterdir())}"
+    assert not out.exists()

@@ -1,92 +1,17 @@
-"""``cure submit`` against a fake KFP API server on loopback that speaks the kfp_server_api v2beta1 REST shapes."""
+"""``cure submit`` against a fake KFP API server on loopback (tests/fake_kfp.py) that speaks the kfp_server_api
+v2beta1 REST shapes and refuses runs and recurring runs as KFP 2.17's API server does."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fake_kfp import FakeKFP
 
 from cure.cli import main
 from cure.experiment import upsert_record
 from cure.store import open_store
 from cure.submit import SubmitError, kfp_cron, typed_params
-
-
-class FakeKFP:
-    """Experiments, runs whose states follow a script per run, recurring runs; every request body is kept."""
-
-    def __init__(self, run_states: list[list[str]], on_finish=None):
-        self.run_states = run_states  # the states get_run reports, per submitted run, the last one repeating
-        self.on_finish = on_finish  # called with the run index when a run reaches its last state
-        self.experiments: list[dict] = []
-        self.runs: list[dict] = []
-        self.recurring: list[dict] = []
-        self.polls: dict[str, int] = {}
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
-            def _send(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _body(self) -> dict:
-                n = int(self.headers.get("Content-Length") or 0)
-                return json.loads(self.rfile.read(n) or b"{}")
-
-            def do_GET(self):  # noqa: N802
-                path = self.path.split("?")[0]
-                if path == "/apis/v2beta1/healthz":
-                    return self._send(200, {"multi_user": False})
-                if path == "/apis/v2beta1/experiments":
-                    return self._send(200, {"experiments": fake.experiments} if fake.experiments else {})
-                if path.startswith("/apis/v2beta1/runs/"):
-                    run_id = path.rsplit("/", 1)[1]
-                    i = int(run_id.split("-")[1])
-                    states = fake.run_states[min(i, len(fake.run_states) - 1)]
-                    n = fake.polls.get(run_id, 0)
-                    fake.polls[run_id] = n + 1
-                    state = states[min(n, len(states) - 1)]
-                    if n == len(states) - 1 and fake.on_finish:
-                        fake.on_finish(i)
-                    return self._send(200, {"run_id": run_id, "display_name": fake.runs[i]["display_name"], "state": state})
-                return self._send(404, {"error": f"no route {path}"})
-
-            def do_POST(self):  # noqa: N802
-                path, body = self.path.split("?")[0], self._body()
-                if path == "/apis/v2beta1/experiments":
-                    exp = {**body, "experiment_id": f"exp-{len(fake.experiments)}"}
-                    fake.experiments.append(exp)
-                    return self._send(200, exp)
-                if path == "/apis/v2beta1/runs":
-                    run = {**body, "run_id": f"run-{len(fake.runs)}", "state": "PENDING"}
-                    fake.runs.append(run)
-                    return self._send(200, run)
-                if path == "/apis/v2beta1/recurringruns":
-                    job = {**body, "recurring_run_id": f"rr-{len(fake.recurring)}"}
-                    fake.recurring.append(job)
-                    return self._send(200, job)
-                return self._send(404, {"error": f"no route {path}"})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +73,7 @@ def test_recurring_run_gets_kfp_cron(package):
     with FakeKFP([["SUCCEEDED"]]) as fake:
         assert _submit(fake, package, "--recurring", "0 2 * * *", "--param", "total_rounds=120") == 0
         assert _submit(fake, package, "--recurring", "0 30 1 * * MON") == 0
-        assert _submit(fake, package, "--recurring", "0 2 * *") == 1  # 4 fields: refused before any request
+        assert _submit(fake, package, "--recurring", "0 2 * *") == 2  # 4 fields: refused before any request
     assert [j["trigger"]["cron_schedule"]["cron"] for j in fake.recurring] == ["0 0 2 * * *", "0 30 1 * * MON"]
     assert fake.recurring[0]["max_concurrency"] in ("1", 1) and fake.recurring[0]["no_catchup"] is True
     assert fake.recurring[0]["runtime_config"]["parameters"]["total_rounds"] == 120
@@ -259,3 +184,126 @@ def test_documented_submit_commands_parse():
                     kfp_cron(args.recurring)
                 found += 1
     assert found >= 4
+
+
+# --- the fake refuses what KFP 2.17 refuses; cure submit's bad input, auth, network ---------------------------
+
+
+def _client(fake: FakeKFP, token: str | None = None):
+    import kfp
+
+    return kfp.Client(host=fake.host, existing_token=token)
+
+
+def test_fake_kfp_refuses_what_the_api_server_refuses(package, tmp_path):
+    """Each rule of tests/fake_kfp.py on a real kfp.Client request: a workspace without access modes (the compiled
+    pipeline before it named one), a parameter of the wrong type or unknown, max concurrency, robfig's cron."""
+    import yaml
+    from kfp_server_api import ApiException
+
+    docs = list(yaml.safe_load_all(package.read_text()))
+    docs[1]["platforms"]["kubernetes"]["pipelineConfig"]["workspace"]["kubernetes"]["pvcSpecPatch"] = {}
+    old = tmp_path / "no-access-mode.yaml"
+    old.write_text(yaml.safe_dump_all(docs))
+    with FakeKFP([["SUCCEEDED"]]) as fake:
+        client = _client(fake)
+        exp = client.create_experiment("e")
+        cases = [
+            (dict(pipeline_package_path=str(old)), "workspace PVC spec must specify accessModes"),
+            (dict(pipeline_package_path=str(package), params={"total_rounds": "12"}), "requires type double or integer"),
+            (dict(pipeline_package_path=str(package), params={"reward__post_stage": 1}), "requires type bool"),
+            (dict(pipeline_package_path=str(package), params={"nope": 1}), "not required by pipeline: nope"),
+        ]
+        for kwargs, message in cases:
+            with pytest.raises(ApiException) as e:
+                client.run_pipeline(experiment_id=exp.experiment_id, job_name="r", **kwargs)
+            assert e.value.status == 400 and message in e.value.body
+        for kwargs, message in [
+            (dict(cron_expression="0 0 2 * * *", max_concurrency=11), "at least 1 and at most 10"),
+            (dict(cron_expression="0 */0 * * * *"), "Step of range should be a positive number"),
+            (dict(cron_expression="0 5-1 * * * *"), "beyond end of range"),
+            (dict(cron_expression="0 0 2 * * 7"), "above maximum (6)"),
+        ]:
+            with pytest.raises(ApiException) as e:
+                client.create_recurring_run(experiment_id=exp.experiment_id, job_name="rr",
+                                            pipeline_package_path=str(package), **kwargs)
+            assert e.value.status == 400 and message in e.value.body, e.value.body
+        # what robfig accepts, the fake accepts: 5 fields (seconds first), a never-firing Feb 31, a descriptor
+        for cron in ("0 0 2 * *", "0 0 2 31 2 *", "@daily"):
+            client.create_recurring_run(experiment_id=exp.experiment_id, job_name="rr", cron_expression=cron,
+                                        pipeline_package_path=str(package))
+        assert not fake.runs and len(fake.recurring) == 3
+
+
+@pytest.mark.parametrize("args, what", [
+    (["--param", "nope=1"], "--param nope: the pipeline has no such parameter"),
+    (["--param", "total_rounds=2.5"], "--param total_rounds='2.5': not a valid NUMBER_INTEGER"),
+    (["--recurring", "61 * * * *"], "minute '61': not in 0-59"),
+    (["--recurring", "*/0 * * * *"], "the step after / must be a number >= 1"),
+    (["--recurring", "5-1 * * * *"], "range 5-1 runs backwards"),
+    (["--recurring", "0 2 31 2 *"], "it never runs"),
+    (["--recurring", "0 0 * * 7"], "day of week '7': not in 0-6"),
+    (["--api-timeout", "0"], "--api-timeout"),
+])
+def test_bad_input_is_rc_2_with_one_line_on_stderr(package, capsys, args, what):
+    with FakeKFP([["SUCCEEDED"]]) as fake:
+        assert _submit(fake, package, *args) == 2
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and what in lines[0] and lines[0].startswith("cure submit: error:"), out.err
+    assert not fake.runs and not fake.recurring
+
+
+def test_missing_package_is_bad_input(tmp_path, capsys):
+    assert main(["submit", "--host", "http://127.0.0.1:9", "--package", str(tmp_path / "none.yaml")]) == 2
+    assert "--package" in capsys.readouterr().err
+
+
+def test_refused_connection_is_one_clear_line(package, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc = main(["submit", "--host", f"http://127.0.0.1:{port}", "--package", str(package), "--api-attempts", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    assert "Connection refused" in err[0] and "MaxRetryError" not in err[0] and f"127.0.0.1:{port}" in err[0]
+
+
+def test_a_host_that_never_answers_times_out(package, capsys):
+    import socket
+    import time
+
+    with socket.socket() as s:  # accepts connections (the kernel's backlog) and never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        start = time.monotonic()
+        rc = main(["submit", "--host", f"http://127.0.0.1:{s.getsockname()[1]}", "--package", str(package),
+                   "--api-timeout", "0.3", "--api-attempts", "1"])
+        seconds = time.monotonic() - start
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "timed out" in err[0], err
+    assert seconds < 60
+
+
+def test_token_from_the_flag_or_the_environment(package, capsys, monkeypatch):
+    with FakeKFP([["SUCCEEDED"]], token="s3cret") as fake:
+        assert _submit(fake, package, "--api-attempts", "1") == 1
+        assert "--token or set KF_PIPELINES_TOKEN" in capsys.readouterr().err
+        assert _submit(fake, package, "--token", "s3cret") == 0
+        monkeypatch.setenv("KF_PIPELINES_TOKEN", "s3cret")
+        assert _submit(fake, package) == 0
+    assert len(fake.runs) == 2
+
+
+def test_transient_errors_while_waiting_are_retried(package, tmp_path, monkeypatch, capsys):
+    import cure.submit
+
+    monkeypatch.setattr(cure.submit, "BACKOFF_S", 0.01)
+    with FakeKFP([["RUNNING", "SUCCEEDED"]], flaky_gets=3) as fake:
+        assert _submit(fake, package, "--wait", "--param", f"pipeline__store_uri=file://{tmp_path}") == 0
+    with FakeKFP([["RUNNING", "SUCCEEDED"]], flaky_gets=50) as fake:  # the API stays down: one line, the run's URL
+        assert _submit(fake, package, "--wait", "--api-attempts", "2") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the run goes on" in err[0] and "/#/runs/details/run-0" in err[0], err

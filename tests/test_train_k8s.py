@@ -7,9 +7,6 @@ custom-objects API of a cluster with the Training Operator (create, status progr
 from __future__ import annotations
 
 import copy
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -21,7 +18,7 @@ ARGS = ["--model", "/workspace/model", "--data", "/workspace/rewards.jsonl", "--
 
 
 def _job(**kw):
-    return k8s.build_pytorchjob("cure-train-step-3", "kubeflow", "ghcr.io/example/cure-train:0.1", ARGS, **kw)
+    return k8s.build_pytorchjob("cure-train-step-3", "cure", "ghcr.io/example/cure-train:0.1", ARGS, **kw)
 
 
 def test_generated_spec_validates():
@@ -103,71 +100,59 @@ def test_rbac_rules_cover_the_calls():
     assert {"create", "get", "delete"} <= verbs[(k8s.GROUP, k8s.PLURAL)]
 
 
-class FakeCluster:
-    """Just enough of the Kubernetes API for PyTorchJobs: POST, GET (Running, then a final condition), DELETE."""
+class Operator:
+    """The Training Operator's part behind tests/fake_k8s.py: Running for two reads, then the final condition."""
 
     def __init__(self, final: str):
-        self.final = final
-        self.jobs: dict[str, dict] = {}
-        self.gets = 0
-        self.deleted: list[str] = []
-        cluster = self
+        self.final, self.gets, self.deleted = final, 0, []
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+    def create(self, body: dict) -> None:
+        k8s.validate_pytorchjob(body)
 
-            def _reply(self, code, body):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    def status(self, obj: dict) -> dict:
+        self.gets += 1
+        cond = {"type": "Running", "status": "True"} if self.gets < 3 else {
+            "type": self.final, "status": "True", "message": f"job {self.final.lower()}"}
+        return {"conditions": [{"type": "Created", "status": "True"}, cond]}
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                assert self.path == f"/apis/{k8s.GROUP}/{k8s.VERSION}/namespaces/kubeflow/{k8s.PLURAL}"
-                cluster.jobs[body["metadata"]["name"]] = body
-                self._reply(201, body)
+    def delete(self, obj: dict) -> None:
+        self.deleted.append(obj["metadata"]["name"])
 
-            def do_GET(self):
-                name = self.path.rsplit("/", 1)[-1]
-                if name not in cluster.jobs:
-                    return self._reply(404, {"kind": "Status", "code": 404})
-                cluster.gets += 1
-                job = dict(cluster.jobs[name])
-                cond = {"type": "Running", "status": "True"} if cluster.gets < 3 else {
-                    "type": cluster.final, "status": "True", "message": f"job {cluster.final.lower()}"}
-                job["status"] = {"conditions": [{"type": "Created", "status": "True"}, cond]}
-                self._reply(200, job)
 
-            def do_DELETE(self):
-                name = self.path.rsplit("/", 1)[-1]
-                if name not in cluster.jobs:
-                    return self._reply(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
-                cluster.deleted.append(name)
-                del cluster.jobs[name]
-                self._reply(200, {"kind": "Status", "status": "Success"})
+class FakeCluster:
+    """tests/fake_k8s.py with the RBAC of manifests/, the job in namespace cure, KFP's runner account calling."""
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def __init__(self, final: str, tmp_path):
+        from fake_k8s import FakeKubernetes
+
+        self.operator = Operator(final)
+        self.fake = FakeKubernetes(tmp_path, controller=self.operator).__enter__()
+
+    @property
+    def gets(self) -> int:
+        return self.operator.gets
+
+    @property
+    def deleted(self) -> list[str]:
+        return self.operator.deleted
+
+    @property
+    def jobs(self) -> dict:
+        return self.fake.custom
 
     def api(self):
         from kubernetes import client
 
-        conf = client.Configuration()
-        conf.host = f"http://127.0.0.1:{self.server.server_address[1]}"
-        return client.CustomObjectsApi(client.ApiClient(conf))
+        return client.CustomObjectsApi(self.fake.api_client())
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        assert not self.fake.forbidden, self.fake.forbidden
+        self.fake.__exit__()
 
 
 @pytest.mark.parametrize("final", ["Succeeded", "Failed"])
-def test_run_creates_waits_and_cleans_up(final):
-    cluster = FakeCluster(final)
+def test_run_creates_waits_and_cleans_up(final, tmp_path):
+    cluster = FakeCluster(final, tmp_path)
     try:
         spec = _job(nodes=2)
         if final == "Succeeded":
@@ -182,13 +167,13 @@ def test_run_creates_waits_and_cleans_up(final):
         cluster.close()
 
 
-def test_wait_times_out_and_still_cleans_up():
-    cluster = FakeCluster("Succeeded")
-    cluster.gets = -10**6  # stays Running
+def test_wait_times_out_and_still_cleans_up(tmp_path):
+    cluster = FakeCluster("Succeeded", tmp_path)
+    cluster.operator.gets = -10**6  # stays Running
     try:
         with pytest.raises(TimeoutError, match="did not finish"):
             k8s.run_pytorchjob(_job(), timeout_s=0.05, poll_s=0.01, api=cluster.api())
         assert cluster.deleted == ["cure-train-step-3"]
-        k8s.delete_pytorchjob("cure-train-step-3", "kubeflow", api=cluster.api())  # already gone: fine
+        k8s.delete_pytorchjob("cure-train-step-3", "cure", api=cluster.api())  # already gone: fine
     finally:
         cluster.close()

@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("cure.evaluate", "Code / unit-test accuracy, p01/p00, Best-of-N -> metrics"),
     "model tiny": ("cure.tiny", "Build the offline tiny base model (tokenizer + warm start)"),
     "run": ("cure.local_run", "Run the training pipeline locally through kfp.local"),
+    "store repair": ("cure.experiment", "Point an experiment's lost or damaged `latest` at its newest complete checkpoint"),
+    "store unlock": ("cure.experiment", "Clear an experiment's lease left by a run that is gone"),
     "compile": ("cure.kfp_compile", "Compile the pipelines to YAML for the Kubeflow UI"),
     "submit": ("cure.kfp_compile", "Submit a compiled pipeline to a Kubeflow Pipelines endpoint"),
 }
@@ -108,8 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        parser.error(str(e))
+    except ConfigError as e:  # one line per wrong field, without the usage text
+        print(f"cure {name}: error: {e}", file=sys.stderr)
+        return 2
     run = getattr(module, "run_cli_" + name.split()[-1], None) or module.run_cli
     previous = _terminate_on_sigterm()
     try:

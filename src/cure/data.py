@@ -2,10 +2,13 @@
 
 Sources: ``file`` (a CURE-format .json/.jsonl), ``hf`` (any Hugging Face dataset with CURE's fields), ``humaneval``
 (converted offline), ``synthetic`` (generated), and the datasets released with CURE by name (:data:`RELEASED`):
-``codecontests_train`` (the reference's training set) and the paper's five benchmarks ``codecontests``,
-``livebench``, ``livecodebench``, ``codeforces``, ``mbpp``. A named source downloads its file from the Hugging Face
-hub, as the reference's ``data/download_data.py`` does (``Gen-Verse/<Name>``, file ``<split>/<Name>.json``), so it
-needs the hub (or a hub cache holding the file, with ``HF_HUB_OFFLINE=1``), or ``--path`` to a copy of that file.
+``codecontests_train`` (the reference's training set), the paper's five benchmarks ``codecontests``,
+``livebench``, ``livecodebench``, ``codeforces``, ``mbpp``, and the evaluation files the reference's data readme
+names, ``livebench_reasonflux``, ``livecodebench_reasonflux``, ``mbpp_reasonflux``. A named source downloads its
+file from the Hugging Face hub, as the reference's ``data/download_data.py`` does (``Gen-Verse/<Name>``, file
+``<split>/<Name>.json``; ``--hub-repo``/``--hub-file`` point elsewhere), so it needs the hub (or a hub cache holding
+the file, with ``HF_HUB_OFFLINE=1``), or ``--path`` to a copy of that file. The file is taken exactly as published:
+integer ``task_id``s become text, the extra fields stay in the records and are counted in the summary.
 
 Every source yields validated :class:`cure.tasks.Task` records. Bad rows are never dropped silently: by default
 the first one aborts with its file, row, field and problem; with ``--skip-bad`` the good rows are written and every
@@ -18,13 +21,17 @@ import argparse
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 from cure.config import CureConfig
 from cure.tasks import BadRow, Task, TaskFormatError, load_hf_tasks, load_tasks, unlabeled, write_jsonl
 
 log = logging.getLogger(__name__)
-# name -> (hub dataset, file in it): the files data/download_data.py of the reference fetches.
+# name -> (hub dataset, file in it): the files the reference's data/download_data.py fetches
+# (repo_id=f"Gen-Verse/{dataset}", filename=f"{split}/{dataset}.json"). Its data/readme.md names the
+# "-ReasonFlux" variants of LiveBench, LiveCodeBench and MBPP as the evaluation files; they are named sources
+# beside the plain ones, at the same pattern's place. Either can be pointed elsewhere (:func:`hub_location`).
 RELEASED: dict[str, tuple[str, str]] = {
     "codecontests_train": ("Gen-Verse/CodeContests_train", "train/CodeContests_train.json"),
     "codecontests": ("Gen-Verse/CodeContests", "test/CodeContests.json"),
@@ -32,6 +39,9 @@ RELEASED: dict[str, tuple[str, str]] = {
     "livecodebench": ("Gen-Verse/LiveCodeBench", "test/LiveCodeBench.json"),
     "codeforces": ("Gen-Verse/CodeForces", "test/CodeForces.json"),
     "mbpp": ("Gen-Verse/MBPP", "test/MBPP.json"),
+    "livebench_reasonflux": ("Gen-Verse/LiveBench-ReasonFlux", "test/LiveBench-ReasonFlux.json"),
+    "livecodebench_reasonflux": ("Gen-Verse/LiveCodeBench-ReasonFlux", "test/LiveCodeBench-ReasonFlux.json"),
+    "mbpp_reasonflux": ("Gen-Verse/MBPP-ReasonFlux", "test/MBPP-ReasonFlux.json"),
 }
 # The reference's training set, and the paper's five evaluation benchmarks (NAME=SPEC; the first is the primary
 # one, the reference's training-time evaluation set).
@@ -40,11 +50,24 @@ PAPER_BENCHMARKS: tuple[str, ...] = tuple(f"{n}={n}" for n in ("codecontests", "
 SOURCES = ("file", "hf", "humaneval", "synthetic", *RELEASED)
 
 
-def released_file(name: str) -> Path:
+def hub_location(name: str, repo: str | None = None, filename: str | None = None) -> tuple[str, str]:
+    """The hub dataset and file of released dataset ``name``, either replaced by ``repo`` / ``filename`` (a
+    mirror, a fork, a renamed file). A new ``repo`` alone keeps the file's path."""
+    if name not in RELEASED:
+        raise TaskFormatError(f"unknown released dataset {name!r}; choose one of {', '.join(RELEASED)}")
+    default_repo, default_file = RELEASED[name]
+    if repo is not None and (repo.count("/") != 1 or not all(repo.split("/"))):
+        raise TaskFormatError(f"hub repository {repo!r} for {name}: expected OWNER/NAME")
+    if filename is not None and not filename.strip("/"):
+        raise TaskFormatError(f"hub file {filename!r} for {name}: expected a path inside the repository")
+    return repo or default_repo, filename or default_file
+
+
+def released_file(name: str, repo: str | None = None, filename: str | None = None) -> Path:
     """The local path of a released CURE dataset file, downloaded from the hub (or found in its cache)."""
     from huggingface_hub import hf_hub_download
 
-    repo, filename = RELEASED[name]
+    repo, filename = hub_location(name, repo, filename)
     try:
         return Path(hf_hub_download(repo_id=repo, repo_type="dataset", filename=filename))
     except Exception as e:  # network, auth or cache misses: say what to do
@@ -54,19 +77,25 @@ def released_file(name: str) -> Path:
         ) from e
 
 
-def load_released(name: str, path: str | None = None, on_error: str = "raise") -> tuple[list[Task], list[BadRow]]:
-    """Tasks of a released CURE dataset (:data:`RELEASED`) from the hub, or from ``path`` (a copy of its file).
+def load_released(
+    name: str, path: str | None = None, on_error: str = "raise", repo: str | None = None, filename: str | None = None
+) -> tuple[list[Task], list[BadRow]]:
+    """Tasks of a released CURE dataset (:data:`RELEASED`) from the hub (``repo``/``filename`` override where),
+    or from ``path`` (a copy of its file), exactly as published.
 
-    Task ids are ``<name>/<index>`` in file order, and ``source`` is the name.
+    ``source`` is the name; task ids are ``<name>/<id>`` with the file's own ``task_id`` (an integer in the
+    reference's conversion, ``data/transformation.ipynb``), or ``<name>/<index>`` in file order without one.
+    The files' other fields (``dataset``, ``solutions``, ``difficulty``, ``exe_method``) stay in the records.
     """
-    if name not in RELEASED:
-        raise TaskFormatError(f"unknown released dataset {name!r}; choose one of {', '.join(RELEASED)}")
-    file = Path(path) if path else released_file(name)
-    tasks, bad = load_tasks(file, on_error=on_error)  # type: ignore[arg-type]
-    # The released files carry no ids: load_tasks derived them from the file name; name them after the dataset.
-    derived = f"{file.stem}/"
-    return [t.model_copy(update={"task_id": name + "/" + t.task_id.removeprefix(derived), "source": name})
-            if t.source == file.stem and t.task_id.startswith(derived) else t for t in tasks], bad
+    hub_location(name, repo, filename)  # the name and overrides are checked even with a local copy
+    file = Path(path) if path else released_file(name, repo, filename)
+    return load_tasks(file, on_error=on_error, source=name, id_prefix=name)  # type: ignore[arg-type]
+
+
+def extra_fields(tasks: list[Task]) -> dict[str, int]:
+    """Fields beyond the task format kept in the records, with how many tasks carry each."""
+    counts = Counter(k for t in tasks for k in (t.model_extra or {}))
+    return dict(sorted(counts.items()))
 
 
 def prepare(
@@ -79,9 +108,13 @@ def prepare(
     families: list[str] | None = None,
     on_error: str = "raise",
     limit: int | None = None,
+    hub_repo: str | None = None,
+    hub_file: str | None = None,
 ) -> tuple[list[Task], list[BadRow]]:
-    """Load tasks from one source; returns (tasks, bad rows)."""
+    """Load tasks from one source; returns (tasks, bad rows). ``hub_repo``/``hub_file`` move a released dataset."""
     bad: list[BadRow] = []
+    if (hub_repo or hub_file) and source not in RELEASED:
+        raise TaskFormatError(f"--hub-repo/--hub-file apply to the released datasets ({', '.join(RELEASED)}), not to --source {source}")
     if source == "file":
         if not path:
             raise TaskFormatError("--source file needs --path FILE (CURE-format .json or .jsonl)")
@@ -99,7 +132,7 @@ def prepare(
 
         tasks = generate_tasks(n, seed=seed, split=split, families=families)
     elif source in RELEASED:
-        tasks, bad = load_released(source, path, on_error)
+        tasks, bad = load_released(source, path, on_error, hub_repo, hub_file)
     else:
         raise TaskFormatError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     if limit is not None:
@@ -115,6 +148,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=64, help="synthetic: number of tasks")
     p.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
     p.add_argument("--families", nargs="*", help="synthetic: restrict to these families")
+    p.add_argument("--hub-repo", help="a released dataset's hub repository instead of its usual one (OWNER/NAME)")
+    p.add_argument("--hub-file", help="a released dataset's file in the hub repository instead of its usual one")
     p.add_argument("--limit", type=int, help="keep only the first N tasks")
     p.add_argument("--skip-bad", action="store_true", help="write the good rows and report the bad ones, instead of rejecting the file")
     p.add_argument("--report", help="write a JSON summary (counts and bad rows) here")
@@ -139,6 +174,8 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
             families=args.families,
             on_error="skip" if args.skip_bad else "raise",
             limit=args.limit,
+            hub_repo=args.hub_repo,
+            hub_file=args.hub_file,
         )
     except TaskFormatError as e:
         hint = "" if args.skip_bad else "; fix the record, or pass --skip-bad to write the good rows and list the bad ones"
@@ -147,10 +184,13 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
         print(f"bad row: {b}", file=sys.stderr)
     n = write_jsonl(args.out, tasks)
     bare = len(unlabeled(tasks))
+    extra = extra_fields(tasks)
     summary = {"source": args.source, "written": n, "bad": len(bad), "bad_rows": [str(b) for b in bad],
-               "unlabeled": bare}
+               "unlabeled": bare, "extra_fields": extra}
     if args.report:
         Path(args.report).write_text(json.dumps(summary, indent=2))
+    kept = ", ".join(f"{k} ({c})" for k, c in extra.items())
     print(f"wrote {n} tasks to {args.out}" + (f"; {len(bad)} bad rows skipped (listed above)" if bad else "")
-          + (f"; {bare} without ground-truth tests (label-free RL only)" if bare else ""))
+          + (f"; {bare} without ground-truth tests (label-free RL only)" if bare else "")
+          + (f"; other fields kept in the records: {kept}" if extra else ""))
     return 0

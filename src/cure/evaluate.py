@@ -10,6 +10,10 @@ By default this is the reference's ``evaluation/eval.py``: its sampler (``eval.t
 predefined for the programs (``eval.exec_namespace``), and generated tests that could not be extracted left out,
 a task with none left skipped by every metric (``eval.unextracted_tests``).
 
+With ``eval.framework`` (``mpsc``, ``alphacodium``, ``sstar``) an agentic coding framework also runs on every task
+(:mod:`cure.agentic`, docs/agentic.md); its metrics (``{framework}_code_acc``, ``{framework}_unit_test_acc``, tokens
+and executions per task) sit next to the one-shot and Best-of-N ones.
+
 Evaluation noise is measured by evaluating the same model with several seeds (``seeds``): the noise of a metric is
 the sample standard deviation over the seeds, i.e. the standard error of one evaluation's value, so a change across
 rounds can be compared with it (the difference of two evaluations has a standard error of about sqrt(2) times it).
@@ -51,9 +55,13 @@ def eval_config(cfg: CureConfig, seed: int, model: str) -> CureConfig:
 
 
 def evaluate_tasks(
-    model: str, tasks: list[Task], cfg: CureConfig, seed: int = 0, engine: Any = None, tokenizer: Any = None
+    model: str, tasks: list[Task], cfg: CureConfig, seed: int = 0, engine: Any = None, tokenizer: Any = None,
+    coder: Any = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Evaluate one model on one benchmark; returns (metrics, rollouts, executions)."""
+    """Evaluate one model on one benchmark; returns (metrics, rollouts, executions). With ``eval.framework`` the
+    agentic framework runs too (:mod:`cure.agentic`) and its per-task trace lands in each rollout record's
+    ``agentic`` field. ``coder``: another engine writes the programs (one-shot and framework), the model the tests
+    (default: the model itself)."""
     from cure.rollout.engine import make_engine
     from cure.rollout.stage import policy_tokenizer, rollout_tasks
 
@@ -63,7 +71,7 @@ def evaluate_tasks(
         engine = make_engine(c.rollout.engine, model, c.rollout)
     if tokenizer is None:
         tokenizer = policy_tokenizer(engine, model)
-    rollouts = rollout_tasks(tasks, engine, engine, c, tokenizer, give_example=not cfg.eval.no_example, evaluation=True)
+    rollouts = rollout_tasks(tasks, coder or engine, engine, c, tokenizer, give_example=not cfg.eval.no_example, evaluation=True)
     from cure.steps import run_sandbox
 
     executions = run_sandbox(rollouts, c)
@@ -74,8 +82,16 @@ def evaluate_tasks(
     if cfg.eval.refine_rounds:
         from cure.refine import flatten, refine
 
-        rows, _, _ = refine(tasks, rollouts, executions, engine, engine, c, cfg.eval.refine_rounds, tokenizer)
+        rows, _, _ = refine(tasks, rollouts, executions, coder or engine, engine, c, cfg.eval.refine_rounds, tokenizer)
         metrics.update(flatten(rows))
+    if cfg.eval.framework != "none":
+        from cure.agentic import run_framework
+
+        found, records = run_framework(cfg.eval.framework, tasks, coder or engine, engine, c, tokenizer,
+                                       [r["time_limit_s"] for r in rollouts])
+        metrics.update(found)
+        for r, rec in zip(rollouts, records):
+            r["agentic"] = rec
     return metrics, rollouts, executions
 
 

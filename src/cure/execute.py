@@ -21,16 +21,29 @@ line breaks, runs of spaces and trailing newlines do not matter, everything else
 A program's input arrives through a patched ``input()`` and ``sys.stdin``, its output is what it printed to
 ``sys.stdout`` (see :mod:`cure.sandbox.worker` for the exact semantics and the limits).
 
-Identical programs within a task are run once and their row is copied (programs are deterministic under these
-semantics up to their own use of randomness, which a fresh process would not reproduce either).
+Each record also carries ``rollout_fingerprint``: a short hash per program (``codes``) and per test column
+(``gt_tests`` then ``tests``) of the rollout row it was computed from, so that the reward stage can refuse a table
+that does not belong to the rollouts it is given (another file, reordered or edited rows):
+:func:`check_fingerprints`.
+
+Identical programs within a task are run once and their row is copied, and a program runs once per distinct test
+input: its output is compared with the expected output of every column that shares the input (ground-truth and
+generated tests alike). A program's verdict depends on nothing but its text and its input, as each program runs in a
+process of its own forked from a clean template (:mod:`cure.sandbox.worker`); programs are deterministic under
+these semantics up to their own use of randomness, which a fresh process would not reproduce either. A timeout is
+still re-checked as before. Each record counts ``executions``: ``requested`` (program x test cells with a program
+and a test) and ``run`` (program runs it took); :func:`summarize_executions` sums them over a round.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cure.sandbox.pool import Job, Limits, SandboxPool
@@ -46,6 +59,49 @@ log = logging.getLogger(__name__)
 # so CURE's 8 + 16 tests stay one job.
 TESTS_PER_JOB = 32
 
+
+
+FINGERPRINT = "rollout_fingerprint"
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def rollout_fingerprint(rec: dict[str, Any]) -> dict[str, list[str]]:
+    """What an execution table was computed from: a hash per program and per test column of the rollout record."""
+    return {"codes": [_digest(c) for c in rec["codes"]],
+            "tests": [_digest(t) for t in list(rec["gt_tests"]) + list(rec.get("tests") or [])]}
+
+
+def check_fingerprints(rollouts: Sequence[dict[str, Any]], executions: Sequence[dict[str, Any]]) -> int:
+    """Refuse execution records whose fingerprint differs from their rollout's (:class:`cure.validate.ArtifactError`
+    naming the record, the row or column, and what to do). Records joined by ``task_id``; records without a
+    fingerprint (written before it existed) are not checked. Returns how many records were checked."""
+    from cure.validate import ArtifactError, where_of
+
+    by_id = {e["task_id"]: (j, e) for j, e in enumerate(executions)}
+    checked = 0
+    for i, r in enumerate(rollouts):
+        if r["task_id"] not in by_id or FINGERPRINT not in by_id[r["task_id"]][1]:
+            continue
+        j, e = by_id[r["task_id"]]
+        where = f"{where_of(executions, j, 'execution record')}: field {FINGERPRINT!r}"
+        got, want = e[FINGERPRINT], rollout_fingerprint(r)
+        if not (isinstance(got, dict) and all(isinstance(got.get(k), list) for k in want)):
+            raise ArtifactError(f"{where}: expected {{'codes': [...], 'tests': [...]}}, got {str(got)[:80]}")
+        for key, what in (("codes", "program"), ("tests", "test column")):
+            if len(got[key]) != len(want[key]):
+                raise ArtifactError(f"{where}: {len(got[key])} {what}s, but the rollout "
+                                    f"({where_of(rollouts, i, 'rollout record')}) has {len(want[key])}")
+            bad = next((k for k, (a, b) in enumerate(zip(got[key], want[key])) if a != b), None)
+            if bad is not None:
+                raise ArtifactError(
+                    f"{where}: {what} {bad} of task {r['task_id']!r} is not the one in the rollout "
+                    f"({where_of(rollouts, i, 'rollout record')}): the table was computed from other rollout rows "
+                    "(another file, or rows reordered or edited since); run `cure execute` on these rollouts")
+        checked += 1
+    return checked
 
 
 def _valid_test(t: Any) -> bool:
@@ -72,16 +128,24 @@ def _plan(rollouts: list[dict[str, Any]], default_time_limit: float) -> tuple[li
         status = [["no_test" if c is None else "" for c in cols] for _ in codes]
         table = {"task_id": rec["task_id"], "num_gt": num_gt, "status": status}
         tables.append(table)
-        live = [k for k, c in enumerate(cols) if c is not None]
+        # The live columns, those sharing an input next to each other: a job runs its program once per distinct
+        # input (pool._Sandbox.run), so columns with one input must not be split across jobs.
+        by_input: dict[str, list[int]] = {}
+        for k, c in enumerate(cols):
+            if c is not None:
+                by_input.setdefault(c["input"], []).append(k)
+        chunks = list(by_input.values())
+        chunks = [[k for g in chunks[i : i + TESTS_PER_JOB] for k in g] for i in range(0, len(chunks), TESTS_PER_JOB)]
+        table["requested"] = 0
         by_code: dict[str, list[Job]] = {}
         for row, code in enumerate(codes):
             if not isinstance(code, str) or not code.strip():
                 status[row] = ["no_code"] * len(cols)
                 continue
+            table["requested"] += sum(map(len, chunks))
             if code not in by_code:
                 by_code[code] = []
-                for start in range(0, len(live), TESTS_PER_JOB):
-                    part = live[start : start + TESTS_PER_JOB]
+                for part in chunks:
                     tests = [(cols[k]["input"], cols[k]["output"]) for k in part]  # type: ignore[index]
                     by_code[code].append(Job(code=code, tests=tests, time_limit=limit, key=(len(tables) - 1, part, []),
                                              typing_names=typing_names))
@@ -105,7 +169,7 @@ def execute_rollouts(rollouts: list[dict[str, Any]], cfg: ExecuteConfig, progres
     limits = Limits(memory_mb=cfg.memory_mb, output_limit=cfg.output_limit_bytes, wall_factor=cfg.wall_factor)
     report = _Progress(total, enabled=progress)
     if jobs:
-        with SandboxPool(cfg.isolation, workers=cfg.workers, limits=limits) as pool:
+        with SandboxPool(cfg.isolation, workers=cfg.workers, limits=limits, jobs=len(jobs)) as pool:
             pool.run(jobs, on_done=lambda job: report.add(len(job.tests) * len(job.key[2])))  # type: ignore[index]
     report.close()
     for job in jobs:
@@ -114,7 +178,10 @@ def execute_rollouts(rollouts: list[dict[str, Any]], cfg: ExecuteConfig, progres
             for k, st in zip(live, job.status):
                 tables[t]["status"][row][k] = st
     out = []
-    for table in tables:
+    runs = [0] * len(tables)
+    for job in jobs:
+        runs[job.key[0]] += job.runs  # type: ignore[index]
+    for table, rec, run in zip(tables, rollouts, runs):
         status = table["status"]
         out.append(
             {
@@ -122,6 +189,10 @@ def execute_rollouts(rollouts: list[dict[str, Any]], cfg: ExecuteConfig, progres
                 "num_gt": table["num_gt"],
                 "passed": [[s == "pass" for s in row] for row in status],
                 "status": status,
+                FINGERPRINT: rollout_fingerprint(rec),
+                # program x test cells to fill, and program runs it took (identical programs, and tests with
+                # one input, share a run)
+                "executions": {"requested": table["requested"], "run": run},
             }
         )
     return out
@@ -166,6 +237,13 @@ def summarize_status(executions: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
+def summarize_executions(executions: list[dict[str, Any]]) -> dict[str, int]:
+    """Executions requested (cells) and run (program runs) over all records; records without counts are skipped."""
+    counts = [e["executions"] for e in executions if isinstance(e.get("executions"), dict)]
+    return {"executions_requested": sum(int(c.get("requested", 0)) for c in counts),
+            "executions_run": sum(int(c.get("run", 0)) for c in counts)}
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rollouts", required=True, help="rollouts.jsonl (from `cure rollout`)")
     parser.add_argument("--out", required=True, help="executions.jsonl to write")
@@ -191,5 +269,7 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     executions = execute_rollouts(rollouts, cfg.execute, progress=not args.no_progress)
     write_jsonl(args.out, executions)
     counts = summarize_status(executions)
-    log.info("wrote %d tables to %s; cells: %s", len(executions), args.out, ", ".join(f"{k}={v}" for k, v in counts.items() if v))
+    runs = summarize_executions(executions)
+    log.info("wrote %d tables to %s; cells: %s; executions requested %d, run %d", len(executions), args.out,
+             ", ".join(f"{k}={v}" for k, v in counts.items() if v), runs["executions_requested"], runs["executions_run"])
     return 0

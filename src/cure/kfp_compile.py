@@ -7,6 +7,7 @@ checkout; the images only need the ``cure`` package, since KFP embeds each compo
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 def import_pipelines() -> Any:
     """Import the repository's ``pipelines`` package (adds the checkout to ``sys.path``)."""
     if not (REPO / "pipelines" / "training.py").is_file():
-        raise SystemExit(f"error: pipelines/ not found next to the package ({REPO}); run from a checkout of the repository")
+        from cure.validate import CliError
+
+        raise CliError(f"pipelines/ not found next to the package ({REPO}); run from a checkout of the repository")
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     import pipelines.training
@@ -28,16 +31,43 @@ def import_pipelines() -> Any:
     return pipelines.training
 
 
+# k8s.io/apimachinery/pkg/api/resource/quantity.go, the grammar of a Quantity:
+#   <quantity> ::= <signedNumber><suffix>;  <number> ::= <digits> | <digits>.<digits> | <digits>. | .<digits>
+#   <suffix> ::= <binarySI> (Ki Mi Gi Ti Pi Ei) | <decimalSI> (m, "", k M G T P E) | e<signedNumber> | E<signedNumber>
+QUANTITY = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d+)?")
+
+
+def check_quantity(flag: str, value: str) -> str:
+    """``value`` if it is a positive Kubernetes quantity (e.g. 16Gi, 500M), else a :class:`CliError` naming ``flag``."""
+    from cure.validate import CliError
+
+    if not QUANTITY.fullmatch(value) or value.startswith("-") or not re.search(r"[1-9]", value.split("e")[0].split("E")[0]):
+        raise CliError(f"{flag} {value!r}: not a positive Kubernetes quantity (e.g. 16Gi, 300Gi, 500M)")
+    return value
+
+
+ACCESS_MODES = ("ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany")
+
+
 def cluster_options(gpus: int = 1, nodes: int = 1, rollout_shards: int = 1, store_secret: str | None = None,
                     store_keys: list[str] | None = None, tolerations: list[str] | None = None,
                     node_selector: list[str] | None = None, timeouts: list[str] | None = None,
                     shm_size: str | None = None, workspace_size: str | None = None,
-                    workspace_storage_class: str | None = None) -> Any:
-    """:class:`pipelines.training.ClusterOptions` from the ``cure compile`` flags (errors name the flag)."""
+                    workspace_storage_class: str | None = None, workspace_access_mode: str | None = None,
+                    rollout_gpus: int | None = None, train_gpus: int | None = None,
+                    eval_gpus: int | None = None) -> Any:
+    """:class:`pipelines.training.ClusterOptions` from the ``cure compile`` flags (errors name the flag), with the
+    cluster-only graph (evaluation pods on evaluation rounds only, the exit handler) turned on."""
+    from cure.validate import CliError
+
     training = import_pipelines()
-    opts = training.ClusterOptions(gpus=gpus, nodes=nodes, rollout_shards=rollout_shards)
+    opts = training.ClusterOptions(gpus=gpus, nodes=nodes, rollout_shards=rollout_shards, rollout_gpus=rollout_gpus,
+                                   train_gpus=train_gpus, eval_gpus=eval_gpus, eval_condition=True, exit_cleanup=True)
     if gpus < 0 or nodes < 1 or rollout_shards < 1:
-        raise SystemExit(f"error: --gpus must be >= 0 (got {gpus}), --nodes and --rollout-shards >= 1 (got {nodes}, {rollout_shards})")
+        raise CliError(f"--gpus must be >= 0 (got {gpus}), --nodes and --rollout-shards >= 1 (got {nodes}, {rollout_shards})")
+    for flag, value in (("--rollout-gpus", rollout_gpus), ("--train-gpus", train_gpus), ("--eval-gpus", eval_gpus)):
+        if value is not None and value < 0:
+            raise CliError(f"{flag} must be >= 0 (got {value})")
     if store_secret is not None:
         opts.store_secret = store_secret
     if store_keys:
@@ -50,19 +80,23 @@ def cluster_options(gpus: int = 1, nodes: int = 1, rollout_shards: int = 1, stor
     for item in node_selector or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: --node-selector {item!r}: expected LABEL=VALUE, e.g. nvidia.com/gpu.product=H100")
+            raise CliError(f"--node-selector {item!r}: expected LABEL=VALUE, e.g. nvidia.com/gpu.product=H100")
         opts.node_selector[key] = value
     for item in timeouts or []:
         stage, sep, seconds = item.partition("=")
-        if not sep or stage not in opts.timeouts or not seconds.isdigit():
-            raise SystemExit(f"error: --timeout {item!r}: expected STAGE=SECONDS with STAGE one of {', '.join(opts.timeouts)}")
+        if not sep or stage not in opts.timeouts or not seconds.isdigit() or int(seconds) < 1:
+            raise CliError(f"--timeout {item!r}: expected STAGE=SECONDS (>= 1) with STAGE one of {', '.join(opts.timeouts)}")
         opts.timeouts[stage] = int(seconds)
-    if shm_size:
-        opts.shm_size = shm_size
-    if workspace_size:
-        opts.workspace_size = workspace_size
+    if shm_size is not None:
+        opts.shm_size = check_quantity("--shm-size", shm_size)
+    if workspace_size is not None:
+        opts.workspace_size = check_quantity("--workspace-size", workspace_size)
     if workspace_storage_class:
         opts.workspace_storage_class = workspace_storage_class
+    if workspace_access_mode is not None:
+        if workspace_access_mode not in ACCESS_MODES:
+            raise CliError(f"--workspace-access-mode {workspace_access_mode!r}: expected one of {', '.join(ACCESS_MODES)}")
+        opts.workspace_access_mode = workspace_access_mode
     return opts
 
 
@@ -71,7 +105,9 @@ def parse_toleration(text: str) -> dict[str, Any]:
     head, _, effect = text.partition(":")
     key, sep, value = head.partition("=")
     if not key or (effect and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute")):
-        raise SystemExit(f"error: --toleration {text!r}: expected KEY[=VALUE][:NoSchedule|PreferNoSchedule|NoExecute], "
+        from cure.validate import CliError
+
+        raise CliError(f"--toleration {text!r}: expected KEY[=VALUE][:NoSchedule|PreferNoSchedule|NoExecute], "
                          "e.g. nvidia.com/gpu:NoSchedule")
     out: dict[str, Any] = {"key": key, "operator": "Equal" if sep else "Exists"}
     if sep:
@@ -88,7 +124,7 @@ def cluster_config(cfg: CureConfig, opts: Any) -> CureConfig:
     cfg = cfg.model_copy(deep=True)
     if cfg.pipeline.store_uri == CureConfig().pipeline.store_uri:
         cfg.pipeline.store_uri = "s3://cure"
-    gpus = max(1, opts.gpus)
+    gpus = max(1, opts.gpus if opts.train_gpus is None else opts.train_gpus)  # per node
     if cfg.train.nproc_per_node == CureConfig().train.nproc_per_node:
         cfg.train.nproc_per_node = gpus
     if cfg.train.nodes == CureConfig().train.nodes:
@@ -121,7 +157,58 @@ def compile_pipelines(out_dir: str | Path, cfg: CureConfig, rounds: int | None =
     paths = {"training": out / "cure-training.yaml", "evaluation": out / "cure-evaluation.yaml"}
     compiler.Compiler().compile(train_p, str(paths["training"]))
     compiler.Compiler().compile(eval_p, str(paths["evaluation"]))
+    for path in paths.values():
+        write_shared(path)
     return paths
+
+
+def shared_components(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The compiled pipeline with each distinct component defined once.
+
+    KFP's compiler writes a component, its executor (the container and the embedded code) and its Kubernetes
+    platform config once per *task*: the round slots repeat ten identical copies of each. Tasks reference their
+    component by name, so identical definitions (component, executor and platform config alike; sub-DAGs after
+    their own tasks are shared) are merged into one and the references renamed, until nothing changes. Every
+    task resolves to exactly what it resolved to before (tests/test_pipeline.py checks it).
+    """
+    import copy
+    import json
+
+    spec = copy.deepcopy(docs[0])
+    platform = copy.deepcopy(docs[1]) if len(docs) > 1 else None
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    pexec = (platform or {}).get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
+    while True:
+        seen: dict[str, str] = {}
+        rename: dict[str, str] = {}
+        for name, comp in spec["components"].items():
+            label = comp.get("executorLabel")
+            body = {k: v for k, v in comp.items() if k != "executorLabel"}
+            key = json.dumps([body, executors.get(label), pexec.get(label)], sort_keys=True)
+            if key in seen:
+                rename[name] = seen[key]
+            else:
+                seen[key] = name
+        if not rename:
+            break
+        for name in rename:
+            label = spec["components"].pop(name).get("executorLabel")
+            if label:
+                executors.pop(label, None)
+                pexec.pop(label, None)
+        for dag in [spec["root"].get("dag", {})] + [c.get("dag", {}) for c in spec["components"].values()]:
+            for task in dag.get("tasks", {}).values():
+                ref = task["componentRef"]
+                ref["name"] = rename.get(ref["name"], ref["name"])
+    return [spec] + ([platform] if platform is not None else []) + list(docs[2:])
+
+
+def write_shared(path: Path) -> None:
+    """Rewrite a compiled pipeline file with :func:`shared_components`."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    path.write_text(yaml.safe_dump_all(shared_components(docs), sort_keys=True))
 
 
 def configure_parser_compile(p: argparse.ArgumentParser) -> None:
@@ -132,6 +219,11 @@ def configure_parser_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every", type=int, help="default of pipeline__save_every (global rounds)")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per rollout/train/evaluate pod (0: CPU only); also the default of "
                    "train.nproc_per_node (vLLM uses the rollout pod's GPUs: rollout.tensor_parallel_size 0)")
+    p.add_argument("--rollout-gpus", type=int, help="GPUs per rollout pod (default --gpus); e.g. 4 for Qwen2.5-7B, whose "
+                   "28 attention heads vLLM's tensor parallelism divides over 4, not 8")
+    p.add_argument("--train-gpus", type=int, help="GPUs per train pod (default --gpus; with --nodes > 1 the train pod "
+                   "only launches the job and gets none)")
+    p.add_argument("--eval-gpus", type=int, help="GPUs per evaluation pod (default --gpus)")
     p.add_argument("--nodes", type=int, default=1, help="training nodes (default of train.nodes)")
     p.add_argument("--rollout-shards", type=int, default=1, help="rollout pods per round (data parallel, a ParallelFor)")
     p.add_argument("--store-secret", help="Secret with the store's endpoint and keys, mapped into every task that touches "
@@ -145,15 +237,22 @@ def configure_parser_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shm-size", help="memory-backed /dev/shm of GPU pods (default 16Gi)")
     p.add_argument("--workspace-size", help="the run's workspace PVC, where models move between tasks (default 300Gi)")
     p.add_argument("--workspace-storage-class", help="storage class of the workspace PVC (default: the cluster's)")
+    p.add_argument("--workspace-access-mode", help="access mode of the workspace PVC (default ReadWriteMany: the tasks "
+                   "may land on any node; ReadWriteOnce for storage without RWX, then all tasks share one node). "
+                   "KFP >= 2.15 refuses a run whose workspace names none")
     p.add_argument("--base-model", help="default base_model parameter")
     p.add_argument("--train-data", help=f"default train_data parameter (default: {TRAIN_DATA}, the reference's training set)")
     p.add_argument("--eval-benchmarks", nargs="+", help=f"default eval_benchmarks parameter, NAME=SPEC each (default: the paper's five: {' '.join(PAPER_BENCHMARKS)})")
 
 
 def run_cli_compile(args: argparse.Namespace, cfg: CureConfig) -> int:
+    from cure.validate import check_output_path
+
     opts = cluster_options(args.gpus, args.nodes, args.rollout_shards, args.store_secret, args.store_keys,
                            args.toleration, args.node_selector, args.timeout, args.shm_size, args.workspace_size,
-                           args.workspace_storage_class)
+                           args.workspace_storage_class, args.workspace_access_mode, args.rollout_gpus,
+                           args.train_gpus, args.eval_gpus)
+    check_output_path(args.out, "--out", folder=True)  # after the flags: nothing is created for a bad command
     paths = compile_pipelines(args.out, cfg, args.rounds, args.eval_every, args.save_every, args.gpus,
                               args.base_model, args.train_data, args.eval_benchmarks, args.segment, opts)
     for name, path in paths.items():

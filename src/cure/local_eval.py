@@ -23,6 +23,10 @@ from typing import Any
 
 log = logging.getLogger("cure.run")
 
+# What an evaluation run creates in its folder: replaced by the next evaluation there (anything else is left alone).
+EVAL_FILES = ("store", "kfp", "sandbox", "run.json", "config.json", "run.log", "history.json", "refine.md",
+              "pairing.md", "pairing.json")
+
 
 def run_local_eval(preset: str, out_dir: str | Path, cfg_file: str | None = None, overrides: list[str] | None = None,
                    base_model: str | None = None, coder_model: str = "", coder_engine: str = "openai",
@@ -31,20 +35,46 @@ def run_local_eval(preset: str, out_dir: str | Path, cfg_file: str | None = None
 
     ``base_model``: the model to evaluate (the tester when pairing); default the preset's. ``seeds``: default the
     preset's noise seeds."""
+    from cure.local_run import (
+        RunLock,
+        preset_and_config,
+        run_environment,
+        run_folder_state,
+    )
+    from cure.validate import CliError
+
+    p, cfg = preset_and_config(preset, cfg_file, overrides, runner)
+    model = base_model or p["base_model"]
+    run_dir = Path(out_dir).resolve()
+    store_uri, experiment = f"file://{run_dir / 'store'}", f"local-{preset}-evaluation"
+    run_folder_state(run_dir)  # a folder of other things is refused before anything is written
+    with RunLock(run_dir):
+        state = run_folder_state(run_dir)
+        if state is not None and state["experiment"] != experiment:
+            raise CliError(f"--out {run_dir} holds experiment {state['experiment']!r}, not this evaluation "
+                           f"({experiment}); nothing was changed: choose another --out")
+        for name in EVAL_FILES:  # an earlier evaluation in this folder: its results are replaced
+            path = run_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+        (run_dir / "run.json").write_text(json.dumps({"preset": preset, "experiment": experiment,
+                                                      "pipeline": "evaluation", "base_model": model}))
+        with run_environment():
+            return _run_eval(preset, p, cfg, run_dir, store_uri, experiment, model, coder_model, coder_engine, seeds,
+                             runner)
+
+
+def _run_eval(preset: str, p: dict[str, Any], cfg: Any, run_dir: Path, store_uri: str, experiment: str, model: str,
+              coder_model: str, coder_engine: str, seeds: list[int] | None, runner: str) -> dict[str, Any]:
     from kfp import local
 
     from cure.console import RunConsole
     from cure.container_runner import make_runner
     from cure.kfp_compile import import_pipelines
-    from cure.local_run import pipeline_arguments, preset_and_config
+    from cure.local_run import pipeline_arguments
 
-    p, cfg = preset_and_config(preset, cfg_file, overrides, runner)
-    model = base_model or p["base_model"]
-    run_dir = Path(out_dir).resolve()
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    store_uri, experiment = f"file://{run_dir / 'store'}", f"local-{preset}-evaluation"
     training = import_pipelines()
     pipeline = training.build_eval_pipeline(cluster=training.ClusterOptions(gpus=0, store_secret=""), base_model=model,
                                             eval_benchmarks=tuple(p["eval_benchmarks"]), cfg=cfg,

@@ -7,8 +7,9 @@
 * ``unit_test_acc``: over tasks with at least one correct program, share of generated tests that pass every correct
   program; ``unit_test_acc_accumulate``: share of (correct program, generated test) cells passed.
 * ``p01``: share of (wrong program, correct test) pairs where the wrong program passes (the reference prints
-  ``1 - p_01`` of its rejection count: this is that printed number); ``p00``: share of (wrong program, wrong test)
-  pairs where the wrong program passes. Lower is better for both.
+  ``1 - p_01`` of its rejection share: this is that printed number, so with no such pair, where its
+  ``safe_divide`` gives a rejection share of 0, it is 1.0, as the reference prints); ``p00``: share of (wrong
+  program, wrong test) pairs where the wrong program passes (0 with no such pair). Lower is better for both.
 * ``bon_{n}x{m}``: Best-of-N: among the first n programs, the one passing most of the first m generated tests (the
   first on ties, as ``argmax``) is scored on the ground-truth tests (all passed); ``bon_{n}x{m}_accumulate`` scores
   the share of ground-truth tests it passes.
@@ -17,7 +18,7 @@
   ``unit_test_acc`` with trivial tests; this shows whether its correct tests carry signal.
 
 Pooling is over cells, as the reference does (sums of scores over sums of counts); an empty pool gives 0, as the
-reference's ``safe_divide``. ``skip_untested=True`` is the reference's evaluation: a task whose table has no
+reference's ``safe_divide`` (``p01``: 1, the reference's ``1 - 0``). ``skip_untested=True`` is the reference's evaluation: a task whose table has no
 generated-test column (none could be extracted; the evaluation leaves such tests out, :func:`cure.evaluate.eval_tables`)
 is skipped by every metric, code metrics included. With ``skip_untested=False`` (training, code-only evaluation and
 ``eval.unextracted_tests=fail``) code metrics count every task with programs and ground-truth tests, as the
@@ -55,6 +56,9 @@ def summarize(
     code_acc, code_cells = _Ratio(), _Ratio()
     test_acc, test_cells = _Ratio(), _Ratio()
     p01, p00, discr = _Ratio(), _Ratio(), _Ratio()
+    for n, m in scales:  # eval.scales is checked at config load; a direct caller gets the same rule
+        if isinstance(n, bool) or isinstance(m, bool) or int(n) != n or int(m) != m or n < 1 or m < 0:
+            raise ValueError(f"Best-of-N scale ({n}, {m}): needs at least 1 program and 0 or more tests")
     bon = {s: (_Ratio(), _Ratio()) for s in scales}
     n_tasks = 0
     for gt_raw, gen_raw in tables:
@@ -97,7 +101,7 @@ def summarize(
         "code_acc_accumulate": code_cells.value,
         "unit_test_acc": test_acc.value,
         "unit_test_acc_accumulate": test_cells.value,
-        "p01": p01.value,
+        "p01": p01.value if p01.den else 1.0,  # the reference prints 1 - safe_divide(rejections, 0) = 1
         "p00": p00.value,
         "discriminative_test_share": discr.value,
     }

@@ -50,7 +50,7 @@ def sample_tests(
     rc = cfg.rollout
     prompts = [_render_for(engine, test_render(t, give_example, templates, rc), tokenizer) for t in tasks]
     out = engine.generate(prompts, SamplingParams.from_config(rc, rc.k_test))
-    tests = [[extract_test(c.text)[0] for c in comps] for comps in out]
+    tests = [[extract_test(c.text, rc.extraction)[0] for c in comps] for comps in out]
     lengths = [[len(tokenizer.encode(c.text, add_special_tokens=False)) for c in comps] for comps in out]
     return tests, [[c.text for c in comps] for comps in out], lengths
 
@@ -104,7 +104,16 @@ def pair_tasks(
         "coder_prompts": _prompt_tokens(tokenizer, [r["code_prompt"] for r in rollouts]),
         "test_prompts": _prompt_tokens(tokenizer, [r["test_prompt"] for r in rollouts]),
     }
+    agentic: dict[str, float] = {}
+    if cfg.eval.framework != "none":  # the framework with this coder and this tester (cure.agentic)
+        from cure.agentic import run_framework
+
+        agentic, records = run_framework(cfg.eval.framework, tasks, coder, tester, c, tokenizer,
+                                         [r["time_limit_s"] for r in rollouts])
+        for rec, found in zip(rollouts, records):
+            rec["agentic"] = found
     report = {
+        "agentic": agentic,
         "seed": seed,
         "num_tasks": m_paired["num_tasks"],
         "k_code": c.rollout.k_code,
@@ -150,6 +159,9 @@ def to_markdown(name: str, report: dict[str, Any], coder: str, tester: str) -> s
         f"{report['coder_api_tokens']['own']} with its own tests (prompt tokens: {t['coder_prompts']} coder, "
         f"{t['test_prompts']} test prompt per source).",
     ]
+    if report.get("agentic"):
+        lines += ["", "| agentic framework metric | value |", "|---|---|"] + \
+            [f"| {k} | {v:.3f} |" for k, v in report["agentic"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -242,6 +254,7 @@ def pairing_step(
         out[f"bon_{s['programs']}x{s['tests']}_paired"] = s["bon_paired"]
         out[f"bon_{s['programs']}x{s['tests']}_own"] = s["bon_own"]
     out.update({f"tokens_{k}": float(v) for k, v in first["tokens"].items()})
+    out.update(first["agentic"])
     return out
 
 

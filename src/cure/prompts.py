@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from jinja2 import Environment, StrictUndefined
 
-from cure.reasoning import split_reasoning
+from cure.reasoning import Extraction, extractable
 
 SPECIAL_REQUIREMENTS = "You should use input() to input and print() to output in your script. "
 # The evaluation's coder wording (reference ``evaluation/evaluation_config.py``): one more sentence, no final space.
@@ -167,10 +167,11 @@ _IN_PLAIN = re.compile(r"\*\*Test Input:\*\*\s*([\s\S]*?)(?=\*\*Test Output:\*\*
 _OUT_PLAIN = re.compile(r"\*\*Test Output:\*\*\s*([\s\S]*?)(?=\*\*Explanation:|\*\*Test Input:|$)", re.DOTALL)
 
 
-def extract_code(response: str) -> tuple[str | None, str | None]:
-    """The last fenced ```python block of the answer (after any ``</think>`` reasoning, :mod:`cure.reasoning`),
-    stripped (reference ``extract_code``). Returns (code, None) or (None, reason)."""
-    answer, why = split_reasoning(response)
+def extract_code(response: str, extraction: Extraction = "reference") -> tuple[str | None, str | None]:
+    """The last fenced ```python block, stripped (reference ``extract_code``): anywhere in the response, or with
+    ``extraction="after_think"`` in the answer after any ``</think>`` reasoning (:mod:`cure.reasoning`).
+    Returns (code, None) or (None, reason)."""
+    answer, why = extractable(response, extraction)
     if answer is None:
         return None, why
     matches = _CODE.findall(answer)
@@ -188,15 +189,15 @@ def _normalise_io(text: str) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def extract_test(response: str) -> tuple[dict[str, str] | None, str | None]:
+def extract_test(response: str, extraction: Extraction = "reference") -> tuple[dict[str, str] | None, str | None]:
     """A generated unit test from ``**Test Input:**`` / ``**Test Output:**`` blocks (fenced, else plain text).
 
     Same rules and fallbacks as the reference's ``extract_test_cases``: the last fenced block of each, else the
-    plain text up to the next marker; both markers must be present. Only the answer after any ``</think>``
-    reasoning is read (:mod:`cure.reasoning`). Returns ({"input", "output"}, None) or
-    (None, reason).
+    plain text up to the next marker; both markers must be present. The whole response is read, or with
+    ``extraction="after_think"`` only the answer after any ``</think>`` reasoning (:mod:`cure.reasoning`).
+    Returns ({"input", "output"}, None) or (None, reason).
     """
-    answer, why = split_reasoning(response)
+    answer, why = extractable(response, extraction)
     if answer is None:
         return None, why
     response = answer

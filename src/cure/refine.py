@@ -197,12 +197,12 @@ def refine_round(
                              "prompt": prompt(tokenizer, None)})
     counts = {"tests_regenerated": 0, "programs_refined": 0}
     for (t, j, _), text in zip(test_jobs, _sample_one(tester, [_render_for(tester, p, tokenizer) for _, _, p in test_jobs], cfg)):
-        test, _ = extract_test(text)
+        test, _ = extract_test(text, cfg.rollout.extraction)
         if test is not None:
             new[t]["tests"][j] = test
             counts["tests_regenerated"] += 1
     for (t, i, _), text in zip(code_jobs, _sample_one(coder, [_render_for(coder, p, tokenizer) for _, _, p in code_jobs], cfg)):
-        code, _ = extract_code(text)
+        code, _ = extract_code(text, cfg.rollout.extraction)
         if code is not None:
             new[t]["codes"][i] = code
             counts["programs_refined"] += 1

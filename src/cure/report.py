@@ -75,12 +75,25 @@ def _metric_sort_key(name: str) -> tuple:
     return (3, name)
 
 
-def _number(v: Any) -> float | None:
-    """A plottable value, or None for missing / non-numeric / NaN."""
+# How the store writes a non-finite number in standard JSON (cure.store.json_safe), and what older files hold.
+_NONFINITE = {"NaN": math.nan, "nan": math.nan, "Infinity": math.inf, "inf": math.inf, "-Infinity": -math.inf,
+              "-inf": -math.inf}
+
+
+def _value(v: Any) -> float | None:
+    """A recorded number, non-finite ones included (NaN, infinities: written as text or as JSON's non-standard
+    literals); None when missing or not a number."""
+    if isinstance(v, str):
+        return _NONFINITE.get(v)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
-    v = float(v)
-    return v if math.isfinite(v) else None
+    return float(v)
+
+
+def _number(v: Any) -> float | None:
+    """A plottable value, or None for missing / non-numeric / non-finite."""
+    v = _value(v)
+    return v if v is not None and math.isfinite(v) else None
 
 
 def _noise_value(v: Any, where: str) -> float:
@@ -148,7 +161,7 @@ def normalize_history(history: Sequence[Mapping[str, Any]]) -> list[Round]:
                 if not isinstance(metrics, Mapping):
                     raise ReportInputError(f"{where}.benchmarks.{name} must be an object of metrics")
                 rnd.metrics[str(name)] = {
-                    str(k): _number(v) for k, v in metrics.items() if k not in _RESERVED and _is_metric(v)
+                    str(k): _value(v) for k, v in metrics.items() if k not in _RESERVED and _is_metric(v)
                 }
                 if "noise" in metrics:
                     if not isinstance(metrics["noise"], Mapping):
@@ -157,7 +170,7 @@ def normalize_history(history: Sequence[Mapping[str, Any]]) -> list[Round]:
                     rnd.noise.setdefault(str(name), {}).update(spec.get(str(name), {}))
         else:
             name = str(entry.get("benchmark") or DEFAULT_BENCHMARK)
-            rnd.metrics[name] = {str(k): _number(v) for k, v in entry.items() if k not in _RESERVED and _is_metric(v)}
+            rnd.metrics[name] = {str(k): _value(v) for k, v in entry.items() if k not in _RESERVED and _is_metric(v)}
         for b, spec in _noise_spec(entry.get("noise"), list(rnd.metrics), f"{where}.noise").items():
             rnd.noise.setdefault(b, {}).update(spec)
         if r in rounds:
@@ -167,7 +180,7 @@ def normalize_history(history: Sequence[Mapping[str, Any]]) -> list[Round]:
 
 
 def _is_metric(v: Any) -> bool:
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) or (isinstance(v, str) and v in _NONFINITE)
 
 
 @dataclass
@@ -189,8 +202,20 @@ class _Table:
         return xs, ys, es
 
     def first_last(self, bench: str, metric: str) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
+        """The first and last recorded values; a non-finite one counts (it is shown flagged, never skipped)."""
         pts = [(x, y) for x, y, _ in zip(*self.series(bench, metric)) if y is not None]
         return (pts[0], pts[-1]) if pts else (None, None)
+
+    def nonfinite(self) -> list[str]:
+        """``benchmark metric (rounds ...)`` for every metric with a NaN or infinite value."""
+        out = []
+        for b in self.benchmarks:
+            for m in self.metrics:
+                bad = [str(r.round) for r in self.rounds if (v := r.metrics.get(b, {}).get(m)) is not None
+                       and not math.isfinite(v)]
+                if bad:
+                    out.append(f"{b} {m} (round{'s' if len(bad) > 1 else ''} {', '.join(bad)})")
+        return out
 
 
 def _build(history: Sequence[Mapping[str, Any]], noise: Mapping[str, Any] | None) -> _Table:
@@ -209,8 +234,13 @@ def _build(history: Sequence[Mapping[str, Any]], noise: Mapping[str, Any] | None
     return _Table(rounds, benchmarks, metrics, merged)
 
 
+NONFINITE_MARK = "!"  # after nan / inf / -inf in tables: a non-finite value the run recorded, not a missing one
+
+
 def _fmt(v: float | None, digits: int = 3) -> str:
-    return "—" if v is None else f"{v:.{digits}f}"
+    if v is None:
+        return "—"
+    return f"{v:.{digits}f}" if math.isfinite(v) else f"{v}{NONFINITE_MARK}"
 
 
 def _fmt_noise(v: float | None) -> str:
@@ -257,7 +287,7 @@ def _draw(ax: Any, t: _Table, metric: str, legend: bool) -> None:
     band_labelled = False
     for i, b in enumerate(t.benchmarks):
         xs, ys, es = t.series(b, metric)
-        pts = [(x, y, e) for x, y, e in zip(xs, ys, es) if y is not None]
+        pts = [(x, y, e) for x, y, e in zip(xs, ys, es) if y is not None and math.isfinite(y)]
         if not pts:
             continue
         c = colors[i % len(colors)]
@@ -332,7 +362,7 @@ def _training_rows(rounds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _training_value(r: Mapping[str, Any], step: str, key: str) -> float | None:
-    return _number((r.get(step) or {}).get(key))
+    return _value((r.get(step) or {}).get(key))
 
 
 def _plot_training(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -343,7 +373,7 @@ def _plot_training(rows: list[dict[str, Any]], path: Path) -> Path:
     for k, (title, series) in enumerate(TRAINING_PANELS):
         ax = axes[k // 2][k % 2]
         for j, (label, step, key) in enumerate(series):
-            pts = [(r["round"], v) for r in rows if (v := _training_value(r, step, key)) is not None]
+            pts = [(r["round"], v) for r in rows if (v := _training_value(r, step, key)) is not None and math.isfinite(v)]
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, marker="o", ms=3, color=f"C{j}", label=label)
@@ -388,8 +418,11 @@ def _change_rows(t: _Table, b: str) -> tuple[list[str], list[list[str]]]:
             continue
         delta = last[1] - first[1]
         nz = t.noise.get(b, {}).get(m)
-        beyond = "—" if nz is None else ("yes" if abs(delta) > nz else "no")
-        rows.append([m, f"{first[1]:.3f} (r{first[0]})", f"{last[1]:.3f} (r{last[0]})", f"{delta:+.3f}", _fmt(nz), beyond])
+        if not math.isfinite(delta):
+            change, beyond = f"non-finite{NONFINITE_MARK}", "—"
+        else:
+            change, beyond = f"{delta:+.3f}", "—" if nz is None else ("yes" if abs(delta) > nz else "no")
+        rows.append([m, f"{_fmt(first[1])} (r{first[0]})", f"{_fmt(last[1])} (r{last[0]})", change, _fmt(nz), beyond])
     return header, rows
 
 
@@ -474,6 +507,9 @@ def write_report(
         "Noise is the spread of a metric between repeated evaluations of the same model; plots show it as "
         "error bars and as a band around the first round's value."
     )
+    if bad := t.nonfinite():
+        intro += (f" Non-finite values (NaN or infinity), marked {NONFINITE_MARK} in the tables and left out of the "
+                  f"plots: {'; '.join(bad)}.")
     sections: list[tuple[str, list[tuple[list[str], list[list[str]]] | str]]] = []
     for b in t.benchmarks:
         sections.append((f"Benchmark: {b}", [_change_rows(t, b), _round_rows(t, b)]))

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from cure.config import CureConfig, RewardConfig
+from cure.execute import check_fingerprints
 from cure.reward import label_free_code_rewards, length_regularize, raw_unit_test_rewards, task_rewards
 from cure.tasks import read_jsonl, write_jsonl
 from cure.validate import check_executions, check_join, check_output_path, check_rollouts
@@ -53,11 +54,16 @@ def assemble(
     Eq. 4 over the tests of tasks where it is defined, i.e. with a correct program).
 
     Both inputs are checked first (:mod:`cure.validate`): their contracts, unique task ids, every task on both
-    sides and table shapes that match the rollouts; a violation raises :class:`cure.validate.ArtifactError`.
+    sides and table shapes that match the rollouts, and each table's fingerprint against its rollout's rows
+    (:func:`cure.execute.check_fingerprints`: a table computed from other rows is refused); a violation raises
+    :class:`cure.validate.ArtifactError`.
     """
     check_rollouts(rollouts, for_reward=True)
     check_executions(executions)
     check_join(rollouts, executions)
+    if check_fingerprints(rollouts, executions) < len(rollouts):
+        log.warning("some execution records carry no rollout fingerprint (written by an older cure): their rows "
+                    "cannot be checked against the rollouts'")
     by_id = {e["task_id"]: e for e in executions}
     code_data: list[dict[str, Any]] = []
     test_data: list[dict[str, Any]] = []

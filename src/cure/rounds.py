@@ -49,19 +49,33 @@ def load_config(text: str) -> CureConfig:
     return CureConfig.model_validate_json(text)
 
 
-def plan(values: dict[str, Any] | str, total_rounds: int, segment: int) -> tuple[str, str, bool]:
-    """(config JSON, plan JSON, active) for the run: the named parameters assembled once, the rounds this run trains."""
+def plan(values: dict[str, Any] | str, total_rounds: int, segment: int, run_id: str = "") -> tuple[str, str, bool]:
+    """(config JSON, plan JSON, active) for the run: the named parameters assembled once, the rounds this run trains.
+
+    The run takes the experiment's lease (:func:`cure.experiment.take_lease`) under ``run_id`` (default
+    ``$CURE_RUN_ID``, else a fresh id): a second run of the same experiment stops here, before any work."""
+    import os
+    import uuid
+
     setup_logging()
     cfg = steps.config_from_pipeline(values)
     cfg.pipeline.rounds = int(total_rounds)
     exp.check_store_uri(cfg.pipeline.store_uri)
     store = exp.open_checked(cfg.pipeline.store_uri)
-    p = exp.plan_run(store, cfg.pipeline.experiment, int(total_rounds), int(segment))
+    run_id = run_id or os.environ.get("CURE_RUN_ID") or uuid.uuid4().hex
+    exp.take_lease(store, cfg.pipeline.experiment, run_id, cfg.pipeline.lease_s)
+    try:
+        p = exp.plan_run(store, cfg.pipeline.experiment, int(total_rounds), int(segment), cfg.pipeline.eval_every)
+    except BaseException:  # a retry of this task comes with another run id: leave the lease free for it
+        exp.release_lease(store, cfg.pipeline.experiment, run_id)
+        raise
     p["segment"] = int(segment)
+    p["run_id"] = run_id
     if p["active"]:
         log.info("experiment %s: rounds %d..%d of %d (latest checkpoint: %s)", p["experiment"], p["start"],
                  p["last"], p["total"], p["checkpoint"] or "none, starting from the base model")
-    else:
+    else:  # no task of this run writes: the lease is free again at once (the last task, which releases it, is skipped)
+        exp.release_lease(store, cfg.pipeline.experiment, run_id)
         log.info("experiment %s: all %d rounds are done (latest checkpoint %s); nothing to do",
                  p["experiment"], p["total"], p["checkpoint"])
     return config_json(cfg), json.dumps(p), bool(p["active"])
@@ -238,7 +252,8 @@ def train(config: str, plan_: str, slot: int, workspace: str, rewards: str, log_
     m = steps.train(str(model_dir(workspace, r - 1)), rewards, cfg, str(out), str(ref) if ref.is_dir() else None, r, log_dir)
     _stage_metrics(workspace, r, "train", m, time.monotonic() - t0)
     record = round_record(workspace, r)
-    exp.upsert_record(exp.open_checked(cfg.pipeline.store_uri), cfg.pipeline.experiment, exp.ROUNDS, record)
+    store = _leased_store(cfg, p)
+    exp.upsert_record(store, cfg.pipeline.experiment, exp.ROUNDS, record)
     # Every reader of round r-2's model (its evaluation and promotion) finished before this task started.
     old = model_dir(workspace, r - 2)
     if r - 2 >= p["start"] - 1 and old.is_dir():
@@ -270,13 +285,26 @@ def flat_round_metrics(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _leased_store(cfg: CureConfig, p: dict[str, Any]) -> Any:
+    """The store, after checking (and renewing) that this run still holds the experiment's lease."""
+    store = exp.open_checked(cfg.pipeline.store_uri)
+    exp.check_lease(store, cfg.pipeline.experiment, str(p.get("run_id", "")), cfg.pipeline.lease_s)
+    return store
+
+
 def _eval_round(p: dict[str, Any], cfg: CureConfig, slot: int) -> int | None:
-    if slot == 0:
-        return 0 if p["active"] and p["start"] == 1 else None
+    if slot == 0:  # the run's starting model: round 0, or a promoted round whose evaluation is missing
+        start_eval = p.get("evaluate_start", p["start"] == 1)
+        return int(p["start"]) - 1 if p["active"] and start_eval else None
     r = slot_round(p, slot)
     if r is None or not (r % cfg.pipeline.eval_every == 0 or r == p["total"]):
         return None
     return r
+
+
+def is_eval_slot(config: str, plan_: str, slot: int) -> bool:
+    """Whether a slot evaluates in this run (the condition of its evaluation pod in the cluster pipeline)."""
+    return _eval_round(_plan(plan_), load_config(config), slot) is not None
 
 
 def evaluate(config: str, plan_: str, slot: int, seeds: list[int], benchmarks: dict[str, str], workspace: str,
@@ -292,10 +320,12 @@ def evaluate(config: str, plan_: str, slot: int, seeds: list[int], benchmarks: d
     if r is None:
         return {}
     _log_stage(r, "evaluate")
+    if r > 0:  # slot 0 gets the noise seeds for round 0; a re-evaluation of a later round samples its first only
+        seeds = list(seeds)[:1]
     tasks = {name: load_tasks(path)[0] for name, path in benchmarks.items()}
     entry = evaluate_benchmarks(str(model_dir(workspace, r if slot else p["start"] - 1)), tasks, cfg, r, seeds,
                                 out_dir=Path(report_dir) / f"round-{r:03d}")
-    store = exp.open_checked(cfg.pipeline.store_uri)
+    store = _leased_store(cfg, p)
     history = exp.upsert_record(store, cfg.pipeline.experiment, exp.HISTORY, entry)
     write_experiment_report(store, cfg.pipeline.experiment, report_dir, run_name, history)
     primary = entry["benchmarks"][entry["primary_benchmark"]]
@@ -345,9 +375,12 @@ def promote(config: str, plan_: str, slot: int, workspace: str) -> dict[str, Any
     if not (keep or r == p["last"]):
         return {}
     _log_stage(r, "promote")
-    store = exp.open_checked(cfg.pipeline.store_uri)
+    store = _leased_store(cfg, p)
     exp.promote(store, cfg.pipeline.experiment, model_dir(workspace, r), r, keep)
     return {"round": float(r), "kept": float(keep)}
+
+
+MODEL_POINTER = "cure-model.json"  # in finish's Model artifact: {"uri": the checkpoint in the store, "round"}
 
 
 @on_success
@@ -359,10 +392,12 @@ def finish(config: str, plan_: str, workspace: str, model_out: str, report_html:
     cfg, p = load_config(config), _plan(plan_)
     store = exp.open_checked(cfg.pipeline.store_uri)
     out: dict[str, Any] = {"first_round": float(p["start"]), "last_round": float(p["last"]), "total_rounds": float(p["total"])}
+    # The Model artifact records where the run's last model is (its promoted checkpoint), not a copy of it: a 7B
+    # model is ~15 GB, and KFP's artifact store keeps every run's artifacts.
+    Path(model_out).mkdir(parents=True, exist_ok=True)
     if p["active"]:
-        steps._copy_model(model_dir(workspace, p["last"]), model_out)
-    else:
-        Path(model_out).mkdir(parents=True, exist_ok=True)
+        key = store.checkpoint_key(cfg.pipeline.experiment, exp.checkpoint_name(p["last"]))
+        (Path(model_out) / MODEL_POINTER).write_text(json.dumps({"uri": f"{store.uri}/{key}", "round": p["last"]}))
     history = exp.read_history(store, cfg.pipeline.experiment)
     with tempfile.TemporaryDirectory(prefix="cure-report-") as tmp:
         if write_experiment_report(store, cfg.pipeline.experiment, tmp, history=history) is not None:
@@ -376,6 +411,7 @@ def finish(config: str, plan_: str, workspace: str, model_out: str, report_html:
         out.update({f"final_{k}": float(v) for k, v in last.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "round"})
         out["final_eval_round"] = float(last["round"])
+    exp.release_lease(store, cfg.pipeline.experiment, str(p.get("run_id", "")))
     return out
 
 

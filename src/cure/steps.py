@@ -52,7 +52,8 @@ def config_from_pipeline(values: dict[str, Any] | str) -> CureConfig:
 
 def prepare_data(spec: str, out_path: str) -> dict[str, Any]:
     """Tasks from a source spec: ``synthetic:SPLIT:N[:SEED]``, ``humaneval[:N]``, ``file:PATH``, ``hf:NAME[:SPLIT]``,
-    or a released CURE dataset ``NAME[:N]`` (``codecontests_train``, ``codecontests``, ``livebench``, ...)."""
+    or a released CURE dataset ``NAME[@OWNER/REPO[/FILE]][:N]`` (``codecontests_train``, ``codecontests``, ``livebench``,
+    ...; ``@`` names another hub repository, and file in it, for the dataset)."""
     from cure.data import RELEASED, prepare
 
     kind, _, rest = spec.partition(":")
@@ -68,11 +69,15 @@ def prepare_data(spec: str, out_path: str) -> dict[str, Any]:
         tasks, bad = prepare("file", path=rest)
     elif kind == "hf":
         tasks, bad = prepare("hf", path=parts[0], split=parts[1] if len(parts) > 1 else "train")
-    elif kind in RELEASED:  # a dataset released with CURE, from the hub (cure.data.RELEASED)
-        tasks, bad = prepare(kind, limit=int(parts[0]) if parts else None)
+    elif kind.partition("@")[0] in RELEASED:  # a dataset released with CURE, from the hub (cure.data.RELEASED)
+        name, _, where = kind.partition("@")  # NAME@OWNER/REPO[/FILE]: the hub repository (and file) moved
+        repo_parts = where.split("/") if where else []
+        repo = "/".join(repo_parts[:2]) if where else None
+        hub_file = "/".join(repo_parts[2:]) or None
+        tasks, bad = prepare(name, limit=int(parts[0]) if parts else None, hub_repo=repo, hub_file=hub_file)
     else:
         raise ValueError(f"unknown data spec {spec!r}: use synthetic:SPLIT:N[:SEED], humaneval[:N], file:PATH, "
-                         f"hf:NAME[:SPLIT] or a released dataset NAME[:N] ({', '.join(RELEASED)})")
+                         f"hf:NAME[:SPLIT] or a released dataset NAME[@OWNER/REPO[/FILE]][:N] ({', '.join(RELEASED)})")
     write_jsonl(out_path, tasks)
     return {"tasks": len(tasks), "bad_rows": len(bad), "unlabeled": len(unlabeled(tasks))}
 
@@ -212,12 +217,14 @@ def run_sandbox(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[dict[st
 
 
 def execute(rollouts_path: str, cfg: CureConfig, out_path: str) -> dict[str, Any]:
+    from cure.execute import summarize_executions
     from cure.metrics import summarize, tables_from_executions
 
     t0 = time.monotonic()
     records = run_sandbox(read_jsonl(rollouts_path), cfg)
     write_jsonl(out_path, records)
     m = summarize(tables_from_executions(records), cfg.eval.scales)
+    m.update(summarize_executions(records))  # executions requested vs run (shared programs and inputs run once)
     m["seconds"] = time.monotonic() - t0
     return {f"train_{k}" if k != "seconds" else k: v for k, v in m.items()}
 

@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -64,6 +65,14 @@ class ObjectNotFound(StoreError, FileNotFoundError):
     """The object (or checkpoint) does not exist."""
 
 
+class StoreUnavailable(StoreError):
+    """The store could not be reached (retries exhausted): nothing is known about the object."""
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write lost: the object was created, changed or deleted since it was read."""
+
+
 class ChecksumMismatch(StoreError):
     """A downloaded object's sha256 differs from the one recorded when it was written."""
 
@@ -73,6 +82,17 @@ class ChecksumMismatch(StoreError):
             f"checksum mismatch for {where}: expected sha256 {expected}, got {actual}; the stored object is "
             "corrupted or was overwritten outside the store. Re-upload it or fetch another checkpoint."
         )
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by its name as text (JSON has no NaN or infinity)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def sha256_file(path: str | Path) -> str:
@@ -229,9 +249,20 @@ class Store(ABC):
     def describe(self, key: str) -> str:
         """The object's full address (``s3://bucket/key`` or a path), for messages."""
 
+    @abstractmethod
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """``(data, version tag)`` of ``key`` (verified like :meth:`get_bytes`), or None when it does not exist."""
+
+    @abstractmethod
+    def put_if(self, key: str, data: bytes, version: str | None) -> None:
+        """Write ``data`` to ``key`` only if ``key`` is still at ``version`` (from :meth:`get_versioned`), or with
+        ``version=None`` only if it does not exist; else raise :class:`PreconditionFailed`. The check and the write
+        are one atomic step (an S3 conditional PUT; an exclusive lock on the folder)."""
+
     # ---- derived ----------------------------------------------------------------------------------------
     def put_json(self, key: str, obj: Any) -> str:
-        return self.put_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+        """Standard JSON: a NaN or infinity is written as the text ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``."""
+        return self.put_bytes(key, (json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
 
     def get_json(self, key: str) -> Any:
         data = self.get_bytes(key)
@@ -319,12 +350,27 @@ class Store(ABC):
             "metadata": dict(metadata or {}),
         }
         manifest_sha = self.put_json(manifest_key, manifest)
-        self.put_json(
-            _join(check_key(experiment), LATEST_NAME),
-            {"name": name, "key": prefix, "manifest_sha256": manifest_sha, "updated_at": manifest["created_at"]},
-        )
+        self._write_latest(experiment, name, manifest_sha, manifest["created_at"])
         log.info("committed checkpoint %s (%d files, %d bytes)", self.describe(prefix), len(entries), total)
         return prefix
+
+    def _write_latest(self, experiment: str, name: str, manifest_sha: str, when: str) -> None:
+        self.put_json(
+            _join(check_key(experiment), LATEST_NAME),
+            {"name": name, "key": self.checkpoint_key(experiment, name), "manifest_sha256": manifest_sha,
+             "updated_at": when},
+        )
+
+    def set_latest(self, experiment: str, name: str) -> dict[str, Any]:
+        """Point ``latest`` at the complete checkpoint ``name`` (after checking its manifest); returns the manifest.
+
+        The recovery for a lost or damaged pointer: every file of the checkpoint is listed with its sha256 in the
+        manifest, which is itself checked, so the pointer only ever names a complete checkpoint."""
+        manifest = self.checkpoint_manifest(experiment, name)
+        manifest_key = _join(self.checkpoint_key(experiment, name), MANIFEST_NAME)
+        manifest_sha = hashlib.sha256(self.get_bytes(manifest_key)).hexdigest()
+        self._write_latest(experiment, name, manifest_sha, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        return manifest
 
     def latest_checkpoint(self, experiment: str) -> str | None:
         """The name of the experiment's latest complete checkpoint, or None if it has none yet."""
@@ -487,6 +533,31 @@ class LocalStore(Store):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            data = self.get_bytes(key)
+        except ObjectNotFound:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put_if(self, key: str, data: bytes, version: str | None) -> None:
+        import fcntl
+
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The lock file carries the temporary-file mark, so listings never show it.
+        with open(path.with_name(f".{path.name}{_TMP_MARK}lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.get_versioned(key)
+            now = None if current is None else current[1]
+            if now != version:
+                raise PreconditionFailed(
+                    f"{self.describe(key)} changed since it was read (expected "
+                    f"{'no object' if version is None else 'version ' + version[:12]}, found "
+                    f"{'no object' if now is None else 'version ' + now[:12]})"
+                )
+            self.put_bytes(key, data)
 
     def list(self, prefix: str = "") -> list[str]:
         prefix = check_key(prefix, allow_empty=True)
@@ -710,7 +781,7 @@ class S3Store(Store):
                 if not is_transient(exc):
                     raise
                 if attempt > self.retries:
-                    raise StoreError(
+                    raise StoreUnavailable(
                         f"{what}: gave up after {attempt} attempts, last error: {type(exc).__name__}: {exc}. "
                         f"Check that {self._where} is reachable (CURE_S3_ENDPOINT, CURE_S3_SECURE) and healthy."
                     ) from exc
@@ -772,6 +843,8 @@ class S3Store(Store):
             if not expected:
                 w.discard()
                 raise _no_checksum(where)
+            if isinstance(w, _BytesWriter) and w.headers is not None:
+                w.headers["etag"] = (resp.headers.get("etag") or "").strip('"')
             return w.commit(where, expected)
 
         return self._call(f"download {where}", attempt)
@@ -789,6 +862,36 @@ class S3Store(Store):
         except ObjectNotFound:
             return False
         return True
+
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        holder: dict[str, str] = {}
+
+        def sink() -> _BytesWriter:
+            return _BytesWriter(holder)
+
+        try:
+            data = self._download(key, sink, None)
+        except ObjectNotFound:
+            return None
+        return data, holder["etag"]
+
+    def put_if(self, key: str, data: bytes, version: str | None) -> None:
+        from minio.error import S3Error
+
+        name = self._name(key)
+        digest = hashlib.sha256(data).hexdigest()
+        # S3 conditional writes (If-None-Match: * since 2024-08, If-Match since 2024-11; MinIO and moto alike).
+        condition = {"If-None-Match": "*"} if version is None else {"If-Match": f'"{version}"'}
+        headers = {"Content-Type": "application/json", "x-amz-meta-sha256": digest, **condition}
+        try:
+            self._call(f"write {self.describe(key)} if unchanged",
+                       lambda: self.client._put_object(self.bucket, name, data, headers))
+        except ObjectNotFound as e:  # If-Match on an object deleted meanwhile
+            raise PreconditionFailed(f"{self.describe(key)} was deleted since it was read") from e
+        except S3Error as e:
+            if e.code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise PreconditionFailed(f"{self.describe(key)} changed since it was read ({e.code})") from e
+            raise
 
     def list(self, prefix: str = "") -> list[str]:
         prefix = check_key(prefix, allow_empty=True)
@@ -832,9 +935,10 @@ class S3Store(Store):
 
 
 class _BytesWriter:
-    def __init__(self) -> None:
+    def __init__(self, headers: dict[str, str] | None = None) -> None:
         self.buf = io.BytesIO()
         self.sha = hashlib.sha256()
+        self.headers = headers  # when given, receives the object's etag
 
     def write(self, data: bytes) -> None:
         self.buf.write(data)

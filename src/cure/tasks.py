@@ -2,12 +2,15 @@
 
 A task is one JSON object: ``task_id``, ``source``, ``question``, ``test_time_limit`` (seconds),
 ``example_input``/``example_output`` (public examples shown in prompts) and ``test_input``/``test_output``
-(ground-truth tests), each a list of strings fed to / expected from the program's stdin/stdout. A task with no
+(ground-truth tests), each a list of strings fed to / expected from the program's stdin/stdout. ``task_id`` is text:
+an integer id (the reference's conversion writes them) becomes its decimal string. Other fields (the released
+files' ``dataset``, ``solutions``, ``difficulty``, ``exe_method``) are kept in the record. A task with no
 ground-truth test is *unlabeled*: label-free RL trains the coder on it (``reward.code_reward_source=generated_tests``);
 ground-truth rewards and evaluation refuse it (:func:`require_labeled`).
 
 Bad input never disappears silently: :func:`load_tasks` either rejects the whole file (``on_error="raise"``,
-the default) naming the file, row and field, or keeps the good rows and returns every bad row with its reason
+the default) naming the file, line (an item of a JSON array by the line it starts on) and field (a lone surrogate,
+which UTF-8 cannot encode, included), or keeps the good rows and returns every bad row with its reason
 (``on_error="skip"``), so the caller reports and counts them.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -42,6 +46,15 @@ class Task(BaseModel):
     example_output: list[str] = Field(default_factory=list)
     test_input: list[str]
     test_output: list[str]
+
+    @field_validator("task_id", mode="before")
+    @classmethod
+    def _id_text(cls, v: Any) -> Any:
+        # The reference's conversion writes integer ids (data/transformation.ipynb: ``data_i["task_id"] = i``):
+        # kept as their decimal string, so every later artifact carries the same stable text id.
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(v)
+        return v
 
     @field_validator("test_time_limit", mode="before")
     @classmethod
@@ -99,16 +112,89 @@ def _describe(e: ValidationError) -> list[tuple[str, str]]:
     return out
 
 
+def _lone_surrogate(value: Any, path: str = "") -> tuple[str, int, str] | None:
+    """The first string in ``value`` holding a lone surrogate (JSON ``"\\ud800"`` decodes to one; UTF-8 cannot
+    encode it): (field path as pydantic names it, character index, the character), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return path or "(record)", e.start, value[e.start]
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _lone_surrogate(k, path or "(record)") if isinstance(k, str) else None
+            found = found or _lone_surrogate(v, f"{path}.{k}" if path else str(k))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _lone_surrogate(v, f"{path}.{i}")
+            if found:
+                return found
+    return None
+
+
 def validate_record(record: Any, where: str) -> Task:
     """Validate one record; raise :class:`TaskFormatError` naming ``where`` (file:row), the field and the problem."""
     if not isinstance(record, dict):
         raise TaskFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    # CURE's released files carry no task_id/source: derive them rather than reject the file.
+    surrogate = _lone_surrogate(record)
+    if surrogate:
+        field, at, ch = surrogate
+        raise TaskFormatError(f"{where}: field {field!r}: holds a lone surrogate ({ascii(ch)} at character {at}), "
+                              "which is not a Unicode character and cannot be written as UTF-8")
     try:
         return Task.model_validate(record)
     except ValidationError as e:
         problems = "; ".join(f"field {f!r}: {m}" for f, m in _describe(e))
         raise TaskFormatError(f"{where}: {problems}") from e
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _iter_json_list(path: Path, text: str) -> Iterator[tuple[str, Any]]:
+    """Yield (where, item) from a JSON array, ``where`` naming the line the item starts on (the released files
+    are one indented JSON array: ``file:LINE (item I)``). Invalid JSON anywhere rejects the whole file."""
+    decoder = json.JSONDecoder()
+    line, counted = 1, 0
+
+    def line_at(pos: int) -> int:
+        nonlocal line, counted
+        line += text.count("\n", counted, pos)
+        counted = pos
+        return line
+
+    def bad(pos: int, msg: str) -> TaskFormatError:
+        return TaskFormatError(f"{path}:{line_at(pos)}: not valid JSON: {msg}")
+
+    pos = _WS.match(text).end()
+    if not text.startswith("[", pos):
+        raise bad(pos, "expected '[' (a JSON array of task objects)")
+    pos = _WS.match(text, pos + 1).end()
+    items: list[tuple[str, Any]] = []  # parsed in full first: a syntax error rejects the file before any row
+    if text.startswith("]", pos):
+        pos += 1
+    else:
+        while True:
+            try:
+                item, end = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError as e:
+                raise TaskFormatError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+            items.append((f"{path}:{line_at(pos)} (item {len(items)})", item))
+            pos = _WS.match(text, end).end()
+            if text.startswith(",", pos):
+                pos = _WS.match(text, pos + 1).end()
+            elif text.startswith("]", pos):
+                pos += 1
+                break
+            else:
+                raise bad(pos, "expected ',' or ']' after an item")
+    pos = _WS.match(text, pos).end()
+    if pos != len(text):
+        raise bad(pos, "extra data after the array")
+    yield from items
 
 
 def _iter_raw(path: Path) -> Iterator[tuple[str, Any]]:
@@ -119,14 +205,8 @@ def _iter_raw(path: Path) -> Iterator[tuple[str, Any]]:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise TaskFormatError(f"{path}:{line}: not valid UTF-8; task files must be UTF-8") from None
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise TaskFormatError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from e
-        for i, rec in enumerate(data):
-            yield f"{path}:item {i}", rec
+    if text.lstrip().startswith("["):
+        yield from _iter_json_list(path, text)
         return
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -142,20 +222,33 @@ class _JsonError:
     msg: str
 
 
-def _fill_ids(record: Any, default_source: str, index: int) -> Any:
+def _fill_ids(record: Any, default_source: str, index: int, id_prefix: str | None = None) -> Any:
+    """The record with ``source`` (default ``default_source``) and a text ``task_id``: its own id (an integer, as in
+    the reference's released files, becomes its decimal string), prefixed ``id_prefix/`` when given (unless it
+    already is); without one, ``<id_prefix or source>/<index>``."""
     if isinstance(record, dict):
         record = dict(record)
-        record.setdefault("source", default_source)
-        record.setdefault("task_id", f"{record['source']}/{index}")
+        if record.get("source") is None:
+            record["source"] = default_source
+        tid = record.get("task_id")
+        if tid is None:
+            record["task_id"] = f"{id_prefix or record['source']}/{index}"
+        elif id_prefix and isinstance(tid, (int, str)) and not isinstance(tid, bool) and str(tid) \
+                and not str(tid).startswith(f"{id_prefix}/"):  # an already prepared file keeps its ids
+            record["task_id"] = f"{id_prefix}/{tid}"
     return record
 
 
-def load_tasks(path: str | Path, on_error: OnError = "raise") -> tuple[list[Task], list[BadRow]]:
+def load_tasks(
+    path: str | Path, on_error: OnError = "raise", source: str | None = None, id_prefix: str | None = None
+) -> tuple[list[Task], list[BadRow]]:
     """Load and validate a CURE-format JSON or JSONL file.
 
-    Records without ``task_id``/``source`` (as in CURE's released files) get ``<file stem>/<index>``.
-    ``on_error="raise"`` rejects the whole file at the first bad row; ``"skip"`` keeps the good rows and returns
-    the bad ones, which the caller must report.
+    Records without ``source`` get ``source`` (default: the file's stem). Ids: a record's own ``task_id``
+    (string or integer, kept as text), prefixed ``<id_prefix>/`` when given; records without one get
+    ``<id_prefix or source>/<index>``. Other fields (the released files' ``dataset``, ``solutions``,
+    ``difficulty``, ``exe_method``) are kept in the task record. ``on_error="raise"`` rejects the whole file at
+    the first bad row; ``"skip"`` keeps the good rows and returns the bad ones, which the caller must report.
     """
     p = Path(path)
     if not p.is_file():
@@ -167,7 +260,7 @@ def load_tasks(path: str | Path, on_error: OnError = "raise") -> tuple[list[Task
         try:
             if isinstance(raw, _JsonError):
                 raise TaskFormatError(f"{where}: not valid JSON: {raw.msg}")
-            task = validate_record(_fill_ids(raw, p.stem, index), where)
+            task = validate_record(_fill_ids(raw, source or p.stem, index, id_prefix), where)
             if task.task_id in seen:
                 raise TaskFormatError(f"{where}: field 'task_id': duplicate {task.task_id!r} (first at {seen[task.task_id]})")
             seen[task.task_id] = where
@@ -177,7 +270,7 @@ def load_tasks(path: str | Path, on_error: OnError = "raise") -> tuple[list[Task
                 raise
             msg = str(e).removeprefix(f"{where}: ")
             field = msg.split("'")[1] if msg.startswith("field '") else "(record)"
-            bad.append(BadRow(where, field, msg))
+            bad.append(BadRow(where, field, msg.removeprefix(f"field {field!r}: ")))
     return tasks, bad
 
 

@@ -8,9 +8,19 @@ timeout or a dropped connection is retried up to ``cfg.api_max_retries`` times w
 A 401/403 (bad key) or 404 (wrong URL, mode or model name) fails at once with a message saying what to check.
 
 ``cfg.api_mode`` picks ``/chat/completions`` (messages; the API applies the model's chat template) or
-``/completions`` (the rendered prompt text). At most 4 stop strings are sent (OpenAI's limit); all of them are
-applied to the returned text here, so the result is the same, only a few tokens dearer. ``top_k`` is sent as the
-extension vLLM's and SGLang's servers read, except to ``api.openai.com``, whose API has no top-k cut.
+``/completions`` (the rendered prompt text). In chat mode, ``cfg.api_request`` shapes the request:
+
+* ``reference`` (the default): the reference's API request (``evaluation/eval.py``, ``fetch_completion``): the
+  prompt text (the rollout stage renders it in ``rollout.prompt_layout``, by default the reference's literal
+  string) as the user message under the system message :data:`REFERENCE_SYSTEM`, with the temperature and no
+  other sampling parameter: no ``top_p``, ``top_k``, ``max_tokens`` (the server's own limit applies), stop strings
+  or seed, and the returned text is not cut at the stop strings. The reference asks once per sample; here one
+  request asks for ``n`` choices (the same independent samples, fewer requests);
+* ``full``: the engine takes (system, user) messages built from the templates and sends every sampling parameter.
+
+With every parameter sent (``full``, and completions mode), at most 4 stop strings are sent (OpenAI's limit); all
+of them are applied to the returned text here, so the result is the same, only a few tokens dearer. ``top_k`` is
+sent as the extension vLLM's and SGLang's servers read, except to ``api.openai.com``, whose API has no top-k cut.
 """
 
 from __future__ import annotations
@@ -42,6 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_API_STOPS = 4
+# The system message of the reference's API requests (evaluation/eval.py fetch_completion). Its OpenAI Batch API
+# path (not offered here) sends "You are a helpful assistant." with max_tokens 2500 instead.
+REFERENCE_SYSTEM = "You are a helpful coding assistant."
 MAX_BACKOFF_S = 60.0
 
 
@@ -101,8 +114,11 @@ class OpenAIEngine(Engine):
         self.mode = mode or cfg.api_mode
         if self.mode not in ("chat", "completions"):
             raise ValueError(f"openai engine: api_mode must be 'chat' or 'completions', got {self.mode!r}")
-        self.chat = self.mode == "chat"
-        self.url = f"{self.base_url}/{'chat/completions' if self.chat else 'completions'}"
+        #: the reference's request shape (chat mode only; module docstring)
+        self.reference_request = self.mode == "chat" and cfg.api_request == "reference"
+        # chat: the engine takes chat messages; with the reference's request it takes the prompt text instead
+        self.chat = self.mode == "chat" and not self.reference_request
+        self.url = f"{self.base_url}/{'chat/completions' if self.mode == 'chat' else 'completions'}"
         # OpenAI's own API has no top_k parameter: the cut is not sent there.
         self.no_top_k = urlparse(self.base_url).hostname == "api.openai.com"
         self.key_env = cfg.api_key_env
@@ -171,6 +187,10 @@ class OpenAIEngine(Engine):
         return out[: params.n]
 
     def _body(self, prompt: Prompt, params: SamplingParams, n: int, seed: int | None) -> dict[str, Any]:
+        if self.reference_request:
+            messages = prompt if not isinstance(prompt, str) else [
+                {"role": "system", "content": REFERENCE_SYSTEM}, {"role": "user", "content": prompt}]
+            return {"model": self.model, "messages": messages, "temperature": params.temperature, "n": n}
         body: dict[str, Any] = {
             "model": self.model,
             "n": n,
@@ -184,7 +204,7 @@ class OpenAIEngine(Engine):
             body["top_k"] = params.top_k  # an extension that vLLM's and SGLang's servers understand
         if seed is not None:
             body["seed"] = seed
-        if self.chat:
+        if self.mode == "chat":
             body["messages"] = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         else:
             if not isinstance(prompt, str):
@@ -249,8 +269,8 @@ class OpenAIEngine(Engine):
         usage_tokens = (data.get("usage") or {}).get("completion_tokens")
         out = []
         for c in choices:
-            raw = c.get("message", {}).get("content") if self.chat else c.get("text")
-            text, hit_stop = truncate_at_stop(raw or "", params.stop)
+            raw = c.get("message", {}).get("content") if self.mode == "chat" else c.get("text")
+            text, hit_stop = truncate_at_stop(raw or "", [] if self.reference_request else params.stop)
             finish = "length" if c.get("finish_reason") == "length" and not hit_stop else "stop"
             if self._tok is not None:
                 num = count_tokens(self._tok, text)

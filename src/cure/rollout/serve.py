@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ServerState:
-    """What the server serves and how it misbehaves; ``arrivals`` records (time, path) of every request."""
+    """What the server serves and how it misbehaves; ``arrivals`` records (time, path) of every request, ``bodies``
+    the request bodies it answered."""
 
     engine: Engine
     model_name: str
@@ -37,7 +38,9 @@ class ServerState:
     retry_after: float | None = None
     slow_first: int = 0
     slow_s: float = 0.0
+    chat_max_tokens: int = 1024  # a chat request without max_tokens: OpenAI's chat API sets no small default
     arrivals: list[tuple[float, str]] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # the JSON body of every answered request
     in_flight: int = 0
     max_in_flight: int = 0
     generate_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -120,6 +123,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(state.slow_s)
         try:
             body = json.loads(raw or b"{}")
+            with state.count_lock:
+                state.bodies.append(body)
             if body.get("model") != state.model_name:
                 self._error(404, f"The model {body.get('model')!r} does not exist; this server has {state.model_name!r}")
                 return
@@ -135,7 +140,8 @@ class _Handler(BaseHTTPRequestHandler):
             temperature=float(body.get("temperature", 1.0)),
             top_p=float(body.get("top_p", 1.0)),
             top_k=int(body.get("top_k", -1)),
-            max_new_tokens=int(body.get("max_tokens") or 16),
+            # without max_tokens: /completions' documented default of 16 tokens; chat generates up to chat_max_tokens
+            max_new_tokens=int(body.get("max_tokens") or (state.chat_max_tokens if chat else 16)),
             stop=[stop] if isinstance(stop, str) else list(stop),
             seed=body.get("seed"),
         )

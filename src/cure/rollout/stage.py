@@ -3,7 +3,8 @@
 This is CURE's ``sample.py`` as a library function plus the ``cure rollout`` command. Per task:
 
 - the coder prompt asks for a program; ``k_code`` responses are sampled, and the last fenced ```` ```python ````
-  block of each is extracted (``None`` when there is none);
+  block of each is extracted (``None`` when there is none; ``rollout.extraction`` says whether a ``<think>``
+  block's drafts count, :mod:`cure.reasoning`);
 - the tester prompt asks for one unit test; with probability ``p_give_example`` (a Bernoulli draw per task, as
   the reference, seeded by the seed and task id; 0 when ``reward.post_stage``, as the reference) it shows the first
   ``max_input_examples`` public examples, otherwise none;
@@ -17,8 +18,9 @@ to responses that were not truncated, as the reference does).
 
 Prompts are laid out as ``rollout.prompt_layout`` says (:mod:`cure.prompts`): by default the reference's literal
 strings, the same for every engine and tokenizer. The record's ``code_prompt``/``test_prompt`` are the text the
-engine received; an engine that takes chat messages (a chat API) gets (system, user) messages, and its record
-holds the prompt as the policy's tokenizer renders it in the configured layout (what training sees).
+engine received; an engine that takes chat messages (a chat API with ``rollout.api_request=full``) gets (system,
+user) messages, and its record holds the prompt as the policy's tokenizer renders it in the configured layout (what
+training sees). A chat API with the reference's request (the default) takes the text like any engine.
 
 ``evaluation=True`` gives the reference evaluation's variant: the coder prompt with its extra sentence, each
 task's own time limit, and (``eval.exec_namespace``) ``List``/``Tuple``/``Optional`` predefined for the programs.
@@ -141,8 +143,8 @@ def rollout_tasks(
     for task, give, cprompt, tprompt, codes, tests in rows:
         code_resp = [c.text for c in codes]
         test_resp = [c.text for c in tests]
-        code_ex = [extract_code(r) for r in code_resp]
-        test_ex = [extract_test(r) for r in test_resp]
+        code_ex = [extract_code(r, rc.extraction) for r in code_resp]
+        test_ex = [extract_test(r, rc.extraction) for r in test_resp]
         code_reasons = Counter(why for _, why in code_ex if why)
         test_reasons = Counter(why for _, why in test_ex if why)
         k = min(cfg.data.max_gt_tests, len(task.test_input))

@@ -57,6 +57,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -80,11 +81,15 @@ SANDBOX_CAPABILITIES = tuple(c.removeprefix("CAP_") for c in CAPS)
 CONFIGMAP_LIMIT = 900 * 1024  # bytes of gzip per shard ConfigMap (the API limit is 1 MiB including metadata)
 LOG_RESULT_LIMIT = 8 << 20  # bytes of results block per pod log, under the kubelet's default 10 MiB rotation
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+#: The label every Job, PyTorchJob and TrainJob of a KFP run carries (the run's id, ``CURE_RUN_ID`` in the
+#: launching pod from its ``pipeline/runid`` label), so the run's exit handler can delete what a killed step left.
+RUN_LABEL = "cure/run"
 LAUNCHER_ANNOTATIONS = ("cure.dev/launcher-pod", "cure.dev/launcher-uid")
 
 # What this module does with the Kubernetes API (tests/test_manifests.py checks the shipped Role covers it).
 RBAC_RULES: list[dict[str, list[str]]] = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
+    {"apiGroups": ["batch"], "resources": ["jobs/status"], "verbs": ["get"]},  # _wait: read_namespaced_job_status
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "patch", "delete"]},
@@ -163,18 +168,20 @@ def build_job(
     wall_factor: float = 3.0,
     log_limit_bytes: int = LOG_RESULT_LIMIT,
     owner: PodRef | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """The Indexed batch/v1 Job (a plain dict, as the API takes it) that runs ``shards`` sandbox pods.
 
     ``workers`` 0 means one sandbox per CPU of the pod's limit (``os.cpu_count()`` in a container sees the
     node's CPUs, not the limit). ``owner``: the launching pod; it becomes the Job's owner only when it is in
     ``namespace`` (Kubernetes has no cross-namespace owners), and is recorded in annotations either way.
+    ``run_id``: the KFP run's id for label ``RUN_LABEL`` (default ``CURE_RUN_ID``).
     """
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     image = image or default_image()
     workers = workers or cpu_count(cpu)
-    labels = {**COMPONENT_LABEL, "app.kubernetes.io/name": "cure", "cure/job": name}
+    labels = {**COMPONENT_LABEL, "app.kubernetes.io/name": "cure", "cure/job": name, **run_labels(run_id)}
     container = {
         "name": "execute",
         "image": image,
@@ -231,6 +238,71 @@ def build_job(
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
+
+
+def run_labels(run_id: str | None = None) -> dict[str, str]:
+    """``{RUN_LABEL: run id}`` for objects a KFP run creates (default: ``CURE_RUN_ID``); none outside a run."""
+    run_id = os.environ.get("CURE_RUN_ID", "") if run_id is None else run_id
+    return {RUN_LABEL: run_id} if re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", run_id) else {}
+
+
+def delete_run_objects(run_id: str, namespaces: list[str], workflow: str = "", workspace_namespace: str = "",
+                       api_client: Any = None) -> dict[str, int]:
+    """What a KFP run leaves when a step is killed: its sandbox Jobs, PyTorchJobs and TrainJobs (label
+    ``RUN_LABEL``) in ``namespaces``, and its workspace PVC (Argo names it ``<workflow>-kfp-workspace``) in
+    ``workspace_namespace``. The run's exit handler calls this; objects already gone are fine.
+
+    Returns counts per kind. Needs list/delete on those kinds (manifests/base/role.yaml; the PVC: KFP's runner
+    Role in its own namespace)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from cure.train import k8s as pytorchjob
+    from cure.train import trainjob
+
+    if not run_labels(run_id):
+        raise ValueError(f"run id {run_id!r} is not a label value; nothing deleted")
+    batch, core = _apis(api_client)
+    custom = client.CustomObjectsApi(batch.api_client)
+    selector = f"{RUN_LABEL}={run_id}"
+    counts = {"jobs": 0, "pytorchjobs": 0, "trainjobs": 0, "workspace": 0}
+
+    def gone(call: Any) -> bool:
+        try:
+            call()
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    for ns in dict.fromkeys(n for n in namespaces if n):
+        for job in batch.list_namespaced_job(ns, label_selector=selector).items:
+            counts["jobs"] += gone(lambda j=job, n=ns: batch.delete_namespaced_job(j.metadata.name, n,
+                                                                             propagation_policy="Background"))
+        for mod in (pytorchjob, trainjob):
+            try:
+                items = custom.list_namespaced_custom_object(mod.GROUP, mod.VERSION, ns, mod.PLURAL,
+                                                             label_selector=selector)["items"]
+            except ApiException as e:
+                if e.status == 404:  # the CRD is not installed: nothing of that kind can exist
+                    continue
+                raise
+            for obj in items:
+                counts[mod.PLURAL] += gone(lambda o=obj, m=mod, n=ns: custom.delete_namespaced_custom_object(
+                    m.GROUP, m.VERSION, n, m.PLURAL, o["metadata"]["name"], body={"propagationPolicy": "Foreground"}))
+    if workflow and workspace_namespace:
+        counts["workspace"] += gone(lambda: core.delete_namespaced_persistent_volume_claim(
+            f"{workflow}-kfp-workspace", workspace_namespace))
+    log.info("run %s: deleted %s", run_id, counts)
+    return counts
+
+
+def cleanup_after_run(run_id: str, workflow: str, namespaces: list[str]) -> dict[str, int]:
+    """The exit handler's step, in a pod: :func:`delete_run_objects` in ``namespaces`` (empty: the default
+    ``cure``) and the workspace PVC in the pod's own namespace (KFP's)."""
+    own = SA_NAMESPACE.read_text().strip() if SA_NAMESPACE.is_file() else ""
+    return delete_run_objects(run_id, [n or "cure" for n in namespaces], workflow, own)
 
 
 def job_owner_reference(job: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import shutil
@@ -44,6 +45,10 @@ class Job:
     status: list[str] = field(default_factory=list)
     want_output: bool = False  # also collect what the program printed per test (None where it did not finish)
     outputs: list[str | None] = field(default_factory=list)
+    runs: int = 0  # program runs it took: one per distinct test input (tests sharing an input share the run)
+
+
+MAX_WALL_FACTOR = 100.0  # a wall-clock limit is at most this many times the CPU limit (+1 s)
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,28 @@ class Limits:
     output_limit: int = 1 << 20
     wall_factor: float = 3.0
 
+    def __post_init__(self) -> None:
+        # Checked here too, not only where the config is loaded: a huge factor makes a sleeping program hold its
+        # sandbox for days, and a non-finite one cannot be turned into a socket timeout.
+        if not (isinstance(self.wall_factor, (int, float)) and math.isfinite(self.wall_factor)
+                and 1.0 <= self.wall_factor <= MAX_WALL_FACTOR):
+            raise ValueError(f"execute.wall_factor {self.wall_factor!r}: must be a finite number from 1 to {MAX_WALL_FACTOR:g}")
+        for name in ("memory_mb", "output_limit"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"sandbox limit {name} {value!r}: must be a positive integer")
+
     def wall(self, time_limit: float) -> float:
         return self.wall_factor * time_limit + 1.0
+
+
+def pool_size(requested: int, jobs: int | None = None) -> int:
+    """Sandboxes to start: the request (0 = one per CPU core), never more than the cores nor than the jobs."""
+    cores = os.cpu_count() or 1
+    if requested < 0:
+        raise ValueError(f"execute.workers {requested}: must be >= 0 (0 = one sandbox per CPU core)")
+    size = min(requested or cores, cores)
+    return max(1, min(size, jobs)) if jobs is not None else size
 
 
 def resolve_isolation(isolation: str) -> str:
@@ -100,7 +125,8 @@ class _Sandbox:
             tmp = self.workdir / f"tmp{self.index}-{uuid.uuid4().hex[:6]}"
             tmp.mkdir(mode=0o711)
             argv = [sys.executable, "-s", "-S", "-B", str(gvisor.WORKER_DIR / "worker.py")]
-            env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "CURE_SANDBOX_TMP": str(tmp)}
+            env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "CURE_SANDBOX_TMP": str(tmp),
+                   "CURE_SANDBOX_LIB": str(self.workdir / "lib"), **dict(e.split("=", 1) for e in gvisor.THREADS_ENV)}
             if os.environ.get("CURE_SANDBOX_OUTER"):  # the worker may then clean up by uid (worker._kill_leftovers)
                 env["CURE_SANDBOX_OUTER"] = os.environ["CURE_SANDBOX_OUTER"]
                 # one program uid per worker: one worker's cleanup by uid must not kill another's running program
@@ -136,12 +162,27 @@ class _Sandbox:
         return box[0]
 
     def run(self, job: Job, limits: Limits) -> list[str]:
-        """Run one job; on a dead or hung worker, restart it and report the job's tests as error/timeout."""
+        """Run one job; on a dead or hung worker, restart it and report the job's tests as error/timeout.
+
+        Tests that share an input share one run of the program: the worker compares its output with each of their
+        expected outputs (``job.runs`` counts the runs). Safe because a program's verdict depends on nothing but
+        its text and its input: it runs in a process of its own, forked from a clean template (see
+        :mod:`cure.sandbox.worker`)."""
         assert self.proc is not None and self.proc.stdin is not None
+        inputs: dict[str, int] = {}
+        groups: list[list[str]] = []
+        where: list[tuple[int, int]] = []
+        for inp, exp in job.tests:
+            k = inputs.setdefault(inp, len(inputs))
+            if k == len(groups):
+                groups.append([])
+            where.append((k, len(groups[k])))
+            groups[k].append(exp)
+        job.runs = len(groups)
         msg = {
             "id": 0,
             "code": job.code,
-            "tests": job.tests,
+            "tests": [[inp, groups[k]] for inp, k in inputs.items()],
             "time_limit": job.time_limit,
             "wall_limit": limits.wall(job.time_limit),
             "memory_mb": limits.memory_mb,
@@ -174,8 +215,9 @@ class _Sandbox:
         answer = json.loads(line)
         if "error" in answer:
             raise RuntimeError(f"sandbox worker failed on a job: {answer['error']}")
-        job.outputs = answer.get("outputs") or []
-        return answer["status"]
+        outputs = answer.get("outputs") or []
+        job.outputs = [outputs[k] for k, _ in where] if outputs else []
+        return [answer["status"][k][j] for k, j in where]
 
     def host_cpu(self) -> float:
         """Real CPU seconds used so far by this sandbox's host processes (sentry, gofer, program stubs)."""
@@ -207,18 +249,60 @@ class SandboxTerminated(KeyboardInterrupt):
     """SIGTERM while a pool is open: raised in the main thread so the pool's ``with`` block cleans up."""
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise SandboxTerminated()
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def _unwind_on_sigterm() -> Any:
-    """Unless someone already handles SIGTERM, make it unwind the main thread (cleanup runs, then it exits
-    like Ctrl-C) instead of killing the process with sandboxes and their folders left behind."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return None
-    return signal.signal(signal.SIGTERM, _raise_terminated)
+class _SignalGuard:
+    """SIGTERM and SIGINT while a pool is open (main thread only).
+
+    The first one unwinds the main thread, so that the pool's ``with`` block cleans up: it does what the handler in
+    place before would do (a callable is called, e.g. the CLI's, which raises; Ctrl-C raises KeyboardInterrupt;
+    SIGTERM left at its default raises :class:`SandboxTerminated` instead of killing the process with sandboxes and
+    their folders left behind). From then on, and during any cleanup, further signals are only recorded: a second
+    SIGTERM (``timeout`` sends more than one, so do impatient users) must not cut the cleanup short. After the
+    cleanup the previous handlers are back, and a signal that came during a cleanup no signal started is
+    delivered again."""
+
+    def __init__(self) -> None:
+        self.saved: dict[int, Any] = {}
+        self.caught: list[int] = []
+        self.unwinding = False
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.saved = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+        for sig in _SIGNALS:
+            signal.signal(sig, self._first)
+
+    def _first(self, signum: int, frame: object) -> None:
+        self.hold()
+        self.unwinding = True
+        previous = self.saved.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_IGN:
+            self.unwinding = False
+        else:
+            raise SandboxTerminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def _record(self, signum: int, frame: object) -> None:
+        self.caught.append(signum)
+
+    def hold(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in _SIGNALS:
+                signal.signal(sig, self._record)
+
+    def release(self) -> None:
+        """Put the previous handlers back; re-deliver a signal held during a cleanup that no signal started."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in _SIGNALS:
+            signal.signal(sig, self.saved.get(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL))
+        caught, self.caught = self.caught, []
+        if caught and not self.unwinding:
+            signal.raise_signal(caught[0])
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -248,7 +332,8 @@ def _tree_cpu(root: int) -> float:
 class SandboxPool:
     """N sandboxed workers. Use as a context manager; :meth:`run` executes jobs and fills ``job.status``."""
 
-    def __init__(self, isolation: str = "auto", workers: int = 0, limits: Limits | None = None) -> None:
+    def __init__(self, isolation: str = "auto", workers: int = 0, limits: Limits | None = None,
+                 jobs: int | None = None) -> None:
         self.isolation = resolve_isolation(isolation)
         if self.isolation == "none":
             outer = os.environ.get("CURE_SANDBOX_OUTER")
@@ -256,17 +341,20 @@ class SandboxPool:
                 log.info("isolation none inside an outer sandbox (%s)", outer)
             else:
                 log.warning(NONE_WARNING)
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = pool_size(workers, jobs)
         self.limits = limits or Limits()
         self._dir = Path(tempfile.mkdtemp(prefix="cure-sandbox-"))
         self._dir.chmod(0o711)  # --isolation none: the unprivileged program must reach its temp dir below
         if self.isolation == "gvisor":
             gvisor.write_bundle(self._dir / "bundle")
+        else:  # the packages programs may import, and nothing else of this Python's environment
+            gvisor.link_packages(self._dir / "lib", gvisor.program_package_paths())
         self._boxes: list[_Sandbox] = []
         self._closing = False
 
     def __enter__(self) -> SandboxPool:
-        self._old_sigterm = _unwind_on_sigterm()
+        self._signals = _SignalGuard()
+        self._signals.install()
         starters = [threading.Thread(target=self._start_one, args=(i,)) for i in range(self.workers)]
         self._errors: list[BaseException] = []
         try:
@@ -296,15 +384,23 @@ class SandboxPool:
         self.close()
 
     def close(self) -> None:
-        """Stop every sandbox (processes and gVisor containers) and remove the pool's folder. Idempotent."""
+        """Stop every sandbox (processes and gVisor containers) and remove the pool's folder. Idempotent.
+
+        A SIGTERM or SIGINT that arrives meanwhile (the second one of an impatient user, or of ``timeout``) waits
+        until the cleanup is done, then takes effect: cleanup is bounded (5 s per sandbox at most), and an
+        interrupted one would leave gVisor containers running and the pool's folder behind."""
         self._closing = True
-        for box in self._boxes:
-            box.close()
-        self._boxes = []
-        shutil.rmtree(self._dir, ignore_errors=True)
-        old, self._old_sigterm = getattr(self, "_old_sigterm", None), None
-        if old is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, old)
+        guard, self._signals = getattr(self, "_signals", None), None
+        if guard is not None:
+            guard.hold()
+        try:
+            for box in self._boxes:
+                box.close()
+            self._boxes = []
+            shutil.rmtree(self._dir, ignore_errors=True)
+        finally:
+            if guard is not None:
+                guard.release()
 
     def run(self, jobs: Iterable[Job], on_done: Callable[[Job], None] | None = None) -> list[Job]:
         """Run every job (longest first, so the tail is short); return them with ``status`` filled."""

@@ -8,6 +8,10 @@ Python. Protocol, one JSON object per line: the host writes a job to stdin, the 
             "wall_limit": 4.0, "memory_mb": 1024, "output_limit": 1048576}
     answer {"id": 7, "status": ["pass", "fail", "timeout", ...]}
 
+A test may also carry a list of expected outputs, ``["input", ["expected 1", "expected 2"]]``: the program runs once
+on the input and its output is compared with each; that test's status is then the list of their statuses (how the
+host runs the columns of a table that share an input once: :meth:`cure.sandbox.pool._Sandbox.run`).
+
 A job with ``"want_output": true`` is also answered ``"outputs"``: per test, what the program printed (its first
 ``OUTPUT_ECHO`` characters) when it ran to the end, else null; refinement prompts show it.
 
@@ -19,10 +23,16 @@ file, ``sys.stdout`` is captured; ``SystemExit`` keeps the output, any other exc
 ``error``); the output is compared whitespace-normalised (``" ".join(a.split()) == " ".join(b.split())``).
 
 Why the process layout looks like this (measured under gVisor's ptrace platform, where a ``fork`` costs ~10-20 ms
-and every system call ~15 us): the worker (trusted, pid 1 of the sandbox) keeps ONE unprivileged *runner* process
-and sends it program after program; the runner runs each test in a fresh namespace and reports each verdict on a
-socket. A runner is replaced by a fresh one (so the next test sees a fresh process, as in the reference)
-whenever
+and every system call ~15 us): the worker (trusted, pid 1 of the sandbox) is the *template*: it imports the
+preloaded modules once and never runs a program itself. Every program runs in a *runner*, an unprivileged process
+forked from the worker for that program alone, so no interpreter state a program changes (module globals,
+contexts such as ``decimal.getcontext()``, registries such as ``copy._deepcopy_dispatch`` or the ABCs', caches,
+rlimits, signal handlers, cwd, umask, environment, files in its temp dir) can reach another program: the next
+program's process starts from the worker's state again, by construction, whatever the program did and however it
+did it. The next program's runner is forked ahead (:meth:`Worker.recycle`), while the host reads the answer.
+
+Between the tests of ONE program the runner is reused (one fork per program, not per test) and each test runs in a
+fresh namespace; a fresh runner is forked for the next test of the same program whenever
 
 * a test ended abnormally (timeout, memory, output limit, crash, ``RecursionError``, ``BaseException``),
 * the program could have changed state that outlives a test: the source names anything that reaches the OS,
@@ -76,10 +86,29 @@ PRELOAD = (
     "fractions functools hashlib heapq itertools math numbers operator queue random re statistics string "
     "textwrap typing unicodedata"
 ).split()
+# The third-party packages programs may import (numpy, pandas, scipy and what they need) sit in one folder that the
+# sandbox mounts read-only (cure.sandbox.gvisor.program_package_paths); the worker's Python runs without site.
+if os.environ.get("CURE_SANDBOX_LIB"):
+    sys.path.append(os.environ["CURE_SANDBOX_LIB"])
+# numpy is preloaded as in the reference, whose programs run in a process that imported it: importing it costs a
+# program nothing. pandas and scipy (heavier, and rarer in programs) are imported by the runner of a program that
+# names them before its CPU timer starts (:func:`heavy_imports`), so that their import is not charged either.
+PRELOAD_PACKAGES = ("numpy",)
+HEAVY_PACKAGES = ("pandas", "scipy")
 for _name in PRELOAD:
     try:
         __import__(_name)
     except ImportError:  # a minimal Python may lack one (e.g. hashlib without OpenSSL); programs will see that too
+        pass
+# The modules the between-test check compares (:func:`_snapshot_modules`): the standard library's. numpy's hundreds
+# of modules are left out: only a program that names numpy (or reaches modules by name, or introspects) could touch
+# them, and such a program runs every test in a fresh runner (:data:`RISKY_NAMES`). Comparing them after each test
+# would cost every program a page fault per page of numpy's module state in its freshly forked process.
+CHECKED_MODULES = frozenset(sys.modules)
+for _name in PRELOAD_PACKAGES:
+    try:
+        __import__(_name)
+    except ImportError:  # not installed for this Python: programs will not find it either
         pass
 
 
@@ -119,6 +148,8 @@ CONFIRM_SHARE = 0.8  # a timeout is confirmed when the run used >= this share of
 _HDR = struct.Struct("<IIB")  # test index, payload length, status code
 
 OK, ERROR, MEMORY, OUTPUT_LIMIT, RESTART = range(5)
+READY = 0xFFFFFFFF  # test index of the frame a runner sends once it has imported a program's heavy packages
+PREIMPORT_WAIT_S = 120.0  # how long the worker waits for that frame
 LEAVING = 0x80  # flag on a verdict: the runner exits after it (the next test needs a fresh process)
 _CODE_STATUS = {ERROR: "error", MEMORY: "memory", OUTPUT_LIMIT: "output_limit"}
 
@@ -132,9 +163,11 @@ RISKY_NAMES = frozenset(
     builtins __builtins__ __dict__ __class__ __subclasses__ __bases__ __mro__ __globals__ __code__ __closure__
     breakpoint pdb inspect sqlite3 dbm shelve pickle marshal copyreg codecs locale warnings logging time sched
     weakref sysconfig site __loader__ __spec__ setrecursionlimit set_int_max_str_digits settrace setprofile
-    setswitchinterval __stdout__ __stderr__ __stdin__
+    setswitchinterval __stdout__ __stderr__ __stdin__ numpy pandas scipy
     """.split()
 )
+# (numpy, pandas and scipy keep state of their own that the between-test check cannot see: random generators,
+# error modes, print options. A program that names them runs each test in a fresh process.)
 
 
 def needs_fresh_process(code: str) -> bool:
@@ -171,6 +204,25 @@ def needs_fresh_process(code: str) -> bool:
         if name in RISKY_NAMES or (name.startswith("__") and name not in ("__name__", "__init__", "__main__")):
             return True
     return False
+
+
+def heavy_imports(code: str) -> list[str]:
+    """The modules of :data:`HEAVY_PACKAGES` that the program imports by name (``import pandas as pd``, ``from
+    scipy import optimize`` -> ``scipy.optimize`` too): its runner imports them before the program's clock starts."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    out: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names if a.name != "*"]
+        else:
+            continue
+        out += [n for n in names if n.split(".")[0] in HEAVY_PACKAGES and n not in out]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -212,7 +264,8 @@ def _state_fingerprint() -> tuple:
 
 
 def _snapshot_modules() -> dict[str, dict]:
-    return {name: dict(m.__dict__) for name, m in list(sys.modules.items()) if name != "__main__" and m is not None}
+    return {name: dict(m.__dict__) for name, m in list(sys.modules.items())
+            if name != "__main__" and m is not None and name in CHECKED_MODULES}
 
 
 def _run_one(code_obj: object, test_input: str, cap: int, typing_names: bool = False) -> tuple[int, str]:
@@ -305,6 +358,13 @@ def _run_tests(job: dict, result_fd: int, base_modules: frozenset, fingerprint: 
     first = job["first"]
     limit = float(job["time_limit"])
     cap = int(job["output_limit"])
+    if job.get("preimport"):
+        for name in job["preimport"]:
+            try:
+                __import__(name)
+            except BaseException:  # not a module, or broken: the program meets the same error itself
+                pass
+        os.write(result_fd, _HDR.pack(READY, 0, OK))  # the worker starts the test's wall clock now
     # CPU time from here on counts against the first test (compiling is part of running, as with exec(source)).
     # The timer is re-armed per test and never disarmed: while the runner waits for work it uses no CPU.
     signal.setitimer(signal.ITIMER_PROF, limit)
@@ -349,6 +409,18 @@ def _modules_changed(baseline: dict[str, dict]) -> bool:
 
 def _same(a: str, b: str) -> bool:
     return " ".join(a.split()) == " ".join(b.split())
+
+
+def _verdicts(status: str | tuple | None, expected: str | list[str]) -> str | list[str]:
+    """A test's final status: pass/fail for a run that ended normally, compared with the expected output (or each
+    of a list of them); the run's status otherwise."""
+    if isinstance(status, tuple):
+        out = status[1]
+        if isinstance(expected, list):
+            return ["pass" if _same(out, e) else "fail" for e in expected]
+        return "pass" if _same(out, expected) else "fail"
+    final = "timeout" if status == "timeout_cpu" else (status or "error")
+    return [final] * len(expected) if isinstance(expected, list) else final
 
 
 def _kill_leftovers(worker_pid: int) -> None:
@@ -434,6 +506,8 @@ class _Runner:
         self.host_cpu0 = -1.0  # the sandbox's real CPU seconds (host's measure) when this runner started
         self.cpu = 0.0  # the runner's CPU seconds by the sandbox's clock, known once it is reaped
         self.verdicts = 0  # verdicts it has reported
+        self.ready_cpu = -1.0  # the host's measure when it reported its heavy imports done
+        self.jobs = 0  # jobs sent to it (all of one program: a runner never serves a second program)
 
 
 class Worker:
@@ -446,6 +520,7 @@ class Worker:
         if self.pid != 1:
             _set_child_subreaper()
         gc.collect()
+        gc.freeze()
         self.base_modules = frozenset(sys.modules)
         self.fingerprint = _state_fingerprint()
         self.runner: _Runner | None = None
@@ -453,8 +528,17 @@ class Worker:
         self.measure = False  # this job's CPU timeouts are checked against the host's measure
         self.ended: _Runner | None = None
         self.last_outputs: list[str | None] | None = None
+        self.limits: tuple[int, int] | None = None  # the last job's, for the runner started ahead (:meth:`recycle`)
 
-    def run_job(self, job: dict) -> list[str]:
+    def recycle(self) -> None:
+        """Between two jobs: end the runner that served the last one (and whatever its program left running), and
+        start the next job's runner ahead, while the host reads the answer and picks the next job."""
+        if self.runner is not None and self.runner.jobs:
+            self._end_runner(kill=True)
+        if self.runner is None and self.limits is not None:
+            self._start_runner(self.limits)
+
+    def run_job(self, job: dict) -> list:
         tests = [t[0] for t in job["tests"]]
         expected = [t[1] for t in job["tests"]]
         n = len(tests)
@@ -464,13 +548,14 @@ class Worker:
         # want_output: also answer each test's output (up to OUTPUT_ECHO characters), for feedback prompts.
         self.last_outputs = [None] * n if job.get("want_output") else None
         fresh = needs_fresh_process(job["code"])
-        measure = bool(job.get("confirm_cpu")) and self.host_cpu is not None
-        if measure != self.measure and self.runner is not None:
-            self._end_runner(kill=True)  # its start was (not) measured
-        self.measure = measure
+        self.measure = bool(job.get("confirm_cpu")) and self.host_cpu is not None
         limits = (int(job["memory_mb"]) << 20, CPU_BACKSTOP_S)
+        self.limits = limits
+        if self.runner is not None and self.runner.jobs:
+            self._end_runner(kill=True)  # a program never runs in a process that ran another program
         msg = {k: job[k] for k in ("code", "time_limit", "output_limit")} | {"tests": tests, "fresh": fresh,
-                                                                             "typing_names": bool(job.get("typing_names"))}
+                                                                             "typing_names": bool(job.get("typing_names")),
+                                                                             "preimport": heavy_imports(job["code"])}
         nxt = 0
         while nxt < n:
             if self.runner is not None and (self.runner.limits != limits or fresh):
@@ -486,9 +571,9 @@ class Worker:
         elif job.get("recheck_timeouts"):
             for k in [k for k, st in enumerate(status) if st in ("timeout", "timeout_cpu")]:
                 status[k] = self._rerun_alone(msg, k, expected[k], float(job["wall_limit"]), limits)
-        return ["timeout" if s == "timeout_cpu" else (s or "error") for s in status]
+        return [_verdicts(s, e) for s, e in zip(status, expected)]
 
-    def _rerun_alone(self, msg: dict, k: int, expected: str, wall: float, limits: tuple[int, int]) -> str:
+    def _rerun_alone(self, msg: dict, k: int, expected: object, wall: float, limits: tuple[int, int]) -> str | tuple:
         """Run test ``k`` once more, alone on a fresh runner; its verdict replaces the timeout.
 
         For a worker inside an outer gVisor sandbox (a pod of the cluster Job, a local sandbox container): the
@@ -504,7 +589,7 @@ class Worker:
             self._end_runner(kill=True)
         return st[0] or "error"
 
-    def _confirm_timeout(self, msg: dict, k: int, expected: str, wall: float, limits: tuple[int, int]) -> str:
+    def _confirm_timeout(self, msg: dict, k: int, expected: object, wall: float, limits: tuple[int, int]) -> str | tuple:
         """Re-run test ``k`` alone, its CPU limit enforced on the host's measure of the sandbox's real CPU time.
 
         Why: under gVisor's ptrace platform the sandbox's CPU clock also advances while the program waits for a
@@ -523,10 +608,14 @@ class Worker:
             runner = self._start_runner(limits)
             before = host_cpu()
             st: list[str | None] = [None]
-            self._feed(runner, one, [expected], wall * CONFIRM_STRETCH, st, over=lambda b=before: host_cpu() - b >= limit)
+
+            def start(r: _Runner = runner, b: float = before) -> float:
+                return max(b, r.ready_cpu)  # the heavy imports before the program's clock do not count
+
+            self._feed(runner, one, [expected], wall * CONFIRM_STRETCH, st, over=lambda: host_cpu() - start() >= limit)
             if self.runner is not None:
                 self._end_runner(kill=True)
-            used = host_cpu() - before
+            used = host_cpu() - start()
             verdict = st[0] or "error"
             if verdict in ("timeout", "timeout_cpu"):
                 if used >= CONFIRM_SHARE * limit:
@@ -554,8 +643,6 @@ class Worker:
         os.close(job_r)
         theirs.close()
         self.runner = _Runner(pid, job_w, mine, tmpdir, limits)
-        if self.measure:
-            self.runner.host_cpu0 = self.host_cpu()  # type: ignore[misc]
         return self.runner
 
     def _end_runner(self, kill: bool) -> int:
@@ -580,12 +667,22 @@ class Worker:
 
         ``over``, when given, is asked every ``TICK_S`` whether the test has used up its limit (a timeout)."""
         first = msg["first"]
+        if self.measure and not r.jobs:
+            r.host_cpu0 = self.host_cpu()  # type: ignore[misc]
+        r.jobs += 1
         body = json.dumps(msg).encode()
         try:
             os.write(r.job_fd, struct.pack("<I", len(body)))
             _write_all(r.job_fd, body)
         except BrokenPipeError:
             pass
+        if msg.get("preimport"):
+            if not self._await_ready(r):
+                self._end_runner(kill=True)
+                status[first] = "error"
+                return first + 1
+            if self.measure:
+                r.ready_cpu = self.host_cpu()  # type: ignore[misc]
         step = TICK_S if over is not None else wall
         if r.wall != step:
             _set_recv_timeout(r.sock, step)
@@ -620,7 +717,7 @@ class Worker:
                 code &= ~LEAVING
                 if code == OK:
                     out = bytes(buf[_HDR.size : _HDR.size + length]).decode("utf-8", "replace")
-                    status[k] = "pass" if _same(out, expected[k]) else "fail"
+                    status[k] = (OK, out)  # compared with the expected output(s) at the end (_verdicts)
                     if self.last_outputs is not None and len(self.last_outputs) == n:
                         self.last_outputs[k] = out[:OUTPUT_ECHO]
                 else:
@@ -647,6 +744,21 @@ class Worker:
         if status[k_next] == "timeout_cpu" and self.measure and over is None and self._uncontended(r):
             status[k_next] = "timeout"  # the sandbox really burnt the CPU its clock counted: no re-run needed
         return k_next + 1
+
+    def _await_ready(self, r: _Runner) -> bool:
+        """Wait for the runner's READY frame (its heavy imports done): False if it died or never sent it."""
+        _set_recv_timeout(r.sock, PREIMPORT_WAIT_S)
+        r.wall = PREIMPORT_WAIT_S
+        buf = b""
+        try:
+            while len(buf) < _HDR.size:
+                chunk = r.sock.recv(_HDR.size - len(buf))
+                if not chunk:
+                    return False
+                buf += chunk
+        except OSError:
+            return False
+        return _HDR.unpack(buf) == (READY, 0, OK)
 
     def _uncontended(self, r: _Runner) -> bool:
         """For a runner that timed out on its first test: did the host give it (nearly) all the CPU time that
@@ -724,6 +836,9 @@ def main() -> int:
             result = {"id": job.get("id"), "error": f"{type(e).__name__}: {e}"}
         out.write(json.dumps(result).encode() + b"\n")
         out.flush()
+        worker.recycle()
+    if worker.runner is not None:
+        worker._end_runner(kill=True)
     return 0
 
 

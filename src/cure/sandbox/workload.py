@@ -76,8 +76,12 @@ def make_rollouts(
     n_gen: int = 16,
     heavy_s: float = 0.3,
     seed: int = 0,
+    distinct_inputs: int = 0,
 ) -> tuple[list[dict[str, Any]], list[list[list[str]]], list[list[str]]]:
-    """Rollout records, their expected status tables, and the program kind of every row."""
+    """Rollout records, their expected status tables, and the program kind of every row.
+
+    ``distinct_inputs`` > 0: the tests of a task draw their inputs from that many (a, b) pairs (in turn), as a
+    tester that writes the same input several times does; 0: every test its own random input."""
     rng = random.Random(seed)
     rollouts, expected, row_kinds = [], [], []
     for t in range(n_tasks):
@@ -86,8 +90,11 @@ def make_rollouts(
         kinds_t = [kinds[i % len(kinds)] for i in range(n_programs)]
         codes = [f"# task {t} program {i}\n" + program(k, m, heavy_s) for i, k in enumerate(kinds_t)]
 
-        def test(correct: bool, m: int = m) -> dict[str, str]:
-            a, b = rng.randint(0, 999), rng.randint(0, 999)
+        pool = [(rng.randint(0, 999), rng.randint(0, 999)) for _ in range(distinct_inputs)]
+        drawn = iter(range(n_gt + n_gen))
+
+        def test(correct: bool, m: int = m, pool: list = pool, drawn: Any = drawn) -> dict[str, str]:
+            a, b = pool[next(drawn) % len(pool)] if pool else (rng.randint(0, 999), rng.randint(0, 999))
             return {"input": f"{a} {b}\n", "output": f"{a * m + b + (0 if correct else 7)}\n"}
 
         gt = [test(True) for _ in range(n_gt)]

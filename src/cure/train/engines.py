@@ -102,10 +102,15 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _load_model(model_dir: str, dtype: torch.dtype, gradient_checkpointing: bool) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
+def _load_model(model_dir: str | torch.nn.Module, dtype: torch.dtype, gradient_checkpointing: bool) -> torch.nn.Module:
+    """The causal LM saved in ``model_dir`` in ``dtype``; a model object instead of a folder is used as it is, cast
+    to ``dtype`` (a benchmark's randomly initialised model: nothing to write and read back)."""
+    if isinstance(model_dir, torch.nn.Module):
+        model = model_dir.to(dtype)
+    else:
+        from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     model.config.use_cache = False
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -182,7 +187,7 @@ class TorchEngine(Engine):
     On a GPU with ``bf16`` the forward runs under bf16 autocast with float32 weights and optimizer state.
     """
 
-    def __init__(self, model_dir: str, cfg: TrainConfig, dist_info: DistInfo, train: bool = True):
+    def __init__(self, model_dir: str | torch.nn.Module, cfg: TrainConfig, dist_info: DistInfo, train: bool = True):
         self.dist = dist_info
         self.cfg = cfg
         self.autocast = cfg.bf16 and dist_info.device.type == "cuda"
@@ -268,7 +273,8 @@ class DeepSpeedEngine(Engine):
     caller weights each micro batch itself.
     """
 
-    def __init__(self, model_dir: str, cfg: TrainConfig, dist_info: DistInfo, train: bool = True, grad_accum: int = 1):
+    def __init__(self, model_dir: str | torch.nn.Module, cfg: TrainConfig, dist_info: DistInfo, train: bool = True,
+                 grad_accum: int = 1):
         import deepspeed
 
         self.dist = dist_info
@@ -277,7 +283,8 @@ class DeepSpeedEngine(Engine):
         ds_config = deepspeed_config(cfg, on_gpu, train=train, grad_accum=grad_accum)
         dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
         hf_ds = None
-        if ds_config["zero_optimization"]["stage"] == 3 and importlib.util.find_spec("accelerate") is not None:
+        if (ds_config["zero_optimization"]["stage"] == 3 and isinstance(model_dir, str)
+                and importlib.util.find_spec("accelerate") is not None):
             # Makes from_pretrained build the model partitioned (zero.Init) instead of whole on every rank;
             # transformers needs accelerate for that. Without it the whole model is loaded on each rank and
             # deepspeed.initialize partitions it (fine for small models, costly in host memory for large ones).
@@ -374,8 +381,10 @@ class DeepSpeedEngine(Engine):
             raise FileNotFoundError(f"no DeepSpeed optimizer state under {folder}/deepspeed")
 
 
-def build_engine(model_dir: str, cfg: TrainConfig, dist_info: DistInfo, *, train: bool = True, grad_accum: int = 1) -> Engine:
-    """The engine ``cfg.engine`` names; a clear error if DeepSpeed is asked for but not installed."""
+def build_engine(model_dir: str | torch.nn.Module, cfg: TrainConfig, dist_info: DistInfo, *, train: bool = True,
+                 grad_accum: int = 1) -> Engine:
+    """The engine ``cfg.engine`` names (``model_dir``: a saved model's folder, or a model object); a clear error if
+    DeepSpeed is asked for but not installed."""
     if cfg.engine == "deepspeed":
         try:
             import deepspeed  # noqa: F401

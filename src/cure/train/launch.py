@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cure.config import CureConfig, dump_config
+from cure.sandbox.k8s import cleanup_on_signals, run_labels
 
 log = logging.getLogger(__name__)
 
@@ -151,21 +152,24 @@ def run_multinode(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: s
     args = ["--store", cfg.pipeline.store_uri, "--prefix", prefix, "--nodes", str(t.nodes),
             "--nproc-per-node", str(t.nproc_per_node)] + (["--ref"] if ref_model_dir else [])
     command = ["python", "-m", "cure.train.launch", *args]
-    try:
-        if t.job_api == "trainjob":
-            from cure.train import trainjob
+    timeout_s = job_deadline(t.job_timeout_s)
+    # SIGTERM/SIGINT (a cancelled run, the pod's deadline) become SystemExit, so the job is deleted on the way out.
+    with cleanup_on_signals():
+        try:
+            if t.job_api == "trainjob":
+                from cure.train import trainjob
 
-            spec = trainjob.build_trainjob(
-                name, t.namespace, image or _own_image(), command, nodes=t.nodes, procs_per_node=t.nproc_per_node,
-                gpus_per_node=t.nproc_per_node, cpu=t.node_cpu, memory=t.node_memory, secret=t.store_secret or None,
-                runtime=t.runtime)
-            trainjob.run_trainjob(spec, api, timeout_s=t.job_timeout_s, poll_s=poll_s)
-        else:
-            spec = pytorchjob_spec(name, cfg, image or _own_image(), command)
-            k8s.run_pytorchjob(spec, timeout_s=t.job_timeout_s, poll_s=poll_s, api=api)
-        store.get_dir(f"{prefix}/out", out_dir)
-    finally:
-        store.delete_prefix(prefix)
+                spec = trainjob.build_trainjob(
+                    name, t.namespace, image or _own_image(), command, nodes=t.nodes, procs_per_node=t.nproc_per_node,
+                    gpus_per_node=t.nproc_per_node, cpu=t.node_cpu, memory=t.node_memory,
+                    secret=t.store_secret or None, runtime=t.runtime, labels=run_labels())
+                trainjob.run_trainjob(spec, api, timeout_s=timeout_s, poll_s=poll_s)
+            else:
+                spec = pytorchjob_spec(name, cfg, image or _own_image(), command, timeout_s)
+                k8s.run_pytorchjob(spec, timeout_s=timeout_s, poll_s=poll_s, api=api)
+            store.get_dir(f"{prefix}/out", out_dir)
+        finally:
+            store.delete_prefix(prefix)
     metrics = read_metrics(out_dir)
     if log_dir and (Path(out_dir) / "tensorboard").is_dir():
         import shutil
@@ -174,16 +178,28 @@ def run_multinode(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: s
     return metrics
 
 
-def pytorchjob_spec(name: str, cfg: CureConfig, image: str, command: list[str]) -> dict[str, Any]:
+def job_deadline(job_timeout_s: float, env: dict[str, str] | None = None) -> float:
+    """The multi-node job's deadline: ``train.job_timeout_s``, but never past the launching pod's own deadline
+    (``CURE_POD_DEADLINE_S``, set by the compiled pipeline from the train stage's timeout) less a minute to clean
+    up, so a job cannot outlive the pod that would delete it."""
+    env = dict(os.environ) if env is None else env
+    pod = env.get("CURE_POD_DEADLINE_S", "")
+    if pod.isdigit() and int(pod) > 120:
+        return min(float(job_timeout_s), float(int(pod) - 60))
+    return float(job_timeout_s)
+
+
+def pytorchjob_spec(name: str, cfg: CureConfig, image: str, command: list[str],
+                    timeout_s: float | None = None) -> dict[str, Any]:
     """The PyTorchJob of a multi-node step: ``train.nodes`` replicas running ``command``, priority ``cure-gpu``,
-    scratch space instead of a shared volume, the store Secret as environment."""
+    scratch space instead of a shared volume, the store Secret as environment, the run's label."""
     from cure.train import k8s
 
     t = cfg.train
     spec = k8s.build_pytorchjob(
         name, t.namespace, image, [], nodes=t.nodes, gpus_per_node=t.nproc_per_node, cpu=t.node_cpu,
         memory=t.node_memory, secret_env_from=[t.store_secret] if t.store_secret else None,
-        active_deadline_s=int(t.job_timeout_s),
+        active_deadline_s=int(timeout_s if timeout_s is not None else t.job_timeout_s), labels=run_labels(),
     )
     for replica in spec["spec"]["pytorchReplicaSpecs"].values():
         pod = replica["template"]["spec"]

@@ -298,9 +298,10 @@ def train_step(
     writer = None
     if dist_info.is_main:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        from torch.utils.tensorboard import SummaryWriter
+        # SummaryWriter's scalar events, without importing TensorBoard (cure.train.events)
+        from cure.train.events import ScalarWriter
 
-        writer = SummaryWriter(log_dir=str(log_dir or Path(out_dir) / "tensorboard"))
+        writer = ScalarWriter(log_dir or Path(out_dir) / "tensorboard")
 
     rows: list[dict[str, Any]] = []
     t_train, cpu_train = time.time(), time.process_time()
@@ -462,8 +463,12 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     data = Path(args.data)
     if not data.is_file():
         raise CliError(f"--data {data} does not exist (the reward stage writes it)")
-    check_output_path(args.out, folder=True)
     records = read_jsonl(data)
+    if not records:
+        raise CliError(f"--data {data}: no training examples ({'empty file' if data.stat().st_size == 0 else '0 records'}); "
+                       "a step without data would write an unchanged checkpoint with 0 updates. (The reward stage writes "
+                       "none when every task's rewards are equal: keep the current model.)")
+    check_output_path(args.out, folder=True)
     metrics = train_step(
         args.model,
         records,

@@ -88,7 +88,7 @@ def build_trainjob(name: str, namespace: str, image: str, command: list[str], *,
                    gpus_per_node: int, cpu: str, memory: str, secret: str | None = None,
                    secret_keys: tuple[str, ...] = ("CURE_S3_ENDPOINT", "CURE_S3_ACCESS_KEY", "CURE_S3_SECRET_KEY",
                                                    "CURE_S3_REGION"),
-                   runtime: str = "torch-distributed") -> dict[str, Any]:
+                   runtime: str = "torch-distributed", labels: dict[str, str] | None = None) -> dict[str, Any]:
     """A TrainJob of ``nodes`` x ``procs_per_node`` running ``command`` in the runtime's trainer container."""
     limits: dict[str, str] = {"cpu": cpu, "memory": memory}
     if gpus_per_node:
@@ -103,7 +103,8 @@ def build_trainjob(name: str, namespace: str, image: str, command: list[str], *,
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
         "metadata": {"name": name, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/name": "cure", "app.kubernetes.io/component": "train"}},
+                     "labels": {"app.kubernetes.io/name": "cure", "app.kubernetes.io/component": "train",
+                                **(labels or {})}},
         "spec": {
             "runtimeRef": {"name": runtime, "apiGroup": GROUP, "kind": "ClusterTrainingRuntime"},
             "trainer": {
