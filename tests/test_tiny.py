@@ -242,3 +242,75 @@ def test_compute_dtype_choices():
     assert tiny.compute_dtype("auto") in ("float32", "bfloat16")
     with pytest.raises(ValueError, match="auto, float32 or bfloat16"):
         tiny.compute_dtype("fp8")
+
+
+def test_compute_dtype_env_forces_the_path_a_cpu_without_bfloat16_takes(monkeypatch, tmp_path):
+    monkeypatch.setenv(tiny.DTYPE_ENV, "float32")
+    assert tiny.compute_dtype("auto") == "float32"
+    assert tiny.compute_dtype("bfloat16") == "bfloat16"  # an explicit choice wins over the environment
+    out = tiny.build_tiny_model(tmp_path / "m", seed=3, steps=2)
+    assert json.loads((out / "build_info.json").read_text())["dtype"] == "float32"
+    monkeypatch.setenv(tiny.DTYPE_ENV, "fp16")
+    with pytest.raises(ValueError, match=tiny.DTYPE_ENV):
+        tiny.compute_dtype("auto")
+
+
+def test_a_build_records_its_files_and_says_how_to_prompt_it(tmp_path):
+    out = tiny.build_tiny_model(tmp_path / "m", seed=3, steps=2, dtype="float32")
+    info = json.loads((out / "build_info.json").read_text())
+    assert info["files"] == tiny.file_checksums(out)
+    assert {"model.safetensors", "tokenizer.json", "cure.json", "prompts/tester_user.j2"} <= set(info["files"])
+    assert json.loads((out / "cure.json").read_text()) == {"config": tiny.MODEL_SETTINGS}
+    assert set(info["built_with"]) == {"torch", "transformers", "tokenizers", "native_bfloat16"}
+
+
+# --- the shipped model (tiny:0) --------------------------------------------------------------------------
+
+
+def test_the_shipped_model_is_the_one_its_build_recorded():
+    """Every file of src/cure/models/tiny has the sha256 its build wrote down, and no file is missing or added."""
+    info = json.loads((tiny.SHIPPED_DIR / "build_info.json").read_text())
+    assert tiny.file_checksums(tiny.SHIPPED_DIR) == info["files"]
+
+
+def test_the_shipped_model_is_what_the_current_build_code_makes():
+    """Its build's code hash is today's: a change to the build (code, synthetic tasks, templates, spec) must rebuild
+    and ship it (`rm -rf src/cure/models/tiny && cure model tiny --out src/cure/models/tiny --dtype bfloat16`) and
+    re-measure the demo, or `cure model tiny` and `tiny:0` would be different models."""
+    info = json.loads((tiny.SHIPPED_DIR / "build_info.json").read_text())
+    assert (info["seed"], info["steps"]) == (0, tiny.TinySpec.steps)
+    assert info["code_version"] == tiny._code_version(tiny.TinySpec())
+
+
+def test_tiny_0_is_the_shipped_model_and_other_specs_build(tmp_path, monkeypatch):
+    monkeypatch.setattr(tiny, "build_tiny_model", lambda *a, **k: pytest.fail(f"built {a} {k}"))
+    assert tiny.tiny_model("tiny:0", tmp_path) == tiny.tiny_model("tiny", tmp_path) == tiny.SHIPPED_DIR
+    monkeypatch.undo()
+    built = tiny.tiny_model("tiny:3:2", tmp_path)
+    assert built == tmp_path / "tiny-seed3-steps2" and (built / "model.safetensors").is_file()
+    for bad in ("tiny:x", "tiny:0:1:2", "tinyx"):
+        with pytest.raises(ValueError, match="tiny"):
+            tiny.tiny_model(bad, tmp_path)
+
+
+def test_the_wheel_carries_the_shipped_model():
+    """pyproject's package data covers every file of the shipped model, so an installed wheel has tiny:0 too."""
+    import fnmatch
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["cure"]
+    package = root / "src" / "cure"
+    files = [p.relative_to(package).as_posix() for p in tiny.SHIPPED_DIR.rglob("*") if p.is_file()]
+    assert "models/tiny/model.safetensors" in files
+    assert [f for f in files if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)] == []
+
+
+def test_a_pipeline_starting_from_tiny_0_gets_the_shipped_weights(tmp_path):
+    from cure import steps
+
+    steps.init_model("tiny:0", str(tmp_path / "start"))
+    assert (tmp_path / "start" / "model.safetensors").read_bytes() == (tiny.SHIPPED_DIR / "model.safetensors").read_bytes()
+    assert (tmp_path / "start" / "cure.json").is_file() and (tmp_path / "start" / "prompts").is_dir()

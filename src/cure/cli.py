@@ -116,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = getattr(module, "run_cli_" + name.split()[-1], None) or module.run_cli
     previous = _terminate_on_sigterm()
     try:
+        _apply_model_settings(args, cfg)
         return int(run(args, cfg) or 0)
     except KeyboardInterrupt as e:
         print("terminated" if isinstance(e, Terminated) else "interrupted", file=sys.stderr)
@@ -132,6 +133,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _apply_model_settings(args: argparse.Namespace, cfg: Any) -> None:
+    """The settings the command's model folder asks for (``DIR/cure.json``), where the user set nothing."""
+    from cure.model_settings import apply_model_settings
+
+    model = getattr(args, "model", None) or cfg.model.path
+    applied = apply_model_settings(cfg, model)
+    if applied:
+        logging.getLogger("cure").info("settings of the model in %s: %s", model, ", ".join(applied))
 
 
 class Terminated(KeyboardInterrupt):

@@ -176,13 +176,10 @@ def make_runner(kind: str, run_dir: Path, base_model: str) -> Any:
 
 
 def prepare_base_model(base_model: str, cache_dir: Path) -> None:
-    """Build the offline tiny model on the host (once; cached), so that the containers only read it."""
+    """Build the offline tiny model on the host (once; cached), so that the containers only read it (``tiny:0`` is
+    shipped in the package, so the images hold it)."""
     if not base_model.startswith("tiny"):
         return
-    from cure.tiny import build_tiny_model
+    from cure.tiny import tiny_model
 
-    parts = base_model.split(":")
-    seed = int(parts[1]) if len(parts) > 1 else 0
-    steps = int(parts[2]) if len(parts) > 2 else None
-    name = f"tiny-seed{seed}" + (f"-steps{steps}" if steps else "")
-    build_tiny_model(cache_dir / name, seed=seed, steps=steps)
+    tiny_model(base_model, cache_dir)

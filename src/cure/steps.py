@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cure.config import CureConfig, _parse_value
+from cure.model_settings import SETTINGS_FILE
 from cure.quick_exit import on_success
 from cure.tasks import Task, load_tasks, read_jsonl, require_labeled, unlabeled, write_jsonl
 
@@ -92,7 +93,7 @@ def _copy_model(src: str | Path, dst: str | Path) -> None:
 def init_model(base_model: str, out_dir: str, store_uri: str = "", experiment: str = "", resume: bool = False) -> dict[str, Any]:
     """The starting policy: the experiment's latest checkpoint when ``resume`` and one exists, else ``base_model``.
 
-    ``base_model`` is a model folder, ``tiny[:SEED[:STEPS]]`` (the offline tiny model, built once and cached under ``$CURE_CACHE``), or a
+    ``base_model`` is a model folder, ``tiny[:SEED[:STEPS]]`` (the offline tiny model: ``tiny:0`` is shipped with the package, others are built once and cached under ``$CURE_CACHE``), or a
     hub name (needs a network). The model is copied into ``out_dir`` (the component's Model artifact).
     """
     if resume and store_uri:
@@ -105,14 +106,9 @@ def init_model(base_model: str, out_dir: str, store_uri: str = "", experiment: s
             log.info("resuming experiment %s from checkpoint %s", experiment, latest)
             return {"resumed": 1, "checkpoint": latest}
     if base_model.startswith("tiny"):
-        from cure.tiny import build_tiny_model
+        from cure.tiny import tiny_model
 
-        parts = base_model.split(":")
-        seed = int(parts[1]) if len(parts) > 1 else 0
-        steps = int(parts[2]) if len(parts) > 2 else None
-        cache = Path(os.environ.get("CURE_CACHE", Path.home() / ".cache" / "cure"))
-        name = f"tiny-seed{seed}" + (f"-steps{steps}" if steps else "")
-        _copy_model(build_tiny_model(cache / name, seed=seed, steps=steps), out_dir)
+        _copy_model(tiny_model(base_model), out_dir)
     elif Path(base_model).is_dir():
         _copy_model(base_model, out_dir)
     else:
@@ -258,9 +254,10 @@ def train(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, ref_
         resume = model_dir if cfg.train.save_optimizer_state else None
         metrics = run_train(model_dir, rewards_path, cfg, tmp, ref_model_dir=ref, log_dir=log_dir, resume_from=resume)
         _copy_model(metrics["checkpoint"], out_dir)
-    prompts = Path(model_dir) / "prompts"
-    if prompts.is_dir() and not (Path(out_dir) / "prompts").exists():
-        shutil.copytree(prompts, Path(out_dir) / "prompts")
+    for extra in ("prompts", SETTINGS_FILE):  # how the model wants to be prompted travels with it
+        src, dst = Path(model_dir) / extra, Path(out_dir) / extra
+        if src.exists() and not dst.exists():
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
     metrics["examples"] = len(records)
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 

@@ -21,18 +21,22 @@ right. Without these shares the coder starts at its ceiling (0.96 one-shot accur
 
 The folder is a normal ``save_pretrained`` checkpoint (config, safetensors, tokenizer with a chat template,
 generation config whose eos is ``<|im_end|>``), so the rest of the pipeline loads it like Qwen2.5-Instruct.
-The model is trained with SHORT prompt templates (``cure/templates/tiny``, copied to ``DIR/prompts``): the
-paper's long tester instructions would multiply the sequence length and the CPU time. Point the rollout stage's
-prompt directory at ``DIR/prompts`` when using this model.
+The model is trained with SHORT prompt templates (``cure/templates/tiny``, copied to ``DIR/prompts``, the rollout
+stage's default prompt folder for this model): the paper's long tester instructions would multiply the sequence
+length and the CPU time. ``DIR/cure.json`` (:mod:`cure.model_settings`) says how the model wants to be prompted
+(its chat template, no public example in tester prompts), so every command uses that unless told otherwise.
 
 The warm start computes in bfloat16 where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), with
 float32 parameters, gradients and optimizer state (mixed precision by hand, :func:`_response_loss`), and in float32
-elsewhere; the saved weights are float32 either way. On the 2-core development box this made a step 1.9x to 2.2x
-faster than the model's own ``forward`` (``bench/bench_tiny.py``).
+elsewhere (``$CURE_TINY_DTYPE`` or ``--dtype`` choose); the saved weights are float32 either way. On the 2-core
+development box this made a step 1.9x to 2.2x faster than the model's own ``forward`` (``bench/bench_tiny.py``).
 
-The build is deterministic given the seed, the precision and the thread count (single process, fixed thread count)
-and cached: ``DIR/build_info.json`` records the seed, step count, precision and a hash of the code and templates; a
-matching folder is reused as is.
+The build is deterministic given the seed, the precision, the thread count (single process, fixed thread count) and
+the kind of CPU (float32 kernels differ between instruction sets), and cached: ``DIR/build_info.json`` records the
+seed, step count, precision, a hash of the build's code and templates, and the sha256 of every file written; a
+matching folder is reused as is. Because builds differ between kinds of CPU, the package ships the default model
+(``tiny:0``, in ``cure/models/tiny``, built on the development box with bfloat16): every machine starts the demo from
+the same weights, and ``cure model tiny`` rebuilds it (the same bytes on a CPU like the one that built it).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -53,12 +58,20 @@ from typing import Any
 
 from cure import synthetic
 from cure.config import CureConfig
+from cure.model_settings import SETTINGS_FILE
 from cure.prompts import PromptTemplates, code_prompt, extract_code, extract_test, test_prompt
 from cure.tasks import Task
 
 log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).parent / "templates" / "tiny"
+# The model this project ships: `tiny:0` (seed 0, the default steps), built once and checked in as package data, so
+# every machine starts the demo from the same weights (a build is deterministic only on one kind of CPU).
+SHIPPED_DIR = Path(__file__).parent / "models" / "tiny"
+DTYPE_ENV = "CURE_TINY_DTYPE"
+# How the model wants to be prompted (written to DIR/cure.json, read by cure.model_settings): it is trained on its
+# chat template, and its tester prompts never show the public example.
+MODEL_SETTINGS = {"rollout": {"prompt_layout": "chat_template", "p_give_example": 0.0}}
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 # Qwen2.5-style ChatML, without the tool-calling branches.
 CHAT_TEMPLATE = (
@@ -90,16 +103,29 @@ class TinySpec:
     learning_rate: float = 3e-3
     warmup_steps: int = 50
     p_example: float = 0.0  # share of tester prompts showing the public example (the demo never shows it)
-    threads: int = 2  # fixed so the result does not depend on the machine's core count
+    threads: int = 1  # fixed so the result does not depend on the machine's core count; one thread: two crawled on a loaded 2-core box (1.7 s a step at load 11)
     dtype: str = "auto"  # warm-start compute precision (see compute_dtype); the saved weights are float32
 
 
 def _code_version(spec: TinySpec) -> str:
+    """A hash of what decides the built model: the build's own functions (not this module's other code, so editing
+    the measurement or the CLI keeps a cached or shipped model valid), the synthetic tasks, the templates and the spec."""
+    import inspect
+
     h = hashlib.sha256()
-    for path in [Path(__file__), Path(synthetic.__file__), *sorted(TEMPLATES_DIR.glob("*.j2"))]:
+    h.update((CHAT_TEMPLATE + "".join(SPECIAL_TOKENS)).encode())
+    for obj in _build_code():
+        h.update(inspect.getsource(obj).encode())
+    for path in [Path(synthetic.__file__), *sorted(TEMPLATES_DIR.glob("*.j2"))]:
         h.update(path.name.encode() + path.read_bytes())
     h.update(json.dumps(asdict(spec), sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+def _build_code() -> list[Any]:
+    return [qwen2_bpe, train_tokenizer, _ChatML, tokenizer_corpus, sft_pairs, format_test, _encode_pairs, new_model,
+            warm_start, _batch_tensors, _Rope, _rms, compute_dtype, _response_loss, _length_batches, build_tiny_model,
+            _readme, file_checksums]
 
 
 # --- tokenizer ------------------------------------------------------------------------------------------
@@ -379,11 +405,15 @@ def _rms(x: Any, weight: Any, eps: float) -> Any:
 
 def compute_dtype(name: str) -> str:
     """``auto``: bfloat16 where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX: about 4x the float32
-    matrix-product rate here), float32 elsewhere (emulated bfloat16 would be slower than float32)."""
+    matrix-product rate here), float32 elsewhere (emulated bfloat16 would be slower than float32).
+    ``$CURE_TINY_DTYPE`` (``float32``, ``bfloat16``) replaces ``auto``, e.g. to build here what a CPU without native
+    bfloat16 builds."""
+    if name == "auto":
+        name = os.environ.get(DTYPE_ENV) or "auto"
     if name in ("float32", "bfloat16"):
         return name
     if name != "auto":
-        raise ValueError(f"compute dtype must be auto, float32 or bfloat16, got {name!r}")
+        raise ValueError(f"compute dtype must be auto, float32 or bfloat16, got {name!r} (${DTYPE_ENV} or --dtype)")
     import torch
 
     try:
@@ -451,11 +481,14 @@ def _length_batches(lengths: list[int], size: int, rng: random.Random) -> list[l
     return batches
 
 
-def build_tiny_model(out_dir: str | Path, seed: int = 0, steps: int | None = None) -> Path:
+def build_tiny_model(out_dir: str | Path, seed: int = 0, steps: int | None = None, dtype: str | None = None) -> Path:
     """Build (or reuse, when cached) the tiny model in ``out_dir``; return the folder.
 
-    Cached: when ``out_dir/build_info.json`` records the same seed, steps and code version, nothing is rebuilt.
-    The folder is written next to its final place and renamed in, so an interrupted build leaves no half model.
+    ``dtype``: the warm start's compute precision (``auto``, ``float32``, ``bfloat16``; default ``TinySpec.dtype``).
+    Cached: when ``out_dir/build_info.json`` records the same seed, steps, precision and code version, nothing is
+    rebuilt. The folder is written next to its final place and renamed in, so an interrupted build leaves no half
+    model. ``build_info.json`` records the sha256 of every other file written and what built it (library versions,
+    whether the CPU multiplies bfloat16 natively): on another kind of CPU the same build gives other weights.
     """
     import torch
     from transformers import GenerationConfig
@@ -466,7 +499,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, steps: int | None = Non
         raise ValueError(f"steps must be >= 0, got {steps}")
     out = Path(out_dir)
     # The precision is part of the cache key: bfloat16 and float32 builds of the same seed differ.
-    info = {"seed": seed, "steps": steps, "code_version": _code_version(spec), "dtype": compute_dtype(spec.dtype)}
+    info = {"seed": seed, "steps": steps, "code_version": _code_version(spec), "dtype": compute_dtype(dtype or spec.dtype)}
     info_path = out / "build_info.json"
     if info_path.is_file():
         old = json.loads(info_path.read_text())
@@ -510,8 +543,10 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, steps: int | None = Non
             tok.save_pretrained(tmp)
             shutil.copytree(TEMPLATES_DIR, tmp / "prompts", dirs_exist_ok=True)
             (tmp / "README.md").write_text(_readme(n_params, steps, seed))
+            (tmp / SETTINGS_FILE).write_text(json.dumps({"config": MODEL_SETTINGS}, indent=2) + "\n")
             stats = {**info, "parameters": n_params, "examples": len(examples), "spec": asdict(spec),
-                     "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])), "seconds": round(time.time() - t0, 1)}
+                     "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])), "seconds": round(time.time() - t0, 1),
+                     "built_with": _build_environment(), "files": file_checksums(tmp)}
             (tmp / "build_info.json").write_text(json.dumps(stats, indent=2))
             if out.exists():
                 shutil.rmtree(out)
@@ -525,13 +560,56 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, steps: int | None = Non
     return out
 
 
+def file_checksums(folder: str | Path) -> dict[str, str]:
+    """sha256 of every file of a model folder but ``build_info.json``, by path relative to the folder."""
+    folder = Path(folder)
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "build_info.json"
+    }
+
+
+def _build_environment() -> dict[str, Any]:
+    import tokenizers
+    import torch
+    import transformers
+
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
+            "native_bfloat16": native}
+
+
+def tiny_model(spec: str, cache_dir: str | Path | None = None) -> Path:
+    """The folder of ``tiny[:SEED[:STEPS]]``: the shipped model for ``tiny`` and ``tiny:0`` (identical on every
+    machine), otherwise a build cached under ``cache_dir`` (default ``$CURE_CACHE`` or ``~/.cache/cure``)."""
+    parts = spec.split(":")
+    if parts[0] != "tiny" or len(parts) > 3:
+        raise ValueError(f"tiny model {spec!r}: expected tiny[:SEED[:STEPS]], e.g. tiny:0 or tiny:0:40")
+    try:
+        seed = int(parts[1]) if len(parts) > 1 and parts[1] else 0
+        steps = int(parts[2]) if len(parts) > 2 else None
+    except ValueError:
+        raise ValueError(f"tiny model {spec!r}: SEED and STEPS must be integers") from None
+    if seed == 0 and steps is None and (SHIPPED_DIR / "model.safetensors").is_file():
+        log.info("tiny model: the shipped one in %s", SHIPPED_DIR)
+        return SHIPPED_DIR
+    cache = Path(cache_dir) if cache_dir else Path(os.environ.get("CURE_CACHE", Path.home() / ".cache" / "cure"))
+    name = f"tiny-seed{seed}" + (f"-steps{steps}" if steps else "")
+    return build_tiny_model(cache / name, seed=seed, steps=steps)
+
+
 def _readme(n_params: int, steps: int, seed: int) -> str:
     return (
         "# CURE offline tiny model\n\n"
         f"Qwen2ForCausalLM, {n_params / 1e6:.2f} M parameters, byte-level BPE (Qwen2 pre-tokenizer), "
         f"warm-started for {steps} steps (seed {seed}) on the synthetic train split (cure.synthetic).\n"
-        "It was trained with the short prompt templates in `prompts/`; use them for rollouts "
-        "(PromptTemplates.load('<this folder>/prompts')).\n"
+        "It was trained with the short prompt templates in `prompts/` and its chat template, with tester prompts that "
+        f"never show the public example: `{SETTINGS_FILE}` says so, and every `cure` command given this folder uses "
+        "these settings unless told otherwise (`prompts/` is the default `rollout.prompt_dir`).\n"
     )
 
 
@@ -685,6 +763,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for the model (reused when already built with the same seed/steps/code)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the tokenizer data, initialisation and warm start")
     parser.add_argument("--steps", type=int, default=None, help=f"warm-start optimizer steps (default {TinySpec.steps})")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default=None,
+                        help=f"warm-start compute precision (default auto, or ${DTYPE_ENV}): bfloat16 where the CPU "
+                        "multiplies it natively, else float32; the saved weights are float32 either way")
     parser.add_argument("--measure", action="store_true", help="then sample on held-out synthetic tasks and print the starting accuracy")
     parser.add_argument("--measure-tasks", type=int, default=64, help="--measure: held-out tasks")
     parser.add_argument("--measure-k", type=int, default=4, help="--measure: programs and tests sampled per task")
@@ -692,8 +773,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
-    out = build_tiny_model(args.out, seed=args.seed, steps=args.steps)
+    out = build_tiny_model(args.out, seed=args.seed, steps=args.steps, dtype=args.dtype)
     print(out)
+    shipped = SHIPPED_DIR / "build_info.json"
+    if shipped.is_file() and (args.steps in (None, TinySpec.steps)) and args.seed == 0:
+        same = file_checksums(out).get("model.safetensors") == json.loads(shipped.read_text())["files"]["model.safetensors"]
+        log.info("the weights %s the shipped model's (%s)", "equal" if same else "differ from", SHIPPED_DIR)
     if args.measure:
         result = measure(out, n_tasks=args.measure_tasks, k=args.measure_k, sandbox=not args.no_sandbox)
         result.pop("responses")
