@@ -39,8 +39,9 @@ test-vllm:
 	bash scripts/test-vllm.sh
 
 ## The main job: the training pipeline, offline through kfp.local, on the tiny model.
+## A second `make demo` starts over in runs/demo (--overwrite deletes only what a run wrote there).
 demo: install
-	$(BIN)/cure run --preset demo
+	$(BIN)/cure run --preset demo --overwrite
 
 bench: install
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
