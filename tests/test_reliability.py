@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,16 +31,6 @@ ACCESS, SECRET = "cure-rel-access", "cure-rel-secret"
 
 
 # ---- stores -------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def moto_port() -> Iterator[int]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    yield server.get_host_and_port()[1]
-    server.stop()
-
-
 _buckets = iter(range(1000))
 
 

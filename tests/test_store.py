@@ -36,16 +36,6 @@ ACCESS, SECRET = "cure-test-access", "cure-test-secret"
 
 
 # ---- servers ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def moto_port() -> Iterator[int]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    yield server.get_host_and_port()[1]
-    server.stop()
-
-
 Rule = tuple[Callable[[str, str], bool], str, int]  # (matches(method, path), action, times; -1 = always)
 
 
