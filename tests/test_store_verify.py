@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 
 import pytest
-from test_store import _make_ckpt, _raw, bucket, moto_port, proxy, s3  # noqa: F401  (fixtures)
+from test_store import _make_ckpt, _raw, bucket, proxy, s3  # noqa: F401  (fixtures)
 
 from cure.store import ChecksumMismatch, LocalStore, StoreError, open_store
 
