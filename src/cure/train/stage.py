@@ -298,10 +298,9 @@ def train_step(
     writer = None
     if dist_info.is_main:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        # SummaryWriter's scalar events, without importing TensorBoard (cure.train.events)
-        from cure.train.events import ScalarWriter
+        from torch.utils.tensorboard import SummaryWriter
 
-        writer = ScalarWriter(log_dir or Path(out_dir) / "tensorboard")
+        writer = SummaryWriter(log_dir=str(log_dir or Path(out_dir) / "tensorboard"))
 
     rows: list[dict[str, Any]] = []
     t_train, cpu_train = time.time(), time.process_time()
