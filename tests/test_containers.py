@@ -46,11 +46,12 @@ def _record(task_id: str, code: str, tests: list[tuple[str, str]]) -> dict:
             "tests": [], "time_limit_s": LIMIT}
 
 
-def _run(client, records: list[dict]) -> list[list[str]]:
+def _run(client, records: list[dict], memory_mb: int = 256) -> list[list[str]]:
     from cure.sandbox.container import run_shards
 
     # the adversarial suite's limits; one worker, so the jobs of a shard run in order in one sandbox
-    out = run_shards(records, shards=1, client=client, workers=1, memory_mb=256, output_limit=1 << 16, timeout_s=300)
+    out = run_shards(records, shards=1, client=client, workers=1, memory_mb=memory_mb, output_limit=1 << 16,
+                     timeout_s=300)
     return [rec["status"][0] for rec in out]
 
 
@@ -75,6 +76,21 @@ def test_sandbox_container_is_confined(client, monkeypatch) -> None:
     # capabilities, read-only root, /shard and /tmp, a writable working folder, no credentials or engine address
     expected = "65534 65534 4.4.0\n0000000000000000\n[]"
     assert _run(client, [_record("probe", PROBE, [("", expected)])]) == [["pass"]]
+
+
+def test_programs_import_numpy_pandas_scipy_in_the_sandbox_image(client) -> None:
+    """As in the reference's environment: a correct program importing numpy, pandas or scipy passes in the sandbox
+    image under the cluster Job's spec, within the adversarial suite's CPU limit (0.5 s) and the default memory
+    limit (execute.memory_mb, 1024 MB: scipy.optimize's import alone does not fit the suite's 256 MB); other
+    packages are not there."""
+    from test_program_env import NUMPY, PANDAS, SCIPY
+
+    from cure.config import ExecuteConfig
+
+    gt = [("1 2 3", "6 3"), ("5 4", "9 5")]
+    records = [_record(name, code, gt) for name, code in
+               (("numpy", NUMPY), ("pandas", PANDAS), ("scipy", SCIPY), ("torch", "import torch\nprint(6, 3)"))]
+    assert _run(client, records, memory_mb=ExecuteConfig().memory_mb) == [["pass", "pass"]] * 3 + [["error", "error"]]
 
 
 # The image has its own /etc, /home and /var (the single-machine sandbox's root is empty): what must stay invisible
