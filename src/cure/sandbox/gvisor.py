@@ -29,7 +29,7 @@ PROGRAM_PACKAGES = ("numpy", "pandas", "scipy")
 # started at import would outlive the fork of each program's process.
 THREADS_ENV = ["OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1"]
 SANDBOX_ENV = ["PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/tmp", "PYTHONHASHSEED=0", "PYTHONDONTWRITEBYTECODE=1",
-               *THREADS_ENV, f"CURE_SANDBOX_LIB={MOUNT_LIB}"]
+               *THREADS_ENV, f"PYTHONPATH={MOUNT_LIB}"]
 # The worker is pid 1 and root inside the sandbox (gVisor's own user namespace), with just enough capabilities
 # to hand each program an unprivileged uid, its temp dir, and to kill what the program leaves behind.
 CAPS = ["CAP_KILL", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE"]

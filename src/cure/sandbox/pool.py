@@ -126,7 +126,7 @@ class _Sandbox:
             tmp.mkdir(mode=0o711)
             argv = [sys.executable, "-s", "-S", "-B", str(gvisor.WORKER_DIR / "worker.py")]
             env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "CURE_SANDBOX_TMP": str(tmp),
-                   "CURE_SANDBOX_LIB": str(self.workdir / "lib"), **dict(e.split("=", 1) for e in gvisor.THREADS_ENV)}
+                   "PYTHONPATH": str(self.workdir / "lib"), **dict(e.split("=", 1) for e in gvisor.THREADS_ENV)}
             if os.environ.get("CURE_SANDBOX_OUTER"):  # the worker may then clean up by uid (worker._kill_leftovers)
                 env["CURE_SANDBOX_OUTER"] = os.environ["CURE_SANDBOX_OUTER"]
                 # one program uid per worker: one worker's cleanup by uid must not kill another's running program

@@ -87,9 +87,8 @@ PRELOAD = (
     "textwrap typing unicodedata"
 ).split()
 # The third-party packages programs may import (numpy, pandas, scipy and what they need) sit in one folder that the
-# sandbox mounts read-only (cure.sandbox.gvisor.program_package_paths); the worker's Python runs without site.
-if os.environ.get("CURE_SANDBOX_LIB"):
-    sys.path.append(os.environ["CURE_SANDBOX_LIB"])
+# sandbox mounts read-only (cure.sandbox.gvisor.program_package_paths) and names in PYTHONPATH; the worker's Python
+# runs without site.
 # numpy is preloaded as in the reference, whose programs run in a process that imported it: importing it costs a
 # program nothing. pandas and scipy (heavier, and rarer in programs) are imported by the runner of a program that
 # names them before its CPU timer starts (:func:`heavy_imports`), so that their import is not charged either.
