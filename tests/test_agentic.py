@@ -11,7 +11,7 @@ import pytest
 from cure.agentic import alphacodium as ac
 from cure.agentic import mpsc, run_tasks
 from cure.agentic import sstar as ss
-from cure.agentic.common import Ask, Session
+from cure.agentic.common import Ask, Session, code_ask, test_ask
 from cure.agentic.live import LivePorts
 from cure.config import load_config
 from cure.evaluate import evaluate_tasks
@@ -328,3 +328,92 @@ def test_alphacodium_takes_candidates_from_the_plain_coder_prompt_when_the_notes
         out = ac.run(Session(ports, TASK, 1.0), TEMPLATES, 2, 0, iterations=1)
     assert out.pick == PLUS_ONE
     assert any("candidates from the coder prompt" in f for f in out.trace.fallbacks)
+
+
+# --- a model that knows only its coder and tester prompts (the tiny model's own templates) -------------------------
+
+
+def test_roles_only_when_the_prompt_templates_are_the_models_own():
+    from cure.agentic.common import roles_only
+
+    assert not roles_only(None) and not roles_only("")
+    assert roles_only("src/cure/models/tiny/prompts")
+
+
+def test_mpsc_roles_only_asks_for_no_specification(sandbox):
+    ports = sandbox({
+        "mpsc.solutions": [fenced(TIMES_TWO), fenced(PLUS_ONE), fenced(PLUS_ONE_B)],
+        "mpsc.tests": [unit_test("1", "2"), unit_test("3", "4")],
+        "mpsc.specifications": [fenced("def postcondition(inp, out):\n    return True")],
+    })
+    with ports:
+        out = mpsc.run(Session(ports, TASK, 1.0), TEMPLATES, 3, 2, 2, roles=True)
+    assert out.pick in (PLUS_ONE, PLUS_ONE_B) and out.detail["specifications"] == 0
+    assert [a.step for a in ports.asks] == ["mpsc.solutions", "mpsc.tests"]
+    assert any("roles only" in f for f in out.trace.fallbacks)
+
+
+def test_alphacodium_roles_only_samples_candidates_and_repairs_from_the_coder_prompt(sandbox):
+    # The one candidate (x2) fails the public test 2 -> 3; the repair is a fresh sample of the coder prompt (+1).
+    ports = sandbox({
+        "alphacodium.candidates": [fenced(TIMES_TWO)],
+        "alphacodium.public_iteration.resample": [fenced(PLUS_ONE)],
+        "alphacodium.ai_tests": [unit_test("3", "4")],
+    })
+    with ports:
+        out = ac.run(Session(ports, TASK, 1.0), TEMPLATES, 1, 1, iterations=2, roles=True)
+    assert out.pick == PLUS_ONE and out.tests == [{"input": "3\n", "output": "4\n"}]
+    coder_prompt = [a.user for a in ports.asks if a.step == "alphacodium.candidates"][0]
+    assert coder_prompt == code_ask(TASK, TEMPLATES).user  # the coder's own prompt, no notes
+    resampled = [a.user for a in ports.asks if a.step == "alphacodium.public_iteration.resample"]
+    assert resampled == [coder_prompt]
+    assert {a.step for a in ports.asks} == {"alphacodium.candidates", "alphacodium.ai_tests",
+                                            "alphacodium.public_iteration.resample"}
+
+
+def test_sstar_roles_only_decides_a_match_by_the_testers_own_tests(sandbox):
+    # Both pass the public test. The tester's tests: 4 -> 5 (the pair agrees), then 10 -> 11 twice and 10 -> 10 once:
+    # the pair differs on 10, and the output most of the tester's tests expect there (11) wins.
+    ports = sandbox({
+        "sstar.samples": [fenced(CAPPED), fenced(PLUS_ONE)],
+        "sstar.tester_tests": [unit_test("4", "5"), unit_test("10", "11"), unit_test("10", "10"), unit_test("10", "11")],
+    })
+    with ports:
+        out = ss.run(Session(ports, TASK, 1.0), TEMPLATES, 2, rounds=1, roles=True, k_test=4)
+    assert out.pick == PLUS_ONE and out.detail["matches"] == [1]
+    assert out.tests == [{"input": "10\n", "output": "11\n"}]
+    assert {a.step for a in ports.asks} == {"sstar.samples", "sstar.tester_tests"}
+    assert [a.user for a in ports.asks if a.step == "sstar.tester_tests"] == [test_ask(TASK, TEMPLATES).user]
+    assert any("the tester's tests expect" in f for f in out.trace.fallbacks)
+
+
+def test_sstar_roles_only_goes_to_agreement_when_no_tester_test_expects_either_output(sandbox):
+    ports = sandbox({
+        "sstar.samples": [fenced(CAPPED), fenced(PLUS_ONE), fenced(PLUS_ONE_B)],
+        "sstar.tester_tests": [unit_test("10", "99")],
+    })
+    with ports:
+        out = ss.run(Session(ports, TASK, 1.0), TEMPLATES, 3, rounds=0, roles=True, k_test=1)
+    assert out.pick != CAPPED and out.detail["matches"][0] == 1
+    assert any("decided by the other candidates" in f for f in out.trace.fallbacks)
+
+
+def test_sstar_roles_only_debugs_by_resampling_the_coder_prompt(sandbox):
+    ports = sandbox({"sstar.samples": [fenced(TIMES_TWO)], "sstar.debug.resample": [fenced(PLUS_ONE)]})
+    with ports:
+        out = ss.run(Session(ports, TASK, 1.0), TEMPLATES, 1, rounds=2, roles=True)
+    assert out.pick == PLUS_ONE
+    assert [a.user for a in ports.asks if a.step == "sstar.debug.resample"] == [code_ask(TASK, TEMPLATES).user]
+    assert not any(a.step == "sstar.debug.fix" for a in ports.asks)
+
+
+@pytest.mark.parametrize("framework", ["mpsc", "alphacodium", "sstar"])
+def test_a_model_with_its_own_prompts_is_sent_only_its_coder_and_tester_prompts(framework):
+    prompts = "src/cure/models/tiny/prompts"
+    cfg = load_config(None, ["eval.k_code=2", "eval.k_test=2", "eval.scales=[[2, 2]]", f"eval.framework={framework}",
+                             "execute.workers=1", f"rollout.prompt_dir={prompts}"])
+    coder, tester = RoleEngine(answer_as_coder), RoleEngine(answer_as_tester)
+    metrics, rollouts, _ = evaluate_tasks("", [TASK], cfg, 0, tester, WordTokenizer(), coder=coder)
+    assert len(set(coder.prompts)) == 1 and len(set(tester.prompts)) == 1  # the one-shot prompts, nothing else
+    assert set(coder.prompts) == {rollouts[0]["code_prompt"]} and set(tester.prompts) == {rollouts[0]["test_prompt"]}
+    assert metrics[f"{framework}_code_acc"] in (0.0, 1.0) and metrics[f"{framework}_executions_per_task"] > 0

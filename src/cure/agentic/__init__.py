@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from cure.agentic import alphacodium, mpsc, sstar
-from cure.agentic.common import Outcome, Ports, Session, aggregate, score
+from cure.agentic.common import Outcome, Ports, Session, aggregate, roles_only, score
 from cure.config import CureConfig
 from cure.tasks import Task
 
@@ -26,13 +26,13 @@ FRAMEWORKS = ("mpsc", "alphacodium", "sstar")
 
 def run_one(name: str, session: Session, templates: Any, cfg: CureConfig) -> Outcome:
     """One framework on one task, with the evaluation's k_code, k_test and ``eval.framework_iterations``."""
-    e, ext = cfg.eval, cfg.rollout.extraction
+    e, ext, roles = cfg.eval, cfg.rollout.extraction, roles_only(cfg.rollout.prompt_dir)
     if name == "mpsc":
-        return mpsc.run(session, templates, e.k_code, e.k_test, e.k_test, ext)
+        return mpsc.run(session, templates, e.k_code, e.k_test, e.k_test, ext, roles=roles)
     if name == "alphacodium":
-        return alphacodium.run(session, templates, e.k_code, e.k_test, e.framework_iterations, ext)
+        return alphacodium.run(session, templates, e.k_code, e.k_test, e.framework_iterations, ext, roles=roles)
     if name == "sstar":
-        return sstar.run(session, templates, e.k_code, e.framework_iterations, ext)
+        return sstar.run(session, templates, e.k_code, e.framework_iterations, ext, roles=roles, k_test=e.k_test)
     raise ValueError(f"unknown agentic framework {name!r}: choose one of {', '.join(FRAMEWORKS)}")
 
 

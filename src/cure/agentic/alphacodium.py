@@ -38,6 +38,7 @@ from cure.agentic.common import (
     fix_ask,
     public_tests,
     render,
+    resample,
     same_output,
     test_ask,
 )
@@ -57,15 +58,17 @@ def passes_all(session: Session, step: str, code: str, tests: list[dict[str, str
 
 
 def repair(session: Session, code: str, test: dict[str, str], anchors: list[dict[str, str]], iterations: int,
-           step: str, extraction: str) -> tuple[str, bool]:
+           step: str, extraction: str, templates: Any = None, roles: bool = False) -> tuple[str, bool]:
     """Up to ``iterations`` repairs of ``code`` on ``test``, each kept only if it passes every anchor; returns
-    (the solution, whether it now passes ``test``)."""
+    (the solution, whether it now passes ``test``). ``roles``: a repair is a fresh sample from the coder prompt."""
     for _ in range(iterations):
         ran = _ran_on(session, f"{step}.run", code, test)
         if _ok(ran, test):
             return code, True
-        text = session.sample([fix_ask(session.task, code, test, ran, f"{step}.fix")])[0][0]
-        new, _ = extract_code(text, extraction)
+        if roles:
+            new = resample(session, templates, f"{step}.resample", extraction)
+        else:
+            new, _ = extract_code(session.sample([fix_ask(session.task, code, test, ran, f"{step}.fix")])[0][0], extraction)
         if new is None:
             session.trace.fell_back(f"{step}: repair with no program; solution kept")
             continue
@@ -76,11 +79,10 @@ def repair(session: Session, code: str, test: dict[str, str], anchors: list[dict
     return code, _ok(_ran_on(session, f"{step}.run", code, test), test)
 
 
-def run(session: Session, templates: Any, k_code: int, k_test: int, iterations: int = 2,
-        extraction: str = "reference") -> Outcome:
-    """AlphaCodium on one task (module docstring)."""
+def _candidates_with_notes(session: Session, templates: Any, public: list[dict[str, str]], k_code: int,
+                           extraction: str) -> list[str | None]:
+    """Steps 1-3: reflection, public-test reasoning, then candidates from the prompt with both notes."""
     task = session.task
-    public = public_tests(task)
     reflection = session.sample([Ask("coder", "alphacodium.reflection", render("reflection", problem=task.question))])[0][0]
     reasoning = session.sample([Ask("coder", "alphacodium.public_test_reasoning", render(
         "public_tests", problem=task.question, reflection=reflection, tests=public))])[0][0] if public else ""
@@ -92,6 +94,22 @@ def run(session: Session, templates: Any, k_code: int, k_test: int, iterations: 
         session.trace.fell_back("alphacodium: no program from the prompt with notes; candidates from the coder prompt")
         candidates = [extract_code(r, extraction)[0]
                       for r in session.sample([code_ask(task, templates, "alphacodium.candidates_plain")], k_code)[0]]
+    return candidates
+
+
+def run(session: Session, templates: Any, k_code: int, k_test: int, iterations: int = 2,
+        extraction: str = "reference", roles: bool = False) -> Outcome:
+    """AlphaCodium on one task (module docstring). ``roles``: the models know only their coder and tester prompts
+    (:func:`cure.agentic.common.roles_only`): no reflection or test reasoning is asked for, the candidates come from
+    the coder prompt and a repair is a fresh sample from it (kept under the same anchor rule)."""
+    task = session.task
+    public = public_tests(task)
+    if roles:
+        session.trace.fell_back("alphacodium: roles only: no reflection or test reasoning; candidates from the coder prompt")
+        candidates = [extract_code(r, extraction)[0]
+                      for r in session.sample([code_ask(task, templates, "alphacodium.candidates")], k_code)[0]]
+    else:
+        candidates = _candidates_with_notes(session, templates, public, k_code, extraction)
     ai_tests = [t for t in (extract_test(r, extraction)[0]
                             for r in session.sample([test_ask(task, templates, "alphacodium.ai_tests")], k_test)[0])
                 if t is not None] if k_test else []
@@ -106,7 +124,8 @@ def run(session: Session, templates: Any, k_code: int, k_test: int, iterations: 
     assert code is not None
     anchors: list[dict[str, str]] = []
     for test in public:
-        code, ok = repair(session, code, test, anchors, iterations, "alphacodium.public_iteration", extraction)
+        code, ok = repair(session, code, test, anchors, iterations, "alphacodium.public_iteration", extraction,
+                          templates, roles)
         if ok:
             anchors.append(test)
     kept: list[dict[str, str]] = []
@@ -117,7 +136,8 @@ def run(session: Session, templates: Any, k_code: int, k_test: int, iterations: 
         for test, p in zip(ai_tests, passed):
             if p:
                 continue
-            code, ok = repair(session, code, test, anchors, iterations, "alphacodium.ai_test_iteration", extraction)
+            code, ok = repair(session, code, test, anchors, iterations, "alphacodium.ai_test_iteration", extraction,
+                              templates, roles)
             if ok:
                 anchors.append(test)
                 kept.append(test)

@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from cure.metrics import summarize
-from cure.prompts import EVAL_SPECIAL_REQUIREMENTS, _compiled
+from cure.prompts import EVAL_SPECIAL_REQUIREMENTS, _compiled, extract_code
 from cure.tasks import Task
 
 Role = Literal["coder", "tester"]
@@ -228,3 +228,23 @@ def code_ask(task: Task, templates: Any, step: str = "solutions") -> Ask:
 def test_ask(task: Task, templates: Any, step: str = "tests") -> Ask:
     """The evaluation's tester prompt (:func:`cure.prompts.test_prompt`, no public example, as ``eval.no_example``)."""
     return Ask("tester", step, _compiled(templates.tester_user).render(problem=task.question, example_intro=" "))
+
+
+test_ask.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite the name
+
+
+def roles_only(prompt_dir: str | None) -> bool:
+    """Whether the frameworks speak to the models through their coder and tester prompts only.
+
+    The step prompts under ``templates/agentic/`` extend the built-in coder and tester prompts. A model that ships
+    its own prompt templates (``rollout.prompt_dir``, e.g. the offline tiny model's ``prompts/``) was trained on
+    those two prompts alone, so a step that needs another instruction (a reflection, a repair, a specification, a
+    distinguishing input, a judgement) is replaced by the deterministic rule each framework documents."""
+    return bool(prompt_dir)
+
+
+def resample(session: Session, templates: Any, step: str, extraction: str) -> str | None:
+    """The repair rule of a roles-only model: a fresh program from the coder's own prompt (the execution feedback
+    decides whether it is kept, the model does not see it)."""
+    session.trace.fell_back(f"{step}: roles only: repair by a fresh sample from the coder prompt")
+    return extract_code(session.sample([code_ask(session.task, templates, step)])[0][0], extraction)[0]

@@ -97,17 +97,20 @@ def check_pairs(session: Session, specs: list[str], pairs: list[tuple[str, str]]
 
 
 def run(session: Session, templates: Any, k_code: int, k_test: int, k_spec: int, extraction: str = "reference",
-        alpha: float = ALPHA) -> Outcome:
-    """MPSC on one task (module docstring)."""
+        alpha: float = ALPHA, roles: bool = False) -> Outcome:
+    """MPSC on one task (module docstring). ``roles``: the models know only their coder and tester prompts
+    (:func:`cure.agentic.common.roles_only`): no specification is asked for; the graph is solutions and tests."""
     task = session.task
     asks = [code_ask(task, templates, "mpsc.solutions"), test_ask(task, templates, "mpsc.tests")]
     spec_ask = Ask("tester", "mpsc.specifications", render("specification", problem=task.question))
     code_resp, test_resp = session.sample(asks[:1], k_code)[0], session.sample(asks[1:], k_test)[0]
-    spec_resp = session.sample([spec_ask], k_spec)[0] if k_spec else []
+    spec_resp = session.sample([spec_ask], k_spec)[0] if k_spec and not roles else []
     codes = [extract_code(r, extraction)[0] for r in code_resp]
     tests = [t for t in (extract_test(r, extraction)[0] for r in test_resp) if t is not None]
     specs = [c for c in (extract_code(r, extraction)[0] for r in spec_resp) if c and "def postcondition" in c]
-    if not specs:
+    if roles:
+        session.trace.fell_back("mpsc: roles only: no specification perspective; graph of solutions and tests")
+    elif not specs:
         session.trace.fell_back("mpsc: no specification extracted; graph of solutions and tests only")
     live = [i for i, c in enumerate(codes) if c is not None]
     if not live:
