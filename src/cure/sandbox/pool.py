@@ -114,7 +114,22 @@ class _Sandbox:
         self.container_id = ""
         self.start()
 
+    # `runsc run` occasionally dies before its sandbox is up ("cannot read client sync file: waiting for sandbox to
+    # start: EOF", seen a few times an hour on a busy 2-core host): such a start is retried with a fresh container.
+    START_TRIES = 3
+
     def start(self) -> None:
+        for attempt in range(1, self.START_TRIES + 1):
+            try:
+                self._start_once()
+                return
+            except RuntimeError as e:
+                if self.isolation != "gvisor" or attempt == self.START_TRIES:
+                    raise
+                print(f"warning: {e}; retrying ({attempt}/{self.START_TRIES - 1})", file=sys.stderr, flush=True)
+                self.stderr_tail = ""
+
+    def _start_once(self) -> None:
         if self.isolation == "gvisor":
             runsc = gvisor.find_runsc()
             bundle = self.workdir / "bundle"
