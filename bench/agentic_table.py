@@ -125,9 +125,14 @@ def render(res: dict[str, Any]) -> str:
         for fw, cell in res["cells"][setting].items():
             rows = per_seed(cell, fw)
             col = lambda key, rows=rows: mean_sd([r[key] for r in rows])  # noqa: E731
+            # the unit-test accuracy of no tests is undefined (the metric reads 0.0 then): seeds without final tests
+            # are left out, and the cell says over how many seeds it is
+            tested = [r["fw_unit_test_acc"] for r in rows if r["fw_final_tests_per_task"] > 0]
+            test_acc = "— (no final tests)" if not tested else fmt(mean_sd(tested)) + (
+                f" ({len(tested)} of {len(rows)} seeds)" if len(tested) < len(rows) else "")
             lines.append(
                 f"| {setting} | {fw} | {fmt(col('code_acc'))} | {fmt(col('unit_test_acc'))} | "
-                f"{fmt(col('bon'))} ({rows[0]['bon_scale']}) | {fmt(col('fw_code_acc'))} | {fmt(col('fw_unit_test_acc'))} | "
+                f"{fmt(col('bon'))} ({rows[0]['bon_scale']}) | {fmt(col('fw_code_acc'))} | {test_acc} | "
                 f"{fmt(col('fw_final_tests_per_task'), 2)} | {fmt(col('fw_prompt_tokens_per_task'), 0)} | "
                 f"{fmt(col('fw_completion_tokens_per_task'), 0)} | {fmt(col('fw_executions_per_task'), 1)} | "
                 f"{fmt(col('fw_fallbacks_per_task'), 2)} | {cell['seconds']} s (load {cell['load'][0]}-{cell['load'][1]}) |")
@@ -215,8 +220,11 @@ def main(argv: list[str] | None = None) -> int:
                     if server is None:
                         server = serve(base, out)
                         os.environ.setdefault(cfg.rollout.api_key_env, "EMPTY")
+                    # chat with the model's own (system, user) messages (api_request=full): the served model
+                    # applies its chat template; the reference's request (one user message holding the rendered
+                    # prompt under a fixed system message) is a prompt this model was never trained on
                     over += [f"rollout.api_base_url=http://127.0.0.1:{server[1]}/v1", "rollout.api_mode=chat",
-                             "rollout.api_rpm_limit=100000"]
+                             "rollout.api_request=full", "rollout.api_rpm_limit=100000"]
                     cell = pipeline_run(preset, demo, str(trained), run_dir, over, seeds, "coder-round0")
                 else:
                     cell = pipeline_run(preset, demo, models[setting], run_dir, over, seeds)
