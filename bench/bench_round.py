@@ -55,8 +55,9 @@ PHASES = ("start", "imports", "model_load", "work", "save", "copy", "store", "ot
 
 def prepare(tmp: Path, model: str, preset: str, overrides: list[str]) -> dict[str, Any]:
     """Config, plan, tasks, benchmarks and the starting model, as the run's first tasks leave them."""
+    from cure_pipelines.local_run import preset_and_config
+
     from cure import rounds, steps
-    from cure.local_run import preset_and_config
 
     p, cfg = preset_and_config(preset, None, overrides, "subprocess")
     total, segment = int(p["rounds"]), int(p["segment"])
@@ -104,9 +105,8 @@ def task_command(component: Any, arguments: dict[str, Any], task_root: Path, pip
 
 def commands(state: dict[str, Any], kfp_root: Path, rewards: str | None) -> dict[str, list[str]]:
     """Each round task's command; the train task reads ``rewards`` (default: what the execute task writes)."""
+    from cure_components import evaluate_round, execute, promote, rollout, train
     from kfp import dsl
-
-    from components import evaluate_round, execute, promote, rollout, train
 
     common = {"config": state["config"], "plan": state["plan"], "slot": 1, "workspace": state["workspace"]}
     out: dict[str, list[str]] = {}

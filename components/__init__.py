@@ -6,15 +6,15 @@ Images come from :func:`cure.images.image_for` (one registry/tag for all, ``CURE
 (JSON text) that every other task takes, with the run's plan; the evaluation pipeline passes the nested dict.
 """
 
-from components.cleanup import cleanup_run
-from components.data import prepare_benchmarks, prepare_data
-from components.evaluate import evaluate, evaluate_round
-from components.execute import execute
-from components.model import init_model, promote
-from components.pairing import evaluate_pairing
-from components.plan import finish_run, has_rounds, init_models, is_eval_round, plan_run
-from components.rollout import rollout
-from components.train import train
+from .cleanup import cleanup_run
+from .data import prepare_benchmarks, prepare_data
+from .evaluate import evaluate, evaluate_round
+from .execute import execute
+from .model import init_model, promote
+from .pairing import evaluate_pairing
+from .plan import finish_run, has_rounds, init_models, is_eval_round, plan_run
+from .rollout import rollout
+from .train import train
 
 ALL = [prepare_data, prepare_benchmarks, plan_run, has_rounds, init_models, init_model, promote, rollout, execute, train,
        evaluate, evaluate_round, finish_run, evaluate_pairing, is_eval_round, cleanup_run]

@@ -19,11 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kfp import dsl
-from kfp import kubernetes as k8s
-from kfp.dsl import Dataset, Input
-
-from components import (
+from cure_components import (
     cleanup_run,
     evaluate,
     evaluate_pairing,
@@ -41,9 +37,14 @@ from components import (
     rollout,
     train,
 )
+from kfp import dsl
+from kfp import kubernetes as k8s
+from kfp.dsl import Dataset, Input
+
 from cure.config import CureConfig
 from cure.data import PAPER_BENCHMARKS, TRAIN_DATA
-from pipelines.params import config_dict, with_config_signature
+
+from .params import config_dict, with_config_signature
 
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
 DEFAULT_SEGMENT = 10

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from cure.cli import main
 from cure.store import open_store
+from cure_cli import main
 
 # A briefly warm-started tiny model, few and short samples: a test of the pipeline's mechanics, not of learning.
 FAST = ["--base-model", "tiny:0:40", "--eval-every", "2",
@@ -27,7 +27,7 @@ def _command(out: Path, *extra: str) -> list[str]:
 def _kill_during(args: list[str], marker: str, timeout_s: float = 1200) -> None:
     """Run ``cure ARGS`` in its own process group and SIGKILL the whole group once ``marker`` is logged."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "cure.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([sys.executable, "-m", "cure_cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, start_new_session=True)
     deadline = time.monotonic() + timeout_s
     seen = []
