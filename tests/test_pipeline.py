@@ -73,7 +73,7 @@ def test_a_run_is_a_segment_of_guarded_round_slots(compiled):
     _, spec, platform = compiled
     names = {t["taskInfo"]["name"] for _, t in _all_tasks(spec)}
     for slot in range(1, SEGMENT + 1):
-        for stage in ("rollout shard", "execute + reward", "train", "evaluate", "promote"):
+        for stage in ("rollout shard", "execute", "reward", "train", "evaluate", "promote"):
             assert f"slot {slot}: {stage}" in names, (slot, stage)
     assert "slot 0: evaluate" in names and f"slot {SEGMENT + 1}: train" not in names
     # the slots run only when the plan says there are rounds left (a run after the total does nothing)
@@ -86,7 +86,14 @@ def test_a_run_is_a_segment_of_guarded_round_slots(compiled):
     train2 = by_name["train-2"]
     assert train2["inputs"]["parameters"]["workspace"]["runtimeValue"]["constant"] == "{{$.workspace_path}}"
     assert "model" not in train2["inputs"].get("artifacts", {})
-    assert set(train2["dependentTasks"]) >= {"execute-2", "evaluate-if-due-2", "promote"}
+    assert set(train2["dependentTasks"]) >= {"reward-2", "evaluate-if-due-2", "promote"}
+    # reward scoring is a task of its own: the execute task's tables in, the training examples out
+    reward2 = by_name["reward-2"]
+    assert {k: v["taskOutputArtifact"] for k, v in reward2["inputs"]["artifacts"].items()} == {
+        "rollouts": {"outputArtifactKey": "rollouts", "producerTask": "execute-2"},
+        "executions": {"outputArtifactKey": "executions", "producerTask": "execute-2"}}
+    assert train2["inputs"]["artifacts"]["rewards"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "rewards", "producerTask": "reward-2"}
 
 
 def test_rollout_shards_are_a_parallel_for(compiled):
