@@ -7,6 +7,7 @@ import logging
 
 from cure.config import CureConfig
 from cure.execute import execute_rollouts, summarize_executions, summarize_status
+from cure_cli.flags import apply_config_flags, config_flag
 
 log = logging.getLogger("cure.execute")
 
@@ -14,12 +15,8 @@ log = logging.getLogger("cure.execute")
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rollouts", required=True, help="rollouts.jsonl (from `cure rollout`)")
     parser.add_argument("--out", required=True, help="executions.jsonl to write")
-    parser.add_argument(
-        "--isolation",
-        choices=["auto", "gvisor", "none"],
-        help="sandbox: gvisor (default where runsc is installed; an error if it is not), none = development only",
-    )
-    parser.add_argument("--workers", type=int, help="parallel sandboxes (0 = CPU cores)")
+    config_flag(parser, "execute.isolation")
+    config_flag(parser, "execute.workers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar / progress log lines")
 
 
@@ -27,10 +24,7 @@ def run(args: argparse.Namespace, cfg: CureConfig) -> int:
     from cure.tasks import read_jsonl, write_jsonl
     from cure.validate import check_output_path
 
-    if args.isolation is not None:
-        cfg.execute.isolation = args.isolation
-    if args.workers is not None:
-        cfg.execute.workers = args.workers
+    apply_config_flags(args, cfg, ("execute.isolation", "execute.workers"))
     check_output_path(args.out)
     rollouts = read_jsonl(args.rollouts)
     executions = execute_rollouts(rollouts, cfg.execute, progress=not args.no_progress)

@@ -10,26 +10,26 @@ from cure.config import CureConfig
 from cure.prompts import PromptTemplates
 from cure.rollout.engine import ENGINES
 from cure.rollout.stage import default_prompt_dir, rollout_tasks, shard, summarize
+from cure_cli.flags import apply_config_flags, config_flag
 
 log = logging.getLogger("cure.rollout")
+
+# The flags that set one field of the rollout config (type, choices and help from the config).
+CONFIG_FLAGS = ("rollout.engine", "rollout.k_code", "rollout.k_test", "rollout.seed", "rollout.max_new_tokens",
+                "rollout.temperature", "rollout.batch_size", "rollout.prompt_dir")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", required=True, help="tasks.jsonl (CURE's Stdio task format)")
     parser.add_argument("--out", required=True, help="rollouts.jsonl to write (atomically)")
     parser.add_argument("--model", help="coder model: a folder or hub name (hf, vllm), or the API's model name (openai); default model.path")
-    parser.add_argument("--engine", choices=ENGINES, help="coder engine (default rollout.engine)")
+    config_flag(parser, "rollout.engine", help="coder engine (default rollout.engine)")
     parser.add_argument("--tester-model", help="tester model (default: the coder's)")
     parser.add_argument("--tester-engine", choices=ENGINES, help="tester engine (default: the coder's)")
     parser.add_argument("--tokenizer", help="policy tokenizer for the recorded prompts and lengths "
                         "(default: the first local model among coder, tester)")
-    parser.add_argument("--k-code", type=int, help="programs per task (rollout.k_code, paper: 16)")
-    parser.add_argument("--k-test", type=int, help="unit tests per task (rollout.k_test, paper: 16)")
-    parser.add_argument("--seed", type=int, help="sampling and example-draw seed (rollout.seed)")
-    parser.add_argument("--max-new-tokens", type=int, help="generation token limit (rollout.max_new_tokens)")
-    parser.add_argument("--temperature", type=float, help="sampling temperature (rollout.temperature)")
-    parser.add_argument("--batch-size", type=int, help="hf engine sequences per batch (rollout.batch_size)")
-    parser.add_argument("--prompt-dir", help="coder/tester templates (*.j2); default: the model folder's prompts/ if any")
+    for key in CONFIG_FLAGS[1:]:
+        config_flag(parser, key)
     parser.add_argument("--give-example", choices=["draw", "always", "never"], default="draw",
                         help="public example in the tester prompt: drawn with rollout.p_give_example (default), always, never")
     parser.add_argument("--limit", type=int, help="only the first N tasks (smoke runs)")
@@ -37,15 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "data parallelism across pods; concatenating the N outputs in order gives the full artifact")
 
 
-_FLAGS = {"k_code": "k_code", "k_test": "k_test", "seed": "seed", "max_new_tokens": "max_new_tokens",
-          "temperature": "temperature", "batch_size": "batch_size", "prompt_dir": "prompt_dir", "engine": "engine"}
-
-
 def _apply_flags(args: argparse.Namespace, cfg: CureConfig) -> None:
-    for flag, field in _FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            setattr(cfg.rollout, field, value)
+    apply_config_flags(args, cfg, CONFIG_FLAGS)
     if args.model:
         cfg.model.path = args.model
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from cure.config import CureConfig
+from cure_cli.flags import config_flag
 
 # One process's rendezvous settings, dropped before relaunching under torchrun.
 _DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
@@ -21,12 +22,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="policy to train: a save_pretrained folder or a checkpoint root")
     parser.add_argument("--data", required=True, help="reward records (JSON Lines: prompt, response, reward, role, task_id)")
     parser.add_argument("--out", required=True, help="checkpoint root: writes OUT/step-N, OUT/latest, OUT/metrics.json")
-    parser.add_argument("--engine", choices=["deepspeed", "torch"], help="overrides train.engine")
-    parser.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], help="overrides train.zero_stage")
+    config_flag(parser, "train.engine")
+    config_flag(parser, "train.zero_stage", choices=[0, 1, 2, 3])
     parser.add_argument("--ref-model", help="KL reference for train.reference=initial (the initial policy)")
     parser.add_argument("--resume", help="continue from this checkpoint (weights, step counter, optimizer state if saved)")
     parser.add_argument("--log-dir", help="TensorBoard folder (default OUT/tensorboard)")
-    parser.add_argument("--layout", choices=["pack", "pad"], help="micro-batch layout; overrides train.layout")
+    config_flag(parser, "train.layout")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT/step-N if it exists (else an error)")
     parser.add_argument(
         "--nproc-per-node", type=int, default=None,
