@@ -17,6 +17,14 @@ def plan_run(config: dict, total_rounds: int, segment: int) -> NamedTuple("Plan"
 
 
 @dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
+def assemble_config(config: dict) -> str:
+    """The evaluation's config (every named parameter, checked), as JSON text for the other tasks."""
+    from cure.rounds import assemble_config as step
+
+    return step(config)
+
+
+@dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
 def has_rounds(plan: str) -> bool:
     """Whether the run has rounds to train (the condition of the round slots)."""
     import json

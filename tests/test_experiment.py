@@ -116,8 +116,9 @@ def test_slots_map_to_global_rounds_and_intervals_count_global_rounds(tmp_path):
     # a slot past the segment does nothing, and writes empty outputs where the component has some
     out = tmp_path / "o"
     out.mkdir()
-    assert rounds.execute_and_reward(config, plan, 5, 1, str(tmp_path / "ws"), str(out / "r"), str(out / "x"),
-                                     str(out / "w")) == {}
+    assert rounds.execute(config, plan, 5, 1, str(tmp_path / "ws"), str(out / "r"), str(out / "x")) == {}
+    assert (out / "r").read_text() == (out / "x").read_text() == ""
+    assert rounds.reward(config, plan, 5, str(tmp_path / "ws"), str(out / "r"), str(out / "x"), str(out / "w")) == {}
     assert (out / "w").read_text() == ""
 
 

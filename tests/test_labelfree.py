@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from cure.cli import main
 from cure.config import load_config
 from cure.reward import generated_test_pass_rate, label_free_code_rewards, test_weights
 from cure.reward_stage import assemble
 from cure.tasks import read_jsonl, write_jsonl
+from cure_cli import main
 
 tables = st.tuples(st.integers(1, 8), st.integers(1, 8)).flatmap(
     lambda s: arrays(bool, s, elements=st.booleans())

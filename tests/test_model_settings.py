@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from cure import synthetic
-from cure.cli import main
 from cure.config import load_config
 from cure.model_settings import SETTINGS_FILE, apply_model_settings, read_model_settings
 from cure.tasks import read_jsonl, write_jsonl
 from cure.tiny import MODEL_SETTINGS, SHIPPED_DIR
+from cure_cli import main
 
 
 def _folder(tmp_path: Path, settings: object) -> Path:

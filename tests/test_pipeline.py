@@ -8,9 +8,8 @@ import re
 import pytest
 import yaml
 
-from cure.cli import main
 from cure.config import CureConfig
-from cure.kfp_compile import import_pipelines
+from cure_cli import main
 
 SEGMENT = 10  # the default
 # The outside check's command, plus scheduling options.
@@ -74,7 +73,7 @@ def test_a_run_is_a_segment_of_guarded_round_slots(compiled):
     _, spec, platform = compiled
     names = {t["taskInfo"]["name"] for _, t in _all_tasks(spec)}
     for slot in range(1, SEGMENT + 1):
-        for stage in ("rollout shard", "execute + reward", "train", "evaluate", "promote"):
+        for stage in ("rollout shard", "execute", "reward", "train", "evaluate", "promote"):
             assert f"slot {slot}: {stage}" in names, (slot, stage)
     assert "slot 0: evaluate" in names and f"slot {SEGMENT + 1}: train" not in names
     # the slots run only when the plan says there are rounds left (a run after the total does nothing)
@@ -87,7 +86,14 @@ def test_a_run_is_a_segment_of_guarded_round_slots(compiled):
     train2 = by_name["train-2"]
     assert train2["inputs"]["parameters"]["workspace"]["runtimeValue"]["constant"] == "{{$.workspace_path}}"
     assert "model" not in train2["inputs"].get("artifacts", {})
-    assert set(train2["dependentTasks"]) >= {"execute-2", "evaluate-if-due-2", "promote"}
+    assert set(train2["dependentTasks"]) >= {"reward-2", "evaluate-if-due-2", "promote"}
+    # reward scoring is a task of its own: the execute task's tables in, the training examples out
+    reward2 = by_name["reward-2"]
+    assert {k: v["taskOutputArtifact"] for k, v in reward2["inputs"]["artifacts"].items()} == {
+        "rollouts": {"outputArtifactKey": "rollouts", "producerTask": "execute-2"},
+        "executions": {"outputArtifactKey": "executions", "producerTask": "execute-2"}}
+    assert train2["inputs"]["artifacts"]["rewards"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "rewards", "producerTask": "reward-2"}
 
 
 def test_rollout_shards_are_a_parallel_for(compiled):
@@ -149,7 +155,7 @@ def test_resources_caching_and_retries(compiled):
 
 
 def test_every_config_field_is_a_pipeline_parameter(compiled):
-    from pipelines.params import COMPILE_TIME
+    from cure_pipelines.params import COMPILE_TIME
 
     _, spec, _ = compiled
     params = spec["root"]["inputDefinitions"]["parameters"]
@@ -182,10 +188,10 @@ def test_only_the_plan_task_takes_the_named_parameters(compiled):
 
 
 def test_pipeline_config_round_trip():
-    from cure.steps import config_from_pipeline
-    from pipelines.params import config_dict, config_parameters
+    from cure_pipelines.params import config_dict, config_parameters
 
-    import_pipelines()
+    from cure.steps import config_from_pipeline
+
     # KFP hands dict members over as strings; the config parses them back.
     as_strings = {"rollout__k_code": "4.0", "train__learning_rate": "0.0003", "eval__scales": "[[2, 2]]",
                   "execute__isolation": "none", "reward__post_stage": "true", "rollout__prompt_dir": ""}
@@ -224,7 +230,7 @@ def test_compile_out_that_is_a_file_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("good", ["16Gi", "500M", "1.5Gi", "2e9", ".5Ti", "128974848", "129e6", "123Mi"])
 def test_quantities_kubernetes_accepts(good):
-    from cure.kfp_compile import check_quantity
+    from cure_pipelines.compile import check_quantity
 
     assert check_quantity("--shm-size", good) == good
 
@@ -307,11 +313,10 @@ def _resolved(spec, platform):
 
 def test_shared_components_change_no_task(tmp_path):
     """Each distinct component is written once; every task still resolves to the same container, code and pod."""
+    from cure_pipelines import training
+    from cure_pipelines.compile import cluster_config, cluster_options, shared_components
     from kfp import compiler
 
-    from cure.kfp_compile import cluster_config, cluster_options, shared_components
-
-    training = import_pipelines()
     opts = cluster_options(gpus=8, rollout_shards=4)
     pipeline = training.build_training_pipeline(cluster=opts, cfg=cluster_config(CureConfig(), opts))
     compiler.Compiler().compile(pipeline, str(tmp_path / "raw.yaml"))

@@ -1,7 +1,7 @@
 """Nothing lost, nothing leaked: a run never deletes what it did not create, the experiment's state stays one
 consistent record (latest pointer, evaluations, one run at a time), and nonsense options are refused at load.
 
-Most cases test the state logic directly (cure.experiment, cure.rounds, cure.local_run's checks), against the folder
+Most cases test the state logic directly (cure.experiment, cure.rounds, cure_pipelines.local_run's checks), against the folder
 store and the S3 store on moto's loopback server; one end-to-end smoke run covers the folder lock, the --out
 protection, the resume of a missing final evaluation and kfp.local's temporary folders.
 """
@@ -22,9 +22,9 @@ import pytest
 
 from cure import experiment as exp
 from cure import rounds
-from cure.cli import main
 from cure.config import ConfigError, load_config
 from cure.store import LocalStore, PreconditionFailed, StoreError, open_store
+from cure_cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 ACCESS, SECRET = "cure-rel-access", "cure-rel-secret"
@@ -137,7 +137,7 @@ def test_evaluation_runs_refuse_a_folder_of_other_things(tmp_path, capsys):
 
 # ---- 8. one run per folder ------------------------------------------------------------------------------------
 def test_a_second_run_on_a_locked_folder_refuses_at_once(tmp_path, capsys):
-    from cure.local_run import RunLock
+    from cure_pipelines.local_run import RunLock
 
     out = _fake_experiment(tmp_path)
     before = _tree(out)
@@ -390,7 +390,7 @@ def test_a_tampered_rounds_record_fails_once_clearly(tmp_path, capsys):
 
 # ---- 12. kfp.local's temporary folders ------------------------------------------------------------------------
 def test_the_run_environment_removes_its_temporary_folder(tmp_path, monkeypatch):
-    from cure.local_run import run_environment
+    from cure_pipelines.local_run import run_environment
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     with run_environment(CURE_RUN_ID="x") as tmp:
@@ -414,7 +414,7 @@ def test_smoke_run_holds_its_folder_and_resumes_a_missing_final_evaluation(tmp_p
     env = {**os.environ, "TMPDIR": str(tmp),
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = ["run", "--preset", "smoke", "--rounds", "1", "--out", str(out), *FAST]
-    proc = subprocess.Popen([sys.executable, "-m", "cure.cli", *cmd], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "cure_cli", *cmd], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
@@ -450,7 +450,7 @@ def test_smoke_run_holds_its_folder_and_resumes_a_missing_final_evaluation(tmp_p
     # A real kill (SIGKILL of the process group) once round 2's evaluation starts; whether its promotion ran
     # before is up to the orchestrator. Either way the next --resume ends with round 2 promoted and evaluated.
     resume = [*cmd[:3], "--out", str(out), "--resume", *FAST]
-    proc = subprocess.Popen([sys.executable, "-m", "cure.cli", *resume, "--rounds", "1"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "cure_cli", *resume, "--rounds", "1"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     seen = []
     assert proc.stdout is not None

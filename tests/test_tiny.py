@@ -17,8 +17,8 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cure import synthetic, tiny
-from cure.cli import main
 from cure.prompts import PromptTemplates, code_prompt, extract_code, extract_test, test_prompt
+from cure_cli import main
 
 PROBES = [
     "Read an integer n. Print n*7+3.",

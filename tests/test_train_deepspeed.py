@@ -84,7 +84,7 @@ def test_two_process_zero3_torchrun_matches_torch_engine(tiny_model, tmp_path, t
 def test_cli_flag_nproc_per_node_defaults_to_the_config():
     import argparse
 
-    from cure.train.stage import configure_parser
+    from cure_cli.train import configure as configure_parser
 
     parser = argparse.ArgumentParser()
     configure_parser(parser)

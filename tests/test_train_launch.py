@@ -155,7 +155,7 @@ def test_torchrun_command_single_and_multi_node():
 
     one = torchrun_command("m", "d", "o", "c.yaml", 4)
     assert one[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
-    assert one[5:8] == ["-m", "cure.cli", "train"] and one[one.index("--config") + 1] == "c.yaml"
+    assert one[5:8] == ["-m", "cure_cli", "train"] and one[one.index("--config") + 1] == "c.yaml"
     multi = torchrun_command("m", "d", "o", "c.yaml", 8, nodes=2, ref_model_dir="r")
     assert "--standalone" not in multi and "--nnodes=2" in multi and multi[-2:] == ["--ref-model", "r"]
     assert os.path.basename(multi[0]).startswith("python")

@@ -23,7 +23,6 @@ with the paired tester only the programs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -256,12 +255,3 @@ def pairing_step(
     out.update({f"tokens_{k}": float(v) for k, v in first["tokens"].items()})
     out.update(first["agentic"])
     return out
-
-
-def run_cli(args: argparse.Namespace, cfg: CureConfig, benchmarks: dict[str, list[Task]]) -> int:
-    """``cure evaluate --model TESTER --coder-model CODER``: the pairing report instead of the self-evaluation."""
-    if args.engine:
-        cfg.rollout.engine = args.engine
-    result = evaluate_pairing(args.model, args.coder_model, benchmarks, cfg, args.seeds, args.out, args.coder_engine)
-    print((Path(args.out) / "pairing.md").read_text())
-    return 0 if result["benchmarks"] else 1

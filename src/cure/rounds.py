@@ -49,6 +49,13 @@ def load_config(text: str) -> CureConfig:
     return CureConfig.model_validate_json(text)
 
 
+def assemble_config(values: dict[str, Any] | str) -> str:
+    """The evaluation pipeline's first task: its named parameters assembled once, checked, into the config (typed
+    JSON) that every other task takes, as :func:`plan` does for a training run."""
+    setup_logging()
+    return config_json(steps.config_from_pipeline(values))
+
+
 def plan(values: dict[str, Any] | str, total_rounds: int, segment: int, run_id: str = "") -> tuple[str, str, bool]:
     """(config JSON, plan JSON, active) for the run: the named parameters assembled once, the rounds this run trains.
 
@@ -180,12 +187,8 @@ def merge_rollouts(workspace: str, round_: int, shards: int, out_path: str) -> i
 
 def execute(config: str, plan_: str, slot: int, shards: int, workspace: str, rollouts_out: str,
             executions_out: str) -> dict[str, Any]:
+    """The round's rollout shards merged into ``rollouts_out``, run in the sandbox -> ``executions_out`` (pass tables)."""
     cfg, _, r = _slot(config, plan_, slot)
-    return _execute(cfg, r, shards, workspace, rollouts_out, executions_out)
-
-
-def _execute(cfg: CureConfig, r: int | None, shards: int, workspace: str, rollouts_out: str,
-             executions_out: str) -> dict[str, Any]:
     if r is None:
         for path in (rollouts_out, executions_out):
             write_jsonl(path, [])
@@ -202,20 +205,20 @@ def _execute(cfg: CureConfig, r: int | None, shards: int, workspace: str, rollou
     return _stage_metrics(workspace, r, "execute", m, time.monotonic() - t0)
 
 
-def execute_and_reward(config: str, plan_: str, slot: int, shards: int, workspace: str, rollouts_out: str,
-                       executions_out: str, rewards_out: str) -> dict[str, Any]:
-    """Execute, then reward, in one CPU task (the reward is a few array operations on the pass tables)."""
+def reward(config: str, plan_: str, slot: int, workspace: str, rollouts: str, executions: str,
+           rewards_out: str) -> dict[str, Any]:
+    """CURE rewards from the round's rollouts and pass tables -> ``rewards_out`` (the training examples); the
+    metrics carry the mean rewards before normalisation too (keys ``reward_*``)."""
     cfg, _, r = _slot(config, plan_, slot)
-    m = _execute(cfg, r, shards, workspace, rollouts_out, executions_out)
     if r is None:
         write_jsonl(rewards_out, [])
         return {}
     _log_stage(r, "reward")
     t0 = time.monotonic()
-    rm = {**steps.reward(rollouts_out, executions_out, cfg, rewards_out, seed=r),
-          **raw_reward_means(read_jsonl(executions_out), cfg.reward.post_stage)}
+    rm = {**steps.reward(rollouts, executions, cfg, rewards_out, seed=r),
+          **raw_reward_means(read_jsonl(executions), cfg.reward.post_stage)}
     _stage_metrics(workspace, r, "reward", rm, time.monotonic() - t0)
-    return {**m, **{f"reward_{k}": v for k, v in rm.items()}}
+    return {f"reward_{k}": v for k, v in rm.items()}
 
 
 def raw_reward_means(executions: list[dict[str, Any]], post_stage: bool = False) -> dict[str, float]:

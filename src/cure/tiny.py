@@ -41,7 +41,6 @@ the same weights, and ``cure model tiny`` rebuilds it (the same bytes on a CPU l
 
 from __future__ import annotations
 
-import argparse
 import ast
 import hashlib
 import json
@@ -57,7 +56,6 @@ from pathlib import Path
 from typing import Any
 
 from cure import synthetic
-from cure.config import CureConfig
 from cure.model_settings import SETTINGS_FILE
 from cure.prompts import PromptTemplates, code_prompt, extract_code, extract_test, test_prompt
 from cure.tasks import Task
@@ -754,37 +752,3 @@ def _executed_code_acc(tasks: list[Task], responses: list[list[str]]) -> float:
     tables = execute_rollouts(rollouts, ExecuteConfig(isolation="gvisor"), progress=False)
     rows = [all(row) for table in tables for row in table["passed"]]
     return sum(rows) / max(1, len(rows))
-
-
-# --- CLI ------------------------------------------------------------------------------------------------
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="folder for the model (reused when already built with the same seed/steps/code)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the tokenizer data, initialisation and warm start")
-    parser.add_argument("--steps", type=int, default=None, help=f"warm-start optimizer steps (default {TinySpec.steps})")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default=None,
-                        help=f"warm-start compute precision (default auto, or ${DTYPE_ENV}): bfloat16 where the CPU "
-                        "multiplies it natively, else float32; the saved weights are float32 either way")
-    parser.add_argument("--measure", action="store_true", help="then sample on held-out synthetic tasks and print the starting accuracy")
-    parser.add_argument("--measure-tasks", type=int, default=64, help="--measure: held-out tasks")
-    parser.add_argument("--measure-k", type=int, default=4, help="--measure: programs and tests sampled per task")
-    parser.add_argument("--no-sandbox", action="store_true", help="--measure: skip running programs in gVisor (AST check only)")
-
-
-def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
-    out = build_tiny_model(args.out, seed=args.seed, steps=args.steps, dtype=args.dtype)
-    print(out)
-    shipped = SHIPPED_DIR / "build_info.json"
-    if shipped.is_file() and (args.steps in (None, TinySpec.steps)) and args.seed == 0:
-        same = file_checksums(out).get("model.safetensors") == json.loads(shipped.read_text())["files"]["model.safetensors"]
-        log.info("the weights %s the shipped model's (%s)", "equal" if same else "differ from", SHIPPED_DIR)
-    if args.measure:
-        result = measure(out, n_tasks=args.measure_tasks, k=args.measure_k, sandbox=not args.no_sandbox)
-        result.pop("responses")
-        print(json.dumps(result, indent=2))
-    return 0
-
-
-configure_parser_tiny = configure_parser
-run_cli_tiny = run_cli

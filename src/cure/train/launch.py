@@ -3,7 +3,7 @@
 :func:`run_train` is what :func:`cure.steps.train` calls; it picks by ``train.nodes`` x ``train.nproc_per_node``:
 
 * 1 x 1: :func:`cure.train.stage.train_step` in this process (the offline default);
-* 1 x N: ``torchrun --standalone --nproc-per-node=N -m cure.cli train ...`` in this pod, one rank per GPU
+* 1 x N: ``torchrun --standalone --nproc-per-node=N -m cure_cli train ...`` in this pod, one rank per GPU
   (DeepSpeed ZeRO-3 partitions parameters, gradients and optimizer state over the ranks; ``train.offload``
   moves the optimizer state and the parameters to CPU memory so a 7B model fits on fewer or smaller GPUs);
 * M x N, M > 1: a Kubeflow Training Operator ``PyTorchJob`` (kubeflow.org/v1, :mod:`cure.train.k8s`; the
@@ -44,14 +44,14 @@ _DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_AD
 def torchrun_command(model_dir: str, rewards_path: str, out_dir: str, config_path: str, nproc: int, *,
                      nodes: int = 1, ref_model_dir: str | None = None, resume_from: str | None = None,
                      log_dir: str | None = None) -> list[str]:
-    """``torchrun ... -m cure.cli train`` for one node of a ``nodes`` x ``nproc`` run.
+    """``torchrun ... -m cure_cli train`` for one node of a ``nodes`` x ``nproc`` run.
 
     One node: ``--standalone`` (a local rendezvous). Several: no rendezvous flags, torchrun takes them from the
     ``PET_*`` variables the training operator sets on every replica.
     """
     argv = [sys.executable, "-m", "torch.distributed.run"]
     argv += ["--standalone"] if nodes == 1 else [f"--nnodes={nodes}"]
-    argv += [f"--nproc-per-node={nproc}", "-m", "cure.cli", "train", "--config", config_path,
+    argv += [f"--nproc-per-node={nproc}", "-m", "cure_cli", "train", "--config", config_path,
              "--model", model_dir, "--data", rewards_path, "--out", out_dir]
     for flag, value in (("--ref-model", ref_model_dir), ("--resume", resume_from), ("--log-dir", log_dir)):
         if value:
