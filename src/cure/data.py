@@ -25,7 +25,10 @@ from collections import Counter
 from pathlib import Path
 
 from cure.config import CureConfig
+from cure.humaneval import load_humaneval_tasks
+from cure.synthetic import generate_tasks
 from cure.tasks import BadRow, Task, TaskFormatError, load_hf_tasks, load_tasks, unlabeled, write_jsonl
+from cure.validate import CliError, check_output_path
 
 log = logging.getLogger(__name__)
 # name -> (hub dataset, file in it): the files the reference's data/download_data.py fetches
@@ -124,12 +127,8 @@ def prepare(
             raise TaskFormatError("--source hf needs --path NAME_OR_DIR (hub name, save_to_disk folder or data file)")
         tasks, bad = load_hf_tasks(path, split=split, on_error=on_error)  # type: ignore[arg-type]
     elif source == "humaneval":
-        from cure.humaneval import load_humaneval_tasks
-
         tasks = load_humaneval_tasks()
     elif source == "synthetic":
-        from cure.synthetic import generate_tasks
-
         tasks = generate_tasks(n, seed=seed, split=split, families=families)
     elif source in RELEASED:
         tasks, bad = load_released(source, path, on_error, hub_repo, hub_file)
@@ -157,8 +156,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
-    from cure.validate import CliError, check_output_path
-
     if args.limit is not None and args.limit < 0:
         raise CliError(f"--limit {args.limit}: must be 0 or more (the number of tasks to keep)")
     check_output_path(args.out)

@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
+from cure.validate import current_umask
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -197,7 +199,6 @@ class _HashingWriter:
         if expected_sha256 and actual != expected_sha256:
             self.discard()
             raise ChecksumMismatch(where, expected_sha256, actual)
-        from cure.validate import current_umask
 
         os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a stored or fetched file gets the usual mode
         os.replace(self.tmp, self.dest)

@@ -57,7 +57,8 @@ from pathlib import Path
 from typing import Any
 
 from cure import synthetic
-from cure.config import CureConfig
+from cure.config import CureConfig, ExecuteConfig
+from cure.execute import execute_rollouts
 from cure.model_settings import SETTINGS_FILE
 from cure.prompts import PromptTemplates, code_prompt, extract_code, extract_test, test_prompt
 from cure.tasks import Task
@@ -738,9 +739,6 @@ def measure_model(
 
 def _executed_code_acc(tasks: list[Task], responses: list[list[str]]) -> float:
     """Share of sampled programs passing all ground-truth tests, run only through the gVisor sandbox."""
-    from cure.config import ExecuteConfig
-    from cure.execute import execute_rollouts
-
     rollouts = [
         {
             "task_id": t.task_id,

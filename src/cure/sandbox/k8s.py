@@ -68,8 +68,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from cure.images import image_for, pull_policy
 from cure.sandbox.gvisor import CAPS
 from cure.sandbox.shard import ResultsTooLarge, decode_records, encode_records, parse_results_block
+from cure.train import k8s as pytorchjob
+from cure.train import trainjob
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +115,11 @@ class PodRef:
 
 
 def _pull_policy() -> str:
-    from cure.images import pull_policy
-
     return pull_policy()
 
 
 def default_image() -> str:
     """The sandbox image from :mod:`cure.images` when that module is present."""
-    from cure.images import image_for
-
     return image_for("sandbox")
 
 
@@ -256,9 +255,6 @@ def delete_run_objects(run_id: str, namespaces: list[str], workflow: str = "", w
     Role in its own namespace)."""
     from kubernetes import client
     from kubernetes.client.rest import ApiException
-
-    from cure.train import k8s as pytorchjob
-    from cure.train import trainjob
 
     if not run_labels(run_id):
         raise ValueError(f"run id {run_id!r} is not a label value; nothing deleted")
