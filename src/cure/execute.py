@@ -47,7 +47,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cure.sandbox.pool import Job, Limits, SandboxPool
-from cure.tasks import read_jsonl, write_jsonl
 from cure.validate import (
     STATUSES,  # the execution contract's statuses; cure.execute.STATUSES stays
     ArtifactError,
@@ -260,6 +259,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+    from cure.tasks import read_jsonl, write_jsonl  # pydantic: not in the sandbox image
+
     if args.isolation is not None:
         cfg.execute.isolation = args.isolation
     if args.workers is not None:

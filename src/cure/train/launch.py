@@ -32,9 +32,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from cure.cluster import cleanup_on_signals, run_labels
 from cure.config import CureConfig, dump_config
 from cure.images import image_for
-from cure.sandbox.k8s import cleanup_on_signals, run_labels
 from cure.store import open_store
 from cure.tasks import read_jsonl
 from cure.train import checkpoint as ckpt
