@@ -63,6 +63,7 @@ def test_tokenizer_reloads_identically_through_autotokenizer(tok_dir, tmp_path):
         assert again(text)["input_ids"] == tok(text)["input_ids"]
 
 
+@pytest.mark.slow
 def test_build_is_deterministic_given_the_seed(tmp_path):
     a = tiny.build_tiny_model(tmp_path / "a", seed=3, steps=2)
     b = tiny.build_tiny_model(tmp_path / "b", seed=3, steps=2)
@@ -80,6 +81,7 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
         tiny.build_tiny_model(tmp_path, steps=1)
 
 
+@pytest.mark.slow
 def test_cli_builds_a_loadable_model_that_writes_well_formed_answers(tmp_path, capsys):
     out = tmp_path / "tiny"
     # 300 steps: enough for the response format (not for the starting accuracy, which the full build gives).
@@ -255,6 +257,7 @@ def test_compute_dtype_env_forces_the_path_a_cpu_without_bfloat16_takes(monkeypa
         tiny.compute_dtype("auto")
 
 
+@pytest.mark.slow
 def test_a_build_records_its_files_and_says_how_to_prompt_it(tmp_path):
     out = tiny.build_tiny_model(tmp_path / "m", seed=3, steps=2, dtype="float32")
     info = json.loads((out / "build_info.json").read_text())
@@ -282,6 +285,7 @@ def test_the_shipped_model_is_what_the_current_build_code_makes():
     assert info["code_version"] == tiny.build._code_version(tiny.TinySpec())
 
 
+@pytest.mark.slow
 def test_tiny_0_is_the_shipped_model_and_other_specs_build(tmp_path, monkeypatch):
     monkeypatch.setattr(tiny.build, "build_tiny_model", lambda *a, **k: pytest.fail(f"built {a} {k}"))
     assert tiny.tiny_model("tiny:0", tmp_path) == tiny.tiny_model("tiny", tmp_path) == tiny.SHIPPED_DIR
@@ -293,6 +297,7 @@ def test_tiny_0_is_the_shipped_model_and_other_specs_build(tmp_path, monkeypatch
             tiny.tiny_model(bad, tmp_path)
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_the_shipped_model():
     """pyproject's package data covers every file of the shipped model, so an installed wheel has tiny:0 too."""
     import fnmatch
@@ -308,6 +313,7 @@ def test_the_wheel_carries_the_shipped_model():
     assert [f for f in files if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)] == []
 
 
+@pytest.mark.slow
 def test_a_pipeline_starting_from_tiny_0_gets_the_shipped_weights(tmp_path):
     from cure import steps
 

@@ -1,4 +1,9 @@
-"""The training pipeline's tasks as plain functions: a run is a segment of round slots on a shared workspace.
+"""The training loop's segment layer: a run trains a segment of round slots on a shared workspace.
+
+Each function here is one task of the training pipeline: it reads the run's plan, finds which global round its
+slot trains (or that it has nothing to do), and calls the stage function of :mod:`cure.steps` on that round's
+paths in the workspace (evaluation: :func:`cure.evaluate.evaluate_benchmarks`, with the experiment's history
+kept in the store).
 
 A compiled training pipeline has a fixed number of round *slots* (``cure compile --segment``, default 10), not
 one per round, so its size does not grow with the training. The first task (:func:`plan`) turns the named

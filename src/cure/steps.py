@@ -1,8 +1,11 @@
-"""The pipeline's steps as plain functions: what each KFP component calls, testable without KFP.
+"""The stage functions: one per stage of the pipeline, paths in and paths out, called alike by every component.
 
-Every step reads and writes files (the component's artifact paths) and takes the run's config as the nested dict
-the pipeline passes (:func:`config_from_pipeline`). A step returns a small dict of numbers that the component logs
-as its ``Metrics`` artifact.
+``prepare_data``, ``init_model``, ``rollout``, ``execute``, ``reward``, ``train``, ``evaluate`` and
+``promote_checkpoint`` each read their inputs from files (the component's input artifacts), write their outputs
+to files (its output artifacts) and return a small dict of numbers that the component logs as its ``Metrics``
+artifact. They take the run's config as a :class:`cure.config.CureConfig` (:func:`config_from_pipeline` builds it
+from the pipeline's nested dict of parameters). Where a stage's programs run is the execution backend's business
+(:mod:`cure.backends`); how the training loop strings these stages into round slots is :mod:`cure.rounds`'.
 """
 
 from __future__ import annotations
