@@ -28,7 +28,6 @@ from cure.config import CureConfig
 from cure.humaneval import load_humaneval_tasks
 from cure.synthetic import generate_tasks
 from cure.tasks import BadRow, Task, TaskFormatError, load_hf_tasks, load_tasks, unlabeled, write_jsonl
-from cure.validate import CliError, check_output_path
 
 log = logging.getLogger(__name__)
 # name -> (hub dataset, file in it): the files the reference's data/download_data.py fetches
@@ -156,6 +155,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+    from cure.validate import CliError, check_output_path
+
     if args.limit is not None and args.limit < 0:
         raise CliError(f"--limit {args.limit}: must be 0 or more (the number of tasks to keep)")
     check_output_path(args.out)

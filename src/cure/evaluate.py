@@ -30,17 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from cure import pairing
 from cure.agentic import run_framework
 from cure.backends import run_programs
 from cure.config import CureConfig
 from cure.eval_rules import drop_untested, eval_config, eval_tables
 from cure.metrics import summarize
-from cure.refine import flatten, refine, write_tables
+from cure.refine import flatten, refine
 from cure.rollout.registry import make_engine
 from cure.rollout.stage import policy_tokenizer, rollout_tasks
 from cure.tasks import Task, load_tasks, require_labeled, write_jsonl
-from cure.validate import CliError, check_output_path
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +142,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     if args.engine:
         cfg.rollout.engine = args.engine
+    from cure.validate import CliError, check_output_path
 
     check_output_path(args.out, folder=True)
     benchmarks = {}
@@ -157,11 +156,15 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
         if not benchmarks[name]:
             raise CliError(f"--tasks {item}: no tasks in {path}; a benchmark needs at least one task")
     if getattr(args, "coder_model", None):
+        from cure import pairing
+
         return pairing.run_cli(args, cfg, benchmarks)
     entry = evaluate_benchmarks(args.model, benchmarks, cfg, args.round, args.seeds, args.out)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "metrics.json").write_text(json.dumps(entry, indent=2))
     if cfg.eval.refine_rounds:
+        from cure.refine import write_tables
+
         write_tables(entry, Path(args.out) / "refine.md")
     for name, m in entry["benchmarks"].items():
         print(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if not k.endswith("_accumulate")))

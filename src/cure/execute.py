@@ -47,13 +47,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cure.sandbox.pool import Job, Limits, SandboxPool
-from cure.validate import (
-    STATUSES,  # the execution contract's statuses; cure.execute.STATUSES stays
-    ArtifactError,
-    check_output_path,
-    check_rollouts,
-    where_of,
-)
+from cure.validate import STATUSES, ArtifactError, check_rollouts, where_of
 
 if TYPE_CHECKING:  # the sandbox image runs this module with the standard library only (no pydantic)
     from cure.config import CureConfig, ExecuteConfig
@@ -259,7 +253,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
-    from cure.tasks import read_jsonl, write_jsonl  # pydantic: not in the sandbox image
+    from cure.tasks import read_jsonl, write_jsonl
+    from cure.validate import check_output_path
 
     if args.isolation is not None:
         cfg.execute.isolation = args.isolation

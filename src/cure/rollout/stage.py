@@ -40,10 +40,7 @@ from typing import Any
 from cure.config import CureConfig, RolloutConfig
 from cure.prompts import PromptTemplates, code_prompt, extract_code, extract_test, test_prompt
 from cure.rollout.engine import ENGINES, Engine, SamplingParams
-from cure.rollout.openai_engine import ApiError
-from cure.rollout.registry import make_engine
-from cure.tasks import Task, TaskFormatError, load_tasks, write_jsonl
-from cure.validate import CliError, check_output_path
+from cure.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +266,10 @@ def shard(items: list[Any], spec: str) -> list[Any]:
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
     from transformers import AutoTokenizer
 
+    from cure.rollout.openai_engine import ApiError
+    from cure.rollout.registry import make_engine
+    from cure.tasks import TaskFormatError, load_tasks, write_jsonl
+
     _apply_flags(args, cfg)
     rc = cfg.rollout
     coder_model, coder_kind = cfg.model.path, rc.engine
@@ -283,6 +284,8 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
         rc.prompt_dir = default_prompt_dir(*local)
         if rc.prompt_dir:
             log.info("using the model's prompt templates in %s", rc.prompt_dir)
+
+    from cure.validate import CliError, check_output_path
 
     if args.limit is not None and args.limit < 0:
         raise CliError(f"--limit {args.limit}: must be 0 or more (the number of tasks to keep)")

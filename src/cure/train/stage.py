@@ -37,12 +37,11 @@ from typing import Any
 import torch
 
 from cure.config import CureConfig, TrainConfig
-from cure.tasks import read_jsonl
 from cure.train import checkpoint as ckpt
 from cure.train.data import Layout, MicroBatch, make_micro_batches, split_by_role, tokenize_records
 from cure.train.engines import DistInfo, Engine, build_engine, init_distributed
 from cure.train.objective import entropy_from_logits, gather_logprobs, micro_batch_loss
-from cure.validate import CliError, check_output_path, check_reward_range, where_of
+from cure.validate import check_reward_range, where_of
 
 log = logging.getLogger(__name__)
 
@@ -437,6 +436,8 @@ def torchrun_argv(args: argparse.Namespace, nproc: int) -> list[str]:
 
 
 def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
+    from cure.tasks import read_jsonl
+
     nproc = args.nproc_per_node or cfg.train.nproc_per_node
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # Not yet distributed: relaunch under torchrun, without any one-process rendezvous settings we inherited.
@@ -456,6 +457,7 @@ def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
         cfg.train.engine = args.engine
     if args.zero_stage is not None:
         cfg.train.zero_stage = args.zero_stage
+    from cure.validate import CliError, check_output_path
 
     data = Path(args.data)
     if not data.is_file():

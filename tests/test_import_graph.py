@@ -23,8 +23,10 @@ HEAVY = {"torch", "transformers", "vllm", "kfp", "matplotlib", "deepspeed", "dat
 #: these modules may import inside a function any module that needs a third-party package.
 POD = ("cure.sandbox.shard",)
 #: The local pipeline runners and the command line, which move to the pipelines' side of the line; until then
-#: their circle (local_run <-> local_eval) and their lazy imports are theirs.
+#: their circle (local_run <-> local_eval) and their lazy imports are theirs, as are those of the command-line
+#: functions still in library modules.
 LEAVING = {"cure.cli", "cure.kfp_compile", "cure.local_run", "cure.local_eval", "cure.submit"}
+COMMAND_LINE = ("configure_parser", "run_cli")
 
 
 def module_files(root: Path) -> dict[str, Path]:
@@ -38,8 +40,9 @@ def module_files(root: Path) -> dict[str, Path]:
     return out
 
 
-def imports(root: Path) -> list[tuple[str, str, int, bool]]:
-    """Every import of a module of the package by a module of it: (importer, imported, line, inside a function).
+def imports(root: Path) -> list[tuple[str, str, int, str]]:
+    """Every import of a module of the package by a module of it: (importer, imported, line, the function it is
+    written in or "" at module level).
     ``from pkg import name`` imports the submodule ``pkg.name`` when there is one, else ``pkg``."""
     mods = module_files(root)
     top = root.name
@@ -52,8 +55,12 @@ def imports(root: Path) -> list[tuple[str, str, int, bool]]:
     found = []
     for mod, path in mods.items():
         tree = ast.parse(path.read_text(), str(path))
-        in_function = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                       for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
+        in_function: dict[int, str] = {}  # import node -> the outermost function it sits in
+        for f in ast.walk(tree):
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for n in ast.walk(f):
+                    if isinstance(n, (ast.Import, ast.ImportFrom)):
+                        in_function.setdefault(id(n), f.name)
         package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -70,11 +77,11 @@ def imports(root: Path) -> list[tuple[str, str, int, bool]]:
             for name in names:
                 target = resolve(name) if name.split(".")[0] == top else None
                 if target and target != mod:
-                    found.append((mod, target, node.lineno, id(node) in in_function))
+                    found.append((mod, target, node.lineno, in_function.get(id(node), "")))
     return found
 
 
-def circles(edges: list[tuple[str, str, int, bool]], leave_out: set[str] = frozenset()) -> list[list[str]]:
+def circles(edges: list[tuple[str, str, int, str]], leave_out: set[str] = frozenset()) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan), sorted."""
     graph: dict[str, set[str]] = defaultdict(set)
     for a, b, _, _ in edges:
@@ -149,7 +156,7 @@ def test_the_library_has_no_import_circles_counting_imports_inside_functions() -
     assert found == [], f"import circles in src/cure (an import inside a function counts): {found}"
 
 
-def import_closure(edges: list[tuple[str, str, int, bool]], start: tuple[str, ...]) -> set[str]:
+def import_closure(edges: list[tuple[str, str, int, str]], start: tuple[str, ...]) -> set[str]:
     """The modules importing ``start`` imports at import time (not inside functions)."""
     seen, todo = set(start), list(start)
     while todo:
@@ -166,7 +173,7 @@ def test_imports_inside_functions_only_keep_heavy_packages_out() -> None:
     heavy, pod = heavy_modules(SRC, HEAVY), import_closure(edges, POD)
     not_stdlib = heavy_modules(SRC)
     lazy = [(a, b, line) for a, b, line, inside in edges if inside and a not in LEAVING
-            and b not in (not_stdlib if a in pod else heavy)]
+            and not inside.startswith(COMMAND_LINE) and b not in (not_stdlib if a in pod else heavy)]
     assert lazy == [], ("imports of light cure modules inside functions (move them to the module's top; an import "
                         f"that would make a circle means a module is in the wrong layer): {lazy}")
 
@@ -190,7 +197,7 @@ CIRCLE = {  # a circle closed by an import inside a function, as the library had
 def test_the_checkers_find_a_circle_closed_inside_a_function(tmp_path: Path) -> None:
     root = _package(tmp_path, CIRCLE) / "pkg"
     edges = imports(root)
-    assert ("pkg.low", "pkg.high", 2, True) in edges
+    assert ("pkg.low", "pkg.high", 2, "run") in edges
     assert circles(edges) == [["pkg.high", "pkg.low"]]
     assert circles(edges, leave_out={"pkg.high"}) == []
     assert [(a, b) for a, b, _, inside in edges if inside] == [("pkg.low", "pkg.high")]
