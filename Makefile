@@ -29,6 +29,7 @@ lint: install
 ## The default test suite (what CI runs).
 test: install
 	$(BIN)/ruff check src tests $(wildcard components pipelines bench)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 test-fast: install

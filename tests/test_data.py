@@ -76,6 +76,7 @@ def test_hf_dataset_from_save_to_disk(tmp_path):
         load_hf_tasks(str(tmp_path / "bad"))
 
 
+@pytest.mark.slow
 def test_hub_name_without_network_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

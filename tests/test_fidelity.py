@@ -108,7 +108,7 @@ def test_chat_template_layout_uses_the_tokenizer_and_says_when_it_cannot() -> No
 def test_tiny_templates_keep_their_layout(layout) -> None:
     """The offline tiny model's own folder: what it was trained on (layout None) is what the demo's pinned
     chat_template layout gives it."""
-    from cure.tiny import _ChatML
+    from cure.tiny.tokenizer import _ChatML
 
     t = PromptTemplates.load(Path(__file__).parents[1] / "src" / "cure" / "templates" / "tiny")
     p = test_prompt("Q", ["1\n"], ["2\n"], _ChatML(), t, layout=layout)

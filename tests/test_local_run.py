@@ -44,6 +44,7 @@ def _kill_during(args: list[str], marker: str, timeout_s: float = 1200) -> None:
     assert any(marker in line for line in seen), "".join(seen[-40:])
 
 
+@pytest.mark.slow
 def test_resume_continues_and_survives_a_kill(tmp_path, capsys):
     out = tmp_path / "run"
     store = open_store(f"file://{out / 'store'}")

@@ -95,6 +95,7 @@ def heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_rollout_on_the_shipped_model_with_no_options_extracts_programs_and_tests(heldout: Path, tmp_path: Path) -> None:
     out = tmp_path / "rollouts.jsonl"
     assert main(["rollout", "--model", str(SHIPPED_DIR), "--engine", "hf", "--tasks", str(heldout),

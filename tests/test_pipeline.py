@@ -47,6 +47,7 @@ def _stage(executor: str) -> str:
     return re.sub(r"^exec-|-\d+$", "", executor)
 
 
+@pytest.mark.slow
 def test_size_does_not_depend_on_rounds(tmp_path):
     sizes = {}
     for rounds in (12, 120):
@@ -129,6 +130,7 @@ def test_platform_spec_credentials_deadlines_shm_scheduling(compiled):
             assert "tolerations" not in conf and "emptyDirMounts" not in conf
 
 
+@pytest.mark.slow
 def test_no_scheduling_unless_asked(tmp_path):
     assert main(["compile", "--out", str(tmp_path)]) == 0
     _, platform = _load(tmp_path / "cure-training.yaml")
@@ -273,6 +275,7 @@ def documented_compiles() -> list[tuple[str, list[str]]]:
     return out
 
 
+@pytest.mark.slow
 def test_every_documented_cluster_compile_fits_the_budget(tmp_path):
     commands = documented_compiles()
     assert commands, "no `cure compile` command found in README.md or docs/"
@@ -311,6 +314,7 @@ def _resolved(spec, platform):
     return out
 
 
+@pytest.mark.slow
 def test_shared_components_change_no_task(tmp_path):
     """Each distinct component is written once; every task still resolves to the same container, code and pod."""
     from cure_pipelines import training
@@ -328,6 +332,7 @@ def test_shared_components_change_no_task(tmp_path):
     assert before == after
 
 
+@pytest.mark.slow
 def test_gpus_per_stage_and_a_multinode_train_pod_without_gpus(tmp_path):
     assert main(["compile", "--out", str(tmp_path), "--gpus", "8", "--rollout-gpus", "4", "--eval-gpus", "2",
                  "--nodes", "2"]) == 0
@@ -397,6 +402,7 @@ def test_launchers_know_their_pod_run_and_region(compiled):
             assert region and region[0]["optional"] is True, ex
 
 
+@pytest.mark.slow
 def test_evaluation_pipeline_pairing_gets_the_store(tmp_path):
     assert main(["compile", "--out", str(tmp_path)]) == 0
     _, platform = _load(tmp_path / "cure-evaluation.yaml")
@@ -431,6 +437,7 @@ def test_finish_records_the_models_store_uri_instead_of_copying_it(tmp_path):
     assert pointer == {"uri": f"{cfg.pipeline.store_uri}/exp/checkpoints/{checkpoint_name(2)}", "round": 2}
 
 
+@pytest.mark.slow
 def test_evaluation_pipeline_cleans_up_its_sandbox_jobs(tmp_path):
     assert main(["compile", "--out", str(tmp_path)]) == 0
     spec, _ = _load(tmp_path / "cure-evaluation.yaml")

@@ -191,6 +191,7 @@ def test_run_resume_over_a_lost_latest_refuses_with_the_command(tmp_path, capsys
 
 
 # ---- 3. a segment is done only when its final evaluation is recorded -----------------------------------------
+@pytest.mark.slow
 def test_a_promoted_round_without_its_evaluation_is_evaluated_by_the_next_run(tmp_path):
     store = open_store(f"file://{tmp_path / 'store'}")
     exp.promote(store, "e", _model(tmp_path, "2"), 2, keep=True)
@@ -407,6 +408,7 @@ FAST = ["--base-model", "tiny:0:40", "--eval-every", "1", "--set", "rollout.max_
         "--set", "eval.k_code=2", "--set", "eval.k_test=2", "--set", "eval.scales=[[2, 2]]"]
 
 
+@pytest.mark.slow
 def test_smoke_run_holds_its_folder_and_resumes_a_missing_final_evaluation(tmp_path, capsys):
     out = tmp_path / "run"
     tmp = tmp_path / "tmp"

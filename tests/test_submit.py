@@ -144,6 +144,7 @@ def _run_example(fake: FakeKFP, package: Path, mode: str, tmp_path: Path, *param
     return subprocess.run(["bash", str(EXAMPLE), *params], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_example_script_fails_ci_when_the_run_fails(package, tmp_path):
     with FakeKFP([["RUNNING", "FAILED"]]) as fake:
         proc = _run_example(fake, package, "run", tmp_path, "train__learning_rate=2e-6")

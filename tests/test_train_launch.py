@@ -102,6 +102,7 @@ class FakeTrainingOperator:
 
 
 @pytest.mark.parametrize("job_api", ["pytorchjob", "trainjob"])
+@pytest.mark.slow
 def test_two_nodes_train_through_a_training_job_and_the_store(tiny_model, tmp_path, s3_env, monkeypatch, job_api):  # noqa: F811
     for k, v in s3_env.items():
         monkeypatch.setenv(k, v)

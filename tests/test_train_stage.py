@@ -165,6 +165,7 @@ def test_cli_writes_checkpoint_metrics_and_tensorboard(tiny_model, tmp_path):  #
     assert main(["train", "--model", str(tiny_model), "--data", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_matches_one_process(tiny_model, tmp_path):  # noqa: F811
     from cure.tasks import write_jsonl
 

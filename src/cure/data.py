@@ -21,6 +21,8 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+from cure.humaneval import load_humaneval_tasks
+from cure.synthetic import generate_tasks
 from cure.tasks import BadRow, Task, TaskFormatError, load_hf_tasks, load_tasks
 
 log = logging.getLogger(__name__)
@@ -120,12 +122,8 @@ def prepare(
             raise TaskFormatError("--source hf needs --path NAME_OR_DIR (hub name, save_to_disk folder or data file)")
         tasks, bad = load_hf_tasks(path, split=split, on_error=on_error)  # type: ignore[arg-type]
     elif source == "humaneval":
-        from cure.humaneval import load_humaneval_tasks
-
         tasks = load_humaneval_tasks()
     elif source == "synthetic":
-        from cure.synthetic import generate_tasks
-
         tasks = generate_tasks(n, seed=seed, split=split, families=families)
     elif source in RELEASED:
         tasks, bad = load_released(source, path, on_error, hub_repo, hub_file)

@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cure.sandbox.pool import Job, Limits, SandboxPool
-from cure.validate import STATUSES  # the execution contract's statuses; cure.execute.STATUSES stays
+from cure.validate import STATUSES, ArtifactError, check_rollouts, where_of
 
 if TYPE_CHECKING:  # the sandbox image runs this module with the standard library only (no pydantic)
     from cure.config import ExecuteConfig
@@ -77,8 +77,6 @@ def check_fingerprints(rollouts: Sequence[dict[str, Any]], executions: Sequence[
     """Refuse execution records whose fingerprint differs from their rollout's (:class:`cure.validate.ArtifactError`
     naming the record, the row or column, and what to do). Records joined by ``task_id``; records without a
     fingerprint (written before it existed) are not checked. Returns how many records were checked."""
-    from cure.validate import ArtifactError, where_of
-
     by_id = {e["task_id"]: (j, e) for j, e in enumerate(executions)}
     checked = 0
     for i, r in enumerate(rollouts):
@@ -160,8 +158,6 @@ def execute_rollouts(rollouts: list[dict[str, Any]], cfg: ExecuteConfig, progres
     Records keep their order; each is ``{"task_id", "num_gt", "passed", "status"}`` (see the module docstring).
     The rollouts are checked first (:func:`cure.validate.check_rollouts`: unique task ids, field types).
     """
-    from cure.validate import check_rollouts
-
     check_rollouts(rollouts)
     tables, jobs = _plan(rollouts, default_time_limit=1.0)
     total = sum(len(j.tests) * len(j.key[2]) for j in jobs)  # type: ignore[index]

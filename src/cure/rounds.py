@@ -1,4 +1,9 @@
-"""The training pipeline's tasks as plain functions: a run is a segment of round slots on a shared workspace.
+"""The training loop's segment layer: a run trains a segment of round slots on a shared workspace.
+
+Each function here is one task of the training pipeline: it reads the run's plan, finds which global round its
+slot trains (or that it has nothing to do), and calls the stage function of :mod:`cure.steps` on that round's
+paths in the workspace (evaluation: :func:`cure.evaluate.evaluate_benchmarks`, with the experiment's history
+kept in the store).
 
 A compiled training pipeline has a fixed number of round *slots* (``cure compile --segment``, default 10), not
 one per round, so its size does not grow with the training. The first task (:func:`plan`) turns the named
@@ -30,8 +35,11 @@ from typing import Any
 from cure import experiment as exp
 from cure import steps
 from cure.config import CureConfig
+from cure.evaluate import evaluate_benchmarks
 from cure.quick_exit import on_success
-from cure.tasks import read_jsonl, write_jsonl
+from cure.report import write_report
+from cure.reward import raw_unit_test_rewards
+from cure.tasks import load_tasks, read_jsonl, write_jsonl
 
 log = logging.getLogger("cure.rounds")
 STAGES = ("rollout", "execute", "reward", "train")
@@ -226,8 +234,6 @@ def raw_reward_means(executions: list[dict[str, Any]], post_stage: bool = False)
     tester's Eq. 4 (tasks where it is defined), what the z-normalised training rewards hide."""
     import numpy as np
 
-    from cure.reward import raw_unit_test_rewards
-
     code, test = [], []
     for rec in executions:
         table = np.asarray(rec["passed"], dtype=bool)
@@ -314,9 +320,6 @@ def evaluate(config: str, plan_: str, slot: int, seeds: list[int], benchmarks: d
              report_dir: str, run_name: str = "") -> dict[str, Any]:
     """Evaluate a slot's model when its global round is an evaluation round; upsert the experiment's history in
     the store and rewrite its report (also in ``report_dir``)."""
-    from cure.evaluate import evaluate_benchmarks
-    from cure.tasks import load_tasks
-
     setup_logging()
     cfg, p = load_config(config), _plan(plan_)
     r = _eval_round(p, cfg, slot)
@@ -356,8 +359,6 @@ def write_experiment_report(store: Any, experiment: str, report_dir: str, run_na
                             history: list[dict[str, Any]] | None = None) -> Path | None:
     """The experiment's one report (all runs) from its history in the store (``history`` when the caller has just
     read or written it), into ``report_dir`` and the store."""
-    from cure.report import write_report
-
     history = exp.read_history(store, experiment) if history is None else history
     if not history:
         return None

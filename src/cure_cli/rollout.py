@@ -56,8 +56,8 @@ def _is_local(engine: str, model: str) -> bool:
 def run(args: argparse.Namespace, cfg: CureConfig) -> int:
     from transformers import AutoTokenizer
 
-    from cure.rollout.engine import make_engine
     from cure.rollout.openai_engine import ApiError
+    from cure.rollout.registry import make_engine
     from cure.tasks import TaskFormatError, load_tasks, write_jsonl
 
     _apply_flags(args, cfg)

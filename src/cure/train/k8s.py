@@ -24,12 +24,11 @@ import re
 import time
 from typing import Any
 
+from cure.cluster import PYTORCHJOB
+
 log = logging.getLogger(__name__)
 
-GROUP = "kubeflow.org"
-VERSION = "v1"
-PLURAL = "pytorchjobs"
-KIND = "PyTorchJob"
+GROUP, VERSION, PLURAL, KIND = PYTORCHJOB
 
 #: What the component's service account needs: create/watch/delete PyTorchJobs, read their pods' logs on failure.
 RBAC_RULES: list[dict[str, list[str]]] = [

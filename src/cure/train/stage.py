@@ -37,6 +37,7 @@ from cure.train import checkpoint as ckpt
 from cure.train.data import Layout, MicroBatch, make_micro_batches, split_by_role, tokenize_records
 from cure.train.engines import DistInfo, Engine, build_engine, init_distributed
 from cure.train.objective import entropy_from_logits, gather_logprobs, micro_batch_loss
+from cure.validate import check_reward_range, where_of
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,6 @@ def train_step(
     check_config(cfg)
     layout = layout or cfg.layout
     from cure.train.data import validate_record
-    from cure.validate import check_reward_range, where_of
 
     for i, rec in enumerate(records):  # every record, before any model is loaded
         validate_record(rec, where_of(records, i, "training record"))
