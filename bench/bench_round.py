@@ -57,24 +57,25 @@ def prepare(tmp: Path, model: str, preset: str, overrides: list[str]) -> dict[st
     """Config, plan, tasks, benchmarks and the starting model, as the run's first tasks leave them."""
     from cure_pipelines.local_run import preset_and_config
 
-    from cure import rounds, steps
+    from cure import segment as loop
+    from cure import stages
 
     p, cfg = preset_and_config(preset, None, overrides, "subprocess")
     total, segment = int(p["rounds"]), int(p["segment"])
     cfg.pipeline.store_uri = f"file://{tmp / 'store'}"
     cfg.pipeline.experiment = "bench-round"
     cfg.pipeline.eval_every, cfg.pipeline.save_every = int(p["eval_every"]), int(p["save_every"])
-    config, plan, _ = rounds.plan(cfg.model_dump(mode="json"), total, segment)  # the run's plan task
-    steps.prepare_data(p["train_data"], str(tmp / "tasks.jsonl"))
+    config, plan, _ = loop.plan(cfg.model_dump(mode="json"), total, segment)  # the run's plan task
+    stages.prepare_data(p["train_data"], str(tmp / "tasks.jsonl"))
     bench_dir = tmp / "benchmarks"
     bench_dir.mkdir()
     for spec in p["eval_benchmarks"]:
         name, _, source = spec.partition("=")
-        steps.prepare_data(source, str(bench_dir / f"{name}.jsonl"))
+        stages.prepare_data(source, str(bench_dir / f"{name}.jsonl"))
     workspace = tmp / "workspace"
-    start = rounds.model_dir(str(workspace), 0)
+    start = loop.model_dir(str(workspace), 0)
     start.parent.mkdir(parents=True)
-    steps.init_model(model, str(start))
+    stages.init_model(model, str(start))
     return {"config": config, "plan": plan, "workspace": str(workspace),
             "tasks": str(tmp / "tasks.jsonl"), "benchmarks": str(bench_dir)}
 
@@ -187,7 +188,7 @@ def split_phases(events: list[dict[str, Any]], t_spawn: float, t_end: float) -> 
 
 def fingerprint(state: dict[str, Any], rollouts: bool = True) -> dict[str, str]:
     """Hashes of what the rollout and train tasks wrote (records and weights), to compare two versions."""
-    from cure import rounds
+    from cure import segment as loop
 
     def digest(paths: list[Path]) -> str:
         h = hashlib.sha256()
@@ -196,10 +197,10 @@ def fingerprint(state: dict[str, Any], rollouts: bool = True) -> dict[str, str]:
         return h.hexdigest()[:16]
 
     ws = state["workspace"]
-    model = rounds.model_dir(ws, 1)
+    model = loop.model_dir(ws, 1)
     out = {"weights": digest(sorted(model.glob("*.safetensors")))}
     if rollouts:
-        out["rollouts"] = digest([rounds.round_dir(ws, 1) / "rollouts-000.jsonl"])
+        out["rollouts"] = digest([loop.round_dir(ws, 1) / "rollouts-000.jsonl"])
     return out
 
 

@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redo", nargs="*", default=[], choices=PARTS, help="parts to measure again though recorded")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from cure import steps
+    from cure import stages
     from cure.store import open_store
 
     demo = read_demo(args.demo_run)
@@ -427,13 +427,13 @@ def main(argv: list[str] | None = None) -> int:
 
     base = str(Path(args.base).resolve()) if args.base else str(out / "models" / "round-0")
     if not args.base and not (out / "models" / "round-0" / "config.json").is_file():
-        steps.init_model(preset["base_model"], base)
+        stages.init_model(preset["base_model"], base)
     trained = out / "models" / demo["latest"]
     if not (trained / "config.json").is_file():
         open_store(demo["store_uri"]).fetch_checkpoint(demo["experiment"], demo["latest"], trained)
     bench_name, _, spec = preset["eval_benchmarks"][0].partition("=")
     heldout = str(out / "heldout.jsonl")
-    steps.prepare_data(spec, heldout)
+    stages.prepare_data(spec, heldout)
     seeds = args.seeds or list(preset["noise_seeds"])
     cfg = CureConfig.model_validate(demo["config"])
     if args.overrides:

@@ -1,4 +1,4 @@
-"""KFP components, one per stage: thin wrappers that call :mod:`cure.rounds` / :mod:`cure.steps` (imports inside
+"""KFP components, one per stage: thin wrappers that call :mod:`cure.segment` / :mod:`cure.stages` (imports inside
 the body).
 
 Images come from :func:`cure.images.image_for` (one registry/tag for all, ``CURE_IMAGE_REGISTRY`` /

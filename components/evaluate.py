@@ -25,8 +25,8 @@ def evaluate(
     import os
     import shutil
 
-    from cure.rounds import load_config
-    from cure.steps import evaluate as step
+    from cure.segment import load_config
+    from cure.stages import evaluate as step
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("cure").info("round %d: evaluate", round)
@@ -47,7 +47,7 @@ def evaluate(
 def evaluate_round(config: str, plan: str, slot: int, seeds: list, benchmarks: Input[Dataset], workspace: str,
                    run_name: str, metrics: Output[Metrics], report: Output[HTML], report_md: Output[Markdown]):
     """On an evaluation round: code / unit-test accuracy, p01/p00, Best-of-N; the experiment's history and report."""
-    from cure.rounds import evaluate_component as step
+    from cure.segment import evaluate_component as step
 
     for k, v in step(config, plan, slot, seeds, benchmarks.path, workspace, run_name, report.path, report_md.path).items():
         metrics.log_metric(k, v)

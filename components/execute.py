@@ -8,7 +8,7 @@ from cure.images import image_for
 def execute(config: str, plan: str, slot: int, shards: int, workspace: str, rollouts: Output[Dataset],
             executions: Output[Dataset], metrics: Output[Metrics]):
     """Merged rollout shards -> pass tables: every program on every test (gVisor sandbox; a sandbox Job in a cluster)."""
-    from cure.rounds import execute as step
+    from cure.segment import execute as step
 
     for k, v in step(config, plan, slot, shards, workspace, rollouts.path, executions.path).items():
         metrics.log_metric(k, float(v))

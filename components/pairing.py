@@ -23,7 +23,7 @@ def evaluate_pairing(
     import shutil
 
     from cure.pairing import pairing_step
-    from cure.rounds import load_config
+    from cure.segment import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     paths = {os.path.basename(p)[: -len(".jsonl")]: p for p in sorted(glob.glob(os.path.join(benchmarks.path, "*.jsonl")))}

@@ -8,7 +8,7 @@ from cure.images import image_for
 def reward(config: str, plan: str, slot: int, workspace: str, rollouts: Input[Dataset], executions: Input[Dataset],
            rewards: Output[Dataset], metrics: Output[Metrics]):
     """CURE rewards from the pass tables: coder (ground-truth pass rate), tester (Eq. 4), z-normalised per task."""
-    from cure.rounds import reward as step
+    from cure.segment import reward as step
 
     for k, v in step(config, plan, slot, workspace, rollouts.path, executions.path, rewards.path).items():
         metrics.log_metric(k, float(v))

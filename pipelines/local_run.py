@@ -237,7 +237,7 @@ def _run_locked(preset: str, p: dict[str, Any], cfg: CureConfig, run_dir: Path, 
     from cure.container_runner import make_runner
     from cure.experiment import break_lease, latest_round, read_history, read_rounds
     from cure.report import format_round_table
-    from cure.rounds import write_experiment_report
+    from cure.segment import write_experiment_report
     from cure.store import open_store
 
     _check_experiment_folder(run_dir, experiment, state, resume, overwrite)

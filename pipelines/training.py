@@ -10,7 +10,7 @@ a run started after the total was reached skips everything and succeeds. Each sl
 shard, a ``ParallelFor`` when ``rollout_shards > 1``) -> execute (the sandbox) -> reward -> train on the run's workspace, then
 evaluate (on evaluation rounds) and promote (on save points and at the end of the segment). Models move between
 tasks on the workspace; the store gets promoted checkpoints, the history, ``rounds.json`` and the report
-(:mod:`cure.rounds`, :mod:`cure.experiment`).
+(:mod:`cure.segment`, :mod:`cure.experiment`).
 """
 
 from __future__ import annotations

@@ -255,7 +255,7 @@ def test_released_loaders_through_the_hub_cache(name: str, tmp_path: Path, monke
     import huggingface_hub.constants as hub
 
     from cure.data import RELEASED
-    from cure.steps import prepare_data
+    from cure.stages import prepare_data
     from cure.tasks import load_tasks
 
     repo, filename = RELEASED[name]

@@ -129,7 +129,7 @@ def test_a_trained_checkpoint_keeps_the_models_settings(tmp_path: Path, monkeypa
     from train_fixtures import build_tiny_model, make_records, small_train_config
 
     from cure.config import CureConfig
-    from cure.steps import train
+    from cure.stages import train
 
     model = build_tiny_model(tmp_path / "model")
     (model / SETTINGS_FILE).write_text(json.dumps({"config": MODEL_SETTINGS}))

@@ -192,7 +192,7 @@ def test_only_the_plan_task_takes_the_named_parameters(compiled):
 def test_pipeline_config_round_trip():
     from cure_pipelines.params import config_dict, config_parameters
 
-    from cure.steps import config_from_pipeline
+    from cure.stages import config_from_pipeline
 
     # KFP hands dict members over as strings; the config parses them back.
     as_strings = {"rollout__k_code": "4.0", "train__learning_rate": "0.0003", "eval__scales": "[[2, 2]]",
@@ -356,7 +356,7 @@ def test_evaluation_pods_exist_only_on_evaluation_rounds(compiled):
     """Slots 0..segment-1 evaluate inside a condition on is-eval-round; the next slot's train waits for that graph."""
     import json
 
-    from cure.rounds import is_eval_slot
+    from cure.segment import is_eval_slot
 
     _, spec, _ = compiled
     graph = spec["components"]["comp-evaluate-if-due"]["dag"]["tasks"]
@@ -416,7 +416,7 @@ def test_finish_records_the_models_store_uri_instead_of_copying_it(tmp_path):
     artifact store, never cleaned up)."""
     import json
 
-    from cure import rounds
+    from cure import segment as loop
     from cure.experiment import checkpoint_name
 
     cfg = CureConfig()
@@ -424,16 +424,16 @@ def test_finish_records_the_models_store_uri_instead_of_copying_it(tmp_path):
     cfg.pipeline.experiment = "exp"
     (tmp_path / "store").mkdir()
     workspace = tmp_path / "ws"
-    model = rounds.model_dir(str(workspace), 2)
+    model = loop.model_dir(str(workspace), 2)
     model.mkdir(parents=True)
     (model / "model.safetensors").write_bytes(b"\0" * 4096)
     plan = json.dumps({"experiment": "exp", "checkpoint": None, "start": 1, "last": 2, "total": 4, "active": True,
                        "fresh": True})
     out = tmp_path / "model-artifact"
-    rounds.finish(rounds.config_json(cfg), plan, str(workspace), str(out), str(tmp_path / "r.html"),
+    loop.finish(loop.config_json(cfg), plan, str(workspace), str(out), str(tmp_path / "r.html"),
                   str(tmp_path / "r.md"))
-    assert [p.name for p in out.iterdir()] == [rounds.MODEL_POINTER]
-    pointer = json.loads((out / rounds.MODEL_POINTER).read_text())
+    assert [p.name for p in out.iterdir()] == [loop.MODEL_POINTER]
+    pointer = json.loads((out / loop.MODEL_POINTER).read_text())
     assert pointer == {"uri": f"{cfg.pipeline.store_uri}/exp/checkpoints/{checkpoint_name(2)}", "round": 2}
 
 

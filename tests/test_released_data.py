@@ -170,7 +170,7 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.mark.parametrize("name", list(RELEASED))
 def test_each_named_source_through_the_hub_cache(name: str, offline_hub: Path, tmp_path: Path) -> None:
-    from cure.steps import prepare_data
+    from cure.stages import prepare_data
 
     repo, filename = RELEASED[name]
     _hub_cache(offline_hub, repo, filename, fixture(name))
@@ -180,7 +180,7 @@ def test_each_named_source_through_the_hub_cache(name: str, offline_hub: Path, t
 
 
 def test_hub_repository_and_file_overridable_per_source(offline_hub: Path, tmp_path: Path) -> None:
-    from cure.steps import prepare_data
+    from cure.stages import prepare_data
 
     _hub_cache(offline_hub, "mirror-org/lb", "data/lb.json", fixture("livebench_reasonflux"))
     out = tmp_path / "t.jsonl"

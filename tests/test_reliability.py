@@ -1,7 +1,7 @@
 """Nothing lost, nothing leaked: a run never deletes what it did not create, the experiment's state stays one
 consistent record (latest pointer, evaluations, one run at a time), and nonsense options are refused at load.
 
-Most cases test the state logic directly (cure.experiment, cure.rounds, cure_pipelines.local_run's checks), against the folder
+Most cases test the state logic directly (cure.experiment, cure.segment, cure_pipelines.local_run's checks), against the folder
 store and the S3 store on moto's loopback server; one end-to-end smoke run covers the folder lock, the --out
 protection, the resume of a missing final evaluation and kfp.local's temporary folders.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from cure import experiment as exp
-from cure import rounds
+from cure import segment as loop
 from cure.config import ConfigError, load_config
 from cure.store import LocalStore, PreconditionFailed, StoreError, open_store
 from cure_cli import main
@@ -198,10 +198,10 @@ def test_a_promoted_round_without_its_evaluation_is_evaluated_by_the_next_run(tm
     exp.upsert_record(store, "e", exp.HISTORY, {"round": 0})
     # killed during round 2's evaluation, after its promotion: the experiment's total (2) is reached
     config, plan, active = _plan(tmp_path, total=2, segment=2, eval_every=2)
-    p, cfg = json.loads(plan), rounds.load_config(config)
+    p, cfg = json.loads(plan), loop.load_config(config)
     assert active and p["evaluate_start"] and p["start"] > p["last"]
-    assert rounds._eval_round(p, cfg, 0) == 2  # slot 0 evaluates the starting model, round 2
-    assert [rounds.slot_round(p, k) for k in (1, 2)] == [None, None]  # nothing to train
+    assert loop._eval_round(p, cfg, 0) == 2  # slot 0 evaluates the starting model, round 2
+    assert [loop.slot_round(p, k) for k in (1, 2)] == [None, None]  # nothing to train
     exp.upsert_record(store, "e", exp.HISTORY, {"round": 2})
     _, plan, active = _plan(tmp_path, total=2, segment=2, eval_every=2)
     assert not active  # done: promoted and evaluated
@@ -209,16 +209,16 @@ def test_a_promoted_round_without_its_evaluation_is_evaluated_by_the_next_run(tm
     # a round that is not an evaluation round needs none; round 0 is evaluated once
     _, plan, _ = _plan(tmp_path, total=6, segment=2, eval_every=4, run_id="a-later-run")
     p = json.loads(plan)
-    assert not p["evaluate_start"] and rounds._eval_round(p, cfg, 0) is None
+    assert not p["evaluate_start"] and loop._eval_round(p, cfg, 0) is None
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     _, plan, _ = _plan(fresh, total=2, segment=2, eval_every=2)
-    assert rounds._eval_round(json.loads(plan), cfg, 0) == 0
+    assert loop._eval_round(json.loads(plan), cfg, 0) == 0
 
 
 def _plan(tmp_path: Path, total: int, segment: int, run_id: str = "run-a", **pipeline):
     values = {"pipeline": {"store_uri": f"file://{tmp_path / 'store'}", "experiment": "e", **pipeline}}
-    return rounds.plan(values, total, segment, run_id=run_id)
+    return loop.plan(values, total, segment, run_id=run_id)
 
 
 # ---- 8. the experiment's lease in the store -------------------------------------------------------------------
@@ -288,14 +288,14 @@ def test_a_second_run_of_an_experiment_refuses_at_plan_and_cannot_promote(tmp_pa
     with pytest.raises(exp.LeaseHeld, match="in use by another run"):
         _plan(tmp_path, total=4, segment=2, run_id="run-b")
     ws = tmp_path / "ws"
-    rounds.model_dir(str(ws), 2).mkdir(parents=True)
-    (rounds.model_dir(str(ws), 2) / "w.bin").write_text("2")
+    loop.model_dir(str(ws), 2).mkdir(parents=True)
+    (loop.model_dir(str(ws), 2) / "w.bin").write_text("2")
     stolen = json.dumps({**json.loads(plan_a), "run_id": "run-b"})  # a run that does not hold the lease
     with pytest.raises(exp.LeaseHeld, match="no longer holds"):
-        rounds.promote(config, stolen, 2, str(ws))
+        loop.promote(config, stolen, 2, str(ws))
     store = open_store(f"file://{tmp_path / 'store'}")
     assert exp.latest_round(store, "e") == (None, 0)
-    assert rounds.promote(config, plan_a, 2, str(ws)) == {"round": 2.0, "kept": 0.0}
+    assert loop.promote(config, plan_a, 2, str(ws)) == {"round": 2.0, "kept": 0.0}
 
 
 # ---- 6. eval.scales at config load; metrics never index an empty selection ------------------------------------
@@ -380,12 +380,12 @@ def test_a_tampered_rounds_record_fails_once_clearly(tmp_path, capsys):
     out = _fake_experiment(tmp_path)
     store = open_store(f"file://{out / 'store'}")
     exp.upsert_record(store, "local-smoke", exp.ROUNDS, {"round": 1})
-    path = out / "store" / "local-smoke" / "rounds.json"
+    path = out / "store" / "local-smoke" / "loop.json"
     path.write_text(path.read_text().replace("1", "7"))
     t0 = time.monotonic()
     assert main(["run", "--preset", "smoke", "--out", str(out), "--resume", "--rounds", "1"]) == 2
     err = _err(capsys)
-    assert "checksum mismatch" in err and "rounds.json" in err and len(err.splitlines()) == 1
+    assert "checksum mismatch" in err and "loop.json" in err and len(err.splitlines()) == 1
     assert time.monotonic() - t0 < 60 and not (out / "kfp").exists()  # refused before any task
 
 

@@ -315,8 +315,8 @@ def test_the_wheel_carries_the_shipped_model():
 
 @pytest.mark.slow
 def test_a_pipeline_starting_from_tiny_0_gets_the_shipped_weights(tmp_path):
-    from cure import steps
+    from cure import stages
 
-    steps.init_model("tiny:0", str(tmp_path / "start"))
+    stages.init_model("tiny:0", str(tmp_path / "start"))
     assert (tmp_path / "start" / "model.safetensors").read_bytes() == (tiny.SHIPPED_DIR / "model.safetensors").read_bytes()
     assert (tmp_path / "start" / "cure.json").is_file() and (tmp_path / "start" / "prompts").is_dir()

@@ -6,7 +6,7 @@ Role of manifests/ as KFP's runner account; its controller validates the job aga
 nodes the way the Training Operator / Trainer would, as processes with the ``PET_*`` rendezvous variables and the store Secret's keys in their
 environment, each in its own scratch folder. The store is moto's S3 server on loopback. The replicas train for
 real (two gloo ranks on two "nodes", torch engine) and must produce what one process produces.
-(The one-node torchrun path is tested in test_train_deepspeed.py through cure.steps.train.)
+(The one-node torchrun path is tested in test_train_deepspeed.py through cure.stages.train.)
 """
 
 from __future__ import annotations

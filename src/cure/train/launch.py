@@ -1,6 +1,6 @@
 """How the train step uses the GPUs it was given: one process, ``torchrun`` in its pod, or a multi-node job.
 
-:func:`run_train` is what :func:`cure.steps.train` calls; it picks by ``train.nodes`` x ``train.nproc_per_node``:
+:func:`run_train` is what :func:`cure.stages.train` calls; it picks by ``train.nodes`` x ``train.nproc_per_node``:
 
 * 1 x 1: :func:`cure.train.stage.train_step` in this process (the offline default);
 * 1 x N: ``torchrun --standalone --nproc-per-node=N -m cure_cli train ...`` in this pod, one rank per GPU

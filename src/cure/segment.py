@@ -1,7 +1,7 @@
 """The training loop's segment layer: a run trains a segment of round slots on a shared workspace.
 
 Each function here is one task of the training pipeline: it reads the run's plan, finds which global round its
-slot trains (or that it has nothing to do), and calls the stage function of :mod:`cure.steps` on that round's
+slot trains (or that it has nothing to do), and calls the stage function of :mod:`cure.stages` on that round's
 paths in the workspace (evaluation: :func:`cure.evaluate.evaluate_benchmarks`, with the experiment's history
 kept in the store).
 
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cure import experiment as exp
-from cure import steps
+from cure import stages
 from cure.config import CureConfig
 from cure.evaluate import evaluate_benchmarks
 from cure.quick_exit import on_success
@@ -41,7 +41,7 @@ from cure.report import write_report
 from cure.reward import raw_unit_test_rewards
 from cure.tasks import load_tasks, read_jsonl, write_jsonl
 
-log = logging.getLogger("cure.rounds")
+log = logging.getLogger("cure.segment")
 STAGES = ("rollout", "execute", "reward", "train")
 
 
@@ -61,7 +61,7 @@ def assemble_config(values: dict[str, Any] | str) -> str:
     """The evaluation pipeline's first task: its named parameters assembled once, checked, into the config (typed
     JSON) that every other task takes, as :func:`plan` does for a training run."""
     setup_logging()
-    return config_json(steps.config_from_pipeline(values))
+    return config_json(stages.config_from_pipeline(values))
 
 
 def plan(values: dict[str, Any] | str, total_rounds: int, segment: int, run_id: str = "") -> tuple[str, str, bool]:
@@ -73,7 +73,7 @@ def plan(values: dict[str, Any] | str, total_rounds: int, segment: int, run_id: 
     import uuid
 
     setup_logging()
-    cfg = steps.config_from_pipeline(values)
+    cfg = stages.config_from_pipeline(values)
     cfg.pipeline.rounds = int(total_rounds)
     exp.check_store_uri(cfg.pipeline.store_uri)
     store = exp.open_checked(cfg.pipeline.store_uri)
@@ -156,14 +156,14 @@ def init_models(base_model: str, config: str, plan_: str, workspace: str) -> dic
         store.fetch_checkpoint(cfg.pipeline.experiment, p["checkpoint"], start_dir)
         log.info("continuing experiment %s from %s (round %d)", p["experiment"], p["checkpoint"], p["start"] - 1)
     else:
-        steps.init_model(base_model, str(start_dir))
+        stages.init_model(base_model, str(start_dir))
     reference = 0
     if cfg.train.use_kl_loss and cfg.train.reference == "initial":
         ref = Path(workspace) / "reference"
         if p["checkpoint"]:
-            steps.init_model(base_model, str(ref))  # the experiment's initial model, not this run's start
+            stages.init_model(base_model, str(ref))  # the experiment's initial model, not this run's start
         elif not ref.exists():
-            steps._copy_model(start_dir, ref)
+            stages._copy_model(start_dir, ref)
         reference = 1
     return {"resumed": float(bool(p["checkpoint"])), "start_round": float(p["start"]), "reference": float(reference)}
 
@@ -176,7 +176,7 @@ def rollout(config: str, plan_: str, slot: int, shard: int, shards: int, tasks_p
     _log_stage(r, "rollout")
     t0 = time.monotonic()
     out = round_dir(workspace, r) / f"rollouts-{shard:03d}.jsonl"
-    m = steps.rollout(str(model_dir(workspace, r - 1)), tasks_path, cfg, r, str(out), shard=shard, shards=shards)
+    m = stages.rollout(str(model_dir(workspace, r - 1)), tasks_path, cfg, r, str(out), shard=shard, shards=shards)
     name = "rollout" if shards == 1 else f"rollout-{shard:03d}"
     return _stage_metrics(workspace, r, name, m, time.monotonic() - t0)
 
@@ -209,7 +209,7 @@ def execute(config: str, plan_: str, slot: int, shards: int, workspace: str, rol
         total = {k: sum(x["metrics"].get(k, 0) for x in parts) for k in parts[0]["metrics"]}
         (round_dir(workspace, r) / "rollout.json").write_text(
             json.dumps({"metrics": total, "seconds": max(x["seconds"] for x in parts)}))
-    m = steps.execute(rollouts_out, cfg, executions_out)
+    m = stages.execute(rollouts_out, cfg, executions_out)
     return _stage_metrics(workspace, r, "execute", m, time.monotonic() - t0)
 
 
@@ -223,7 +223,7 @@ def reward(config: str, plan_: str, slot: int, workspace: str, rollouts: str, ex
         return {}
     _log_stage(r, "reward")
     t0 = time.monotonic()
-    rm = {**steps.reward(rollouts, executions, cfg, rewards_out, seed=r),
+    rm = {**stages.reward(rollouts, executions, cfg, rewards_out, seed=r),
           **raw_reward_means(read_jsonl(executions), cfg.reward.post_stage)}
     _stage_metrics(workspace, r, "reward", rm, time.monotonic() - t0)
     return {f"reward_{k}": v for k, v in rm.items()}
@@ -258,7 +258,7 @@ def train(config: str, plan_: str, slot: int, workspace: str, rewards: str, log_
     t0 = time.monotonic()
     ref = Path(workspace) / "reference"
     out = model_dir(workspace, r)
-    m = steps.train(str(model_dir(workspace, r - 1)), rewards, cfg, str(out), str(ref) if ref.is_dir() else None, r, log_dir)
+    m = stages.train(str(model_dir(workspace, r - 1)), rewards, cfg, str(out), str(ref) if ref.is_dir() else None, r, log_dir)
     _stage_metrics(workspace, r, "train", m, time.monotonic() - t0)
     record = round_record(workspace, r)
     store = _leased_store(cfg, p)

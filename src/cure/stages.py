@@ -5,7 +5,7 @@
 to files (its output artifacts) and return a small dict of numbers that the component logs as its ``Metrics``
 artifact. They take the run's config as a :class:`cure.config.CureConfig` (:func:`config_from_pipeline` builds it
 from the pipeline's nested dict of parameters). Where a stage's programs run is the execution backend's business
-(:mod:`cure.backends`); how the training loop strings these stages into round slots is :mod:`cure.rounds`'.
+(:mod:`cure.backends`); how the training loop strings these stages into round slots is :mod:`cure.segment`'.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from cure.tasks import Task, load_tasks, read_jsonl, require_labeled, unlabeled,
 from cure.tiny import tiny_model
 from cure.train.launch import run_train
 
-log = logging.getLogger("cure.steps")
+log = logging.getLogger("cure.stages")
 
 
 def config_from_pipeline(values: dict[str, Any] | str) -> CureConfig:
