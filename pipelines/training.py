@@ -181,9 +181,11 @@ def build_training_pipeline(
 
     def pipeline_body(**kw: Any) -> None:
         if opts.exit_cleanup:
+            # With the store (its Secret): a failed run frees the experiment's lease here, not 12 h later.
             cleanup = _platform(cleanup_run(
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, workflow=dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER,
-                namespaces=[kw["execute__namespace"], kw["train__namespace"]]), opts, "plan", store=False)
+                namespaces=[kw["execute__namespace"], kw["train__namespace"]], store_uri=kw["pipeline__store_uri"],
+                experiment=kw["pipeline__experiment"]), opts, "plan")
             with dsl.ExitHandler(cleanup.set_display_name("clean up the run's Jobs and workspace"), name="run"):
                 run_body(**kw)
         else:

@@ -382,6 +382,9 @@ def test_exit_handler_cleans_up_the_run(compiled):
     params = cleanup["inputs"]["parameters"]
     assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
     assert params["workflow"]["runtimeValue"]["constant"] == "{{$.pipeline_job_resource_name}}"
+    # the store's URI and experiment, and the store Secret: a failed run frees its lease (segment.release_after_run)
+    assert params["store_uri"]["componentInputParameter"] == "pipeline__store_uri"
+    assert params["experiment"]["componentInputParameter"] == "pipeline__experiment"
 
 
 def test_launchers_know_their_pod_run_and_region(compiled):

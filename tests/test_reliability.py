@@ -240,6 +240,28 @@ def test_the_lease_admits_one_run_and_expires(store):
     exp.take_lease(store, "e", "run-d", ttl_s=60)
 
 
+def test_the_exit_handler_frees_a_failed_runs_lease_and_no_other(tmp_path, monkeypatch):
+    """A run that failed after its plan task took the lease: the exit handler frees it (under the run id the plan
+    task used, $CURE_RUN_ID), so the next run starts at once; a lease another run holds stays."""
+    store = open_store(f"file://{tmp_path / 'store'}")
+    monkeypatch.setenv("CURE_RUN_ID", "run-a")
+    exp.take_lease(store, "e", "run-a", ttl_s=3600)
+    assert loop.release_after_run(store.uri, "e", "{{$.pipeline_job_uuid}}")
+    exp.take_lease(store, "e", "run-b", ttl_s=3600)  # the next run: no wait for the expiry
+    assert not loop.release_after_run(store.uri, "e")  # run-a's exit handler again: run-b's lease stays
+    with pytest.raises(exp.LeaseHeld, match="run-b"):
+        exp.take_lease(store, "e", "run-c", ttl_s=3600)
+    monkeypatch.delenv("CURE_RUN_ID")
+    assert not loop.release_after_run("", "e", "run-b")  # no store: nothing to do
+    assert loop.release_after_run(store.uri, "e", "run-b")  # outside a pod: the run id passed in
+
+
+def test_the_exit_handler_says_how_to_free_a_lease_it_cannot_reach(monkeypatch, caplog):
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")  # a folder store inside a pod is refused
+    assert not loop.release_after_run("file:///tmp/nowhere", "e", "run-a")
+    assert "cure store unlock --store file:///tmp/nowhere --experiment e" in caplog.text
+
+
 def test_conditional_writes_refuse_a_stale_version(store):
     store.put_if("x/lease.json", b"one", None)
     with pytest.raises(PreconditionFailed):

@@ -39,6 +39,7 @@ from cure.evaluate import evaluate_benchmarks
 from cure.quick_exit import on_success
 from cure.report import write_report
 from cure.reward import raw_unit_test_rewards
+from cure.store import StoreError
 from cure.tasks import load_tasks, read_jsonl, write_jsonl
 
 log = logging.getLogger("cure.segment")
@@ -94,6 +95,33 @@ def plan(values: dict[str, Any] | str, total_rounds: int, segment: int, run_id: 
         log.info("experiment %s: all %d rounds are done (latest checkpoint %s); nothing to do",
                  p["experiment"], p["total"], p["checkpoint"])
     return config_json(cfg), json.dumps(p), bool(p["active"])
+
+
+def release_after_run(store_uri: str, experiment: str, run_id: str = "") -> bool:
+    """The training pipeline's exit handler: free the experiment's lease if this run still holds it.
+
+    A run that ends well frees it in its last task (:func:`finish`); one that fails (a task out of retries, a
+    deleted run) would keep it until it expires (``pipeline.lease_s``, 12 h by default), and every scheduled firing
+    until then would stop at its plan task. The lease is this run's when its holder is ``$CURE_RUN_ID`` (the id the
+    plan task took it under), else ``run_id``; a lease another run holds is left alone (a conditional write).
+    True when released. A store that cannot be reached is logged with the command that frees the lease by hand."""
+    import os
+
+    setup_logging()
+    run_id = os.environ.get("CURE_RUN_ID") or run_id
+    if not store_uri or not run_id:
+        return False
+    try:
+        store = exp.open_checked(store_uri)
+        released = exp.release_lease(store, experiment, run_id)
+    except StoreError as e:
+        log.error("could not free experiment %s's lease in %s (%s): if this run held it, the next run waits until "
+                  "it expires, or run `cure store unlock --store %s --experiment %s`", experiment, store_uri, e,
+                  store_uri, experiment)
+        return False
+    log.info("experiment %s: %s", experiment,
+             f"lease of run {run_id} freed" if released else f"no lease of run {run_id} to free")
+    return released
 
 
 def _plan(text: str | dict[str, Any]) -> dict[str, Any]:
