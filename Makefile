@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 system-deps:
 	bash scripts/system-deps.sh
 
-$(STAMP): pyproject.toml $(CONSTRAINTS) scripts/system-deps.sh
+$(STAMP): pyproject.toml setup.py $(CONSTRAINTS) scripts/system-deps.sh
 	bash scripts/system-deps.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -29,6 +29,7 @@ lint: install
 ## The default test suite (what CI runs).
 test: install
 	$(BIN)/ruff check src tests $(wildcard components pipelines bench)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 test-fast: install

@@ -32,9 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cure_pipelines.local_run as local_run
+
 from bench.tester_uses import free_port, mean_sd, read_demo
-from cure.config import CureConfig, dump_config
-from cure.local_run import PRESETS
+from cure.config import CureConfig, dump_config, read_preset
 
 FRAMEWORKS = ("mpsc", "alphacodium", "sstar")
 ATTEMPTS = 3  # runs of one cell before giving up (a sandbox that fails to start fails the run)
@@ -42,22 +43,33 @@ METRICS = ("code_acc", "unit_test_acc", "final_tests_per_task", "prompt_tokens_p
            "completion_tokens_per_task", "executions_per_task", "fallbacks_per_task")
 
 
-def limited_preset(preset: str, tasks: int | None) -> str:
-    """A preset equal to ``preset`` whose first benchmark has ``tasks`` tasks (registered in this process only)."""
+def run_section(preset: str) -> dict[str, Any]:
+    """What ``cure run`` reads of the preset besides the config (rounds, benchmarks, seeds)."""
+    return dict(local_run.read_preset(preset)["run"])
+
+
+def limit_tasks(preset: str, tasks: int | None) -> None:
+    """In this process only, the local runs read ``preset`` with its first benchmark cut to ``tasks`` tasks (the
+    benchmark spec's count); its config sections are untouched."""
     if not tasks:
-        return preset
-    name, _, spec = PRESETS[preset]["eval_benchmarks"][0].partition("=")
+        return
+    name, _, spec = read_preset(preset)["run"]["eval_benchmarks"][0].partition("=")
     parts = spec.split(":")  # synthetic:heldout:COUNT:SEED
     parts[2] = str(tasks)
-    key = f"{preset}-{tasks}tasks"
-    PRESETS[key] = {**PRESETS[preset], "eval_benchmarks": [f"{name}={':'.join(parts)}"]}
-    return key
+
+    def limited(n: str) -> dict[str, Any]:
+        data = read_preset(n)
+        if n == preset:
+            data["run"] = {**data["run"], "eval_benchmarks": [f"{name}={':'.join(parts)}"]}
+        return data
+
+    local_run.read_preset = limited
 
 
 def pipeline_run(preset: str, demo: dict[str, Any], model: str, out: Path, overrides: list[str], seeds: list[int],
                  coder_model: str = "") -> dict[str, Any]:
     """One evaluation pipeline run; returns its ``history.json`` (last entry) or ``pairing.json``, and wall time."""
-    from cure.local_eval import run_local_eval
+    from cure_pipelines.local_eval import run_local_eval
 
     cfg_file = out.parent / "demo-config.yaml"
     cfg_file.write_text(dump_config(CureConfig.model_validate(demo["config"])))
@@ -172,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redo", action="store_true", help="measure cells already in results.json again")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from cure import steps
+    from cure import stages
     from cure.store import open_store
 
     demo = read_demo(args.demo_run)
@@ -180,16 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     (out / "models").mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     res: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    preset = limited_preset(demo["preset"], args.tasks)
+    preset = demo["preset"]
+    limit_tasks(preset, args.tasks)
     base = str(Path(args.base).resolve()) if args.base else str(out / "models" / "round-0")
     if not args.base and not (out / "models" / "round-0" / "config.json").is_file():
-        steps.init_model(PRESETS[preset]["base_model"], base)
+        stages.init_model(run_section(preset)["base_model"], base)
     trained = out / "models" / demo["latest"]
     if not (trained / "config.json").is_file():
         open_store(demo["store_uri"]).fetch_checkpoint(demo["experiment"], demo["latest"], trained)
-    seeds = args.seeds or list(PRESETS[preset]["noise_seeds"])
+    seeds = args.seeds or list(run_section(preset)["noise_seeds"])
     cfg = CureConfig.model_validate(demo["config"])
-    spec = PRESETS[preset]["eval_benchmarks"][0].partition("=")[2]
+    spec = run_section(preset)["eval_benchmarks"][0].partition("=")[2]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parent).stdout.strip()
     res["setting"] = {

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from cure.config import RolloutConfig
 from cure.prompts import PromptTemplates, code_prompt, test_prompt
-from cure.rollout.engine import Engine, SamplingParams, make_engine
+from cure.rollout.engine import Engine, SamplingParams
+from cure.rollout.registry import make_engine
 from cure.rollout.vllm_engine import vllm_available
 from cure.synthetic import generate_tasks
 

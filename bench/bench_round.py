@@ -1,6 +1,6 @@
 """A training round's tasks as the pipeline runs them: each task's fixed cost against its real work.
 
-Runs the five tasks of one round slot (rollout, execute + reward, train, evaluate, promote) as ``kfp.local``'s
+Runs the six tasks of one round slot (rollout, execute, reward, train, evaluate, promote) as ``kfp.local``'s
 subprocess runner does: the component's own command (``sh -ec`` writing the function's source to a file, then
 ``python -m kfp.dsl.executor_main``), its executor input built by ``kfp.local``'s own functions, on a workspace
 prepared like the pipeline's (``models/round-0000``, the demo preset's config and a plan at round 1 of 12, so the
@@ -10,13 +10,13 @@ probe (``bench/round_trace/sitecustomize.py``) and is split into:
 * ``start``: from spawning the task to its interpreter's site initialisation;
 * ``imports``: every module import (kfp, torch, transformers, cure, ...), wherever it happens;
 * ``model_load``: building the engine (weights, tokenizer, optimizer; DeepSpeed initialisation when used);
-* ``work``: the stage's real work: ``generate`` (rollout), the sandbox and rewards (execute), the log-probability
+* ``work``: the stage's real work: ``generate`` (rollout), the sandbox (execute), the rewards (reward), the log-probability
   and update passes (train);
 * ``save``, ``copy``, ``store``: writing the checkpoint, copying it to the workspace, the experiment's records;
 * ``other``: the rest of the task body and the executor (config parsing, tokenising, output files);
 * ``exit``: from the end of the executor's work to the process being gone (interpreter teardown).
 
-The overhead of a task is its wall time minus its work; the round's overhead share is the sum over the five tasks.
+The overhead of a task is its wall time minus its work; the round's overhead share is the sum over the six tasks.
 
 ``--baseline REV`` measures the code at git revision ``REV`` (its ``src/`` and ``components/``, run from a copy)
 side by side with the working tree, alternating A B B A ... per repeat, and prints the before/after ratios pair by
@@ -46,7 +46,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACE_DIR = Path(__file__).resolve().parent / "round_trace"
-TASKS = ("rollout", "execute", "train", "evaluate_round", "promote")
+TASKS = ("rollout", "execute", "reward", "train", "evaluate_round", "promote")
 PHASES = ("start", "imports", "model_load", "work", "save", "copy", "store", "other", "exit")
 
 
@@ -55,25 +55,27 @@ PHASES = ("start", "imports", "model_load", "work", "save", "copy", "store", "ot
 
 def prepare(tmp: Path, model: str, preset: str, overrides: list[str]) -> dict[str, Any]:
     """Config, plan, tasks, benchmarks and the starting model, as the run's first tasks leave them."""
-    from cure import rounds, steps
-    from cure.local_run import preset_and_config
+    from cure_pipelines.local_run import preset_and_config
+
+    from cure import segment as loop
+    from cure import stages
 
     p, cfg = preset_and_config(preset, None, overrides, "subprocess")
     total, segment = int(p["rounds"]), int(p["segment"])
     cfg.pipeline.store_uri = f"file://{tmp / 'store'}"
     cfg.pipeline.experiment = "bench-round"
     cfg.pipeline.eval_every, cfg.pipeline.save_every = int(p["eval_every"]), int(p["save_every"])
-    config, plan, _ = rounds.plan(cfg.model_dump(mode="json"), total, segment)  # the run's plan task
-    steps.prepare_data(p["train_data"], str(tmp / "tasks.jsonl"))
+    config, plan, _ = loop.plan(cfg.model_dump(mode="json"), total, segment)  # the run's plan task
+    stages.prepare_data(p["train_data"], str(tmp / "tasks.jsonl"))
     bench_dir = tmp / "benchmarks"
     bench_dir.mkdir()
     for spec in p["eval_benchmarks"]:
         name, _, source = spec.partition("=")
-        steps.prepare_data(source, str(bench_dir / f"{name}.jsonl"))
+        stages.prepare_data(source, str(bench_dir / f"{name}.jsonl"))
     workspace = tmp / "workspace"
-    start = rounds.model_dir(str(workspace), 0)
+    start = loop.model_dir(str(workspace), 0)
     start.parent.mkdir(parents=True)
-    steps.init_model(model, str(start))
+    stages.init_model(model, str(start))
     return {"config": config, "plan": plan, "workspace": str(workspace),
             "tasks": str(tmp / "tasks.jsonl"), "benchmarks": str(bench_dir)}
 
@@ -103,10 +105,12 @@ def task_command(component: Any, arguments: dict[str, Any], task_root: Path, pip
 
 
 def commands(state: dict[str, Any], kfp_root: Path, rewards: str | None) -> dict[str, list[str]]:
-    """Each round task's command; the train task reads ``rewards`` (default: what the execute task writes)."""
+    """Each round task's command; the train task reads ``rewards`` (default: what the reward task writes).
+
+    The components are those of the tree on ``PYTHONPATH`` (its ``components/`` folder, :func:`commands_for`)."""
     from kfp import dsl
 
-    from components import evaluate_round, execute, promote, rollout, train
+    import components as comps
 
     common = {"config": state["config"], "plan": state["plan"], "slot": 1, "workspace": state["workspace"]}
     out: dict[str, list[str]] = {}
@@ -116,13 +120,19 @@ def commands(state: dict[str, Any], kfp_root: Path, rewards: str | None) -> dict
         root.mkdir(parents=True, exist_ok=True)
         out[name] = task_command(component, {**common, **kw}, root, kfp_root)
 
-    add("rollout", rollout, shard=0, shards=1, tasks=dsl.Dataset(name="tasks", uri=state["tasks"]))
-    add("execute", execute, shards=1)
-    executed = str(kfp_root / "execute" / "rewards")
-    add("train", train, rewards=dsl.Dataset(name="rewards", uri=rewards or executed))
-    add("evaluate_round", evaluate_round, seeds=[101], run_name="bench",
+    add("rollout", comps.rollout, shard=0, shards=1, tasks=dsl.Dataset(name="tasks", uri=state["tasks"]))
+    add("execute", comps.execute, shards=1)
+    executed = kfp_root / "execute"
+    if hasattr(comps, "reward"):
+        add("reward", comps.reward, rollouts=dsl.Dataset(name="rollouts", uri=str(executed / "rollouts")),
+            executions=dsl.Dataset(name="executions", uri=str(executed / "executions")))
+        scored = str(kfp_root / "reward" / "rewards")
+    else:  # a tree from before reward scoring was a task of its own: its execute task scores them
+        scored = str(executed / "rewards")
+    add("train", comps.train, rewards=dsl.Dataset(name="rewards", uri=rewards or scored))
+    add("evaluate_round", comps.evaluate_round, seeds=[101], run_name="bench",
         benchmarks=dsl.Dataset(name="benchmarks", uri=state["benchmarks"]))
-    add("promote", promote)
+    add("promote", comps.promote)
     return out
 
 
@@ -178,7 +188,7 @@ def split_phases(events: list[dict[str, Any]], t_spawn: float, t_end: float) -> 
 
 def fingerprint(state: dict[str, Any], rollouts: bool = True) -> dict[str, str]:
     """Hashes of what the rollout and train tasks wrote (records and weights), to compare two versions."""
-    from cure import rounds
+    from cure import segment as loop
 
     def digest(paths: list[Path]) -> str:
         h = hashlib.sha256()
@@ -187,10 +197,10 @@ def fingerprint(state: dict[str, Any], rollouts: bool = True) -> dict[str, str]:
         return h.hexdigest()[:16]
 
     ws = state["workspace"]
-    model = rounds.model_dir(ws, 1)
+    model = loop.model_dir(ws, 1)
     out = {"weights": digest(sorted(model.glob("*.safetensors")))}
     if rollouts:
-        out["rollouts"] = digest([rounds.round_dir(ws, 1) / "rollouts-000.jsonl"])
+        out["rollouts"] = digest([loop.round_dir(ws, 1) / "rollouts-000.jsonl"])
     return out
 
 
@@ -214,7 +224,9 @@ def summarize(runs: list[dict[str, dict[str, float]]], tasks: list[str]) -> dict
     """Median per task and phase over the repeats, plus the round (sum of the tasks) and its overhead share."""
     out: dict[str, dict[str, float]] = {}
     for task in (*tasks, "round"):
-        rows = [r[task] for r in runs]
+        rows = [r[task] for r in runs if task in r]
+        if not rows:  # a task the tree lacks
+            continue
         out[task] = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
     return out
 
@@ -230,8 +242,10 @@ def print_table(summary: dict[str, dict[str, dict[str, float]]]) -> None:
     versions = list(summary)
     cols = ["wall", "work", "overhead", *PHASES]
     print(f"{'task':<16} {'version':<9} " + " ".join(f"{c:>10}" for c in cols))
-    for task in summary[versions[0]]:
+    for task in dict.fromkeys(t for v in versions for t in summary[v]):
         for v in versions:
+            if task not in summary[v]:
+                continue
             row = summary[v][task]
             print(f"{task:<16} {v:<9} " + " ".join(f"{row[c]:10.2f}" for c in cols))
     for v in versions:
@@ -248,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", help="git revision to measure side by side with the working tree (before/after)")
     ap.add_argument("--repeats", type=int, default=2, help="rounds per version (alternating order)")
     ap.add_argument("--tasks", default=",".join(TASKS), help="which tasks to time (comma-separated)")
-    ap.add_argument("--rewards", help="the train task's rewards (default: those of one rollout and execute of the "
-                    "round, run first; with this file, choose --tasks without execute)")
+    ap.add_argument("--rewards", help="the train task's rewards (default: those of one rollout, execute and reward "
+                    "of the round, run first; with this file, choose --tasks without execute and reward)")
     ap.add_argument("--keep", help="keep the workspace and logs in this folder")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args(argv)
@@ -274,9 +288,12 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(args.rewards, rewards)
         else:
             run_task(cmds[first]["rollout"], versions[first], tmp / "warmup-rollout.log")
-            run_task(commands_for(versions[first], state, tmp / "kfp" / "warmup", None)["execute"], versions[first],
-                     tmp / "warmup-execute.log")
-            shutil.copyfile(tmp / "kfp" / "warmup" / "execute" / "rewards", rewards)
+            warmup = commands_for(versions[first], state, tmp / "kfp" / "warmup", None)
+            for task in ("execute", "reward"):
+                if task in warmup:
+                    run_task(warmup[task], versions[first], tmp / f"warmup-{task}.log")
+            scored = "reward" if "reward" in warmup else "execute"
+            shutil.copyfile(tmp / "kfp" / "warmup" / scored / "rewards", rewards)
         runs: dict[str, list[dict[str, dict[str, float]]]] = {v: [] for v in versions}
         prints: dict[str, set[str]] = {}
         order = list(versions)
@@ -284,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             for v in order if rep % 2 == 0 else order[::-1]:
                 tasks = {}
                 for task in TASKS:
-                    if task in chosen:
+                    if task in chosen and task in cmds[v]:  # an earlier tree may lack a task (reward)
                         tasks[task] = run_task(cmds[v][task], versions[v], tmp / f"{v}-{rep}-{task}.log")
                         print(f"{v} repeat {rep + 1}: {task} {tasks[task]['wall']:.2f} s "
                               f"(work {tasks[task]['work']:.2f} s)", flush=True)

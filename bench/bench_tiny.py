@@ -1,5 +1,5 @@
 """Benchmark of the tiny model's warm-start step: the model's own ``forward`` against the build's functional loss
-in float32 and in bfloat16 (mixed precision by hand, :func:`cure.tiny._response_loss`).
+in float32 and in bfloat16 (mixed precision by hand, :func:`cure.tiny.model._response_loss`).
 
 Each variant trains its own copy of the same freshly initialised model on the same batches; the steps are
 interleaved (A, B, C, A, B, C, ...) so that a change in the machine's load hits every variant alike. Prints the
@@ -51,15 +51,15 @@ def main() -> int:
         tok = tiny.train_tokenizer(tiny.tokenizer_corpus(tasks, templates), spec.vocab_size, Path(d))
     pairs = tiny.sft_pairs(tasks, tok, templates, random.Random(0), spec.p_example, spec.tests_per_task,
                            spec.code_share, spec.wrong_code_share, spec.wrong_test_share)
-    examples = tiny._encode_pairs(pairs, tok)
-    order = tiny._length_batches([len(ids) for ids, _ in examples], spec.batch_size, random.Random(0))
-    batches = [tiny._batch_tensors([examples[i] for i in b], tok.pad_token_id) for b in order[: args.steps + 3]]
+    examples = tiny.sft._encode_pairs(pairs, tok)
+    order = tiny.warm_start._length_batches([len(ids) for ids, _ in examples], spec.batch_size, random.Random(0))
+    batches = [tiny.warm_start._batch_tensors([examples[i] for i in b], tok.pad_token_id) for b in order[: args.steps + 3]]
     tokens = statistics.mean(b[0].numel() for b in batches)
     base = tiny.new_model(tok, spec, 0)
     variants = {
         "forward (float32)": (forward_loss, torch.float32),
-        "functional float32": (tiny._response_loss, torch.float32),
-        "functional bfloat16": (tiny._response_loss, torch.bfloat16),
+        "functional float32": (tiny.model._response_loss, torch.float32),
+        "functional bfloat16": (tiny.model._response_loss, torch.bfloat16),
     }
     print(f"tiny warm-start step, batch {spec.batch_size} ({tokens:.0f} tokens with padding), {args.steps} steps per "
           f"variant, interleaved; auto precision here: {tiny.compute_dtype('auto')}; load {os.getloadavg()[0]:.1f}")
@@ -70,7 +70,7 @@ def main() -> int:
             model = copy.deepcopy(base)
             model.train()
             opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate)
-            state[name] = (fn, dtype, model, opt, tiny._Rope(model.config, spec.max_positions, dtype), [])
+            state[name] = (fn, dtype, model, opt, tiny.model._Rope(model.config, spec.max_positions, dtype), [])
         for i, batch in enumerate(batches):
             for fn, dtype, model, opt, rope, times in state.values():
                 t0 = time.perf_counter()

@@ -15,9 +15,9 @@ for int() with base 10: '0a'``). The train image prebuilds the op and does not J
 
 ``gpu`` runs, each training case in its own process as a train pod would:
 
-* rollout: :func:`cure.steps.rollout` with ``rollout.engine=hf``, greedy, ``rollout.dtype`` bfloat16 and float32;
+* rollout: :func:`cure.stages.rollout` with ``rollout.engine=hf``, greedy, ``rollout.dtype`` bfloat16 and float32;
   every response is compared with the CPU's; then a sampled run (16 programs and 16 tests per task) for tokens/s;
-* train: :func:`cure.steps.train` (-> :func:`cure.train.launch.run_train` -> ``train_step``) on the training records
+* train: :func:`cure.stages.train` (-> :func:`cure.train.launch.run_train` -> ``train_step``) on the training records
   with DeepSpeed ZeRO-3 in bf16 (the default), the torch engine in bf16 autocast, and both in float32; then the
   launcher's own ``torchrun`` command (:func:`cure.train.launch.torchrun_command`) with one rank, NCCL, ZeRO-3 bf16.
   Per case: loss, policy loss, KL, ratio, gradient norm, whether every weight is finite, the weight change, and the
@@ -87,8 +87,8 @@ def rollout_config(greedy: bool, dtype: str = "bfloat16", k: int = 1, batch_size
 
 
 def run_rollout(model: str, tasks: Path, out: Path, **kw: Any) -> dict[str, Any]:
-    """One rollout stage through :func:`cure.steps.rollout`; adds the response tokens and tokens/s."""
-    from cure.steps import rollout
+    """One rollout stage through :func:`cure.stages.rollout`; adds the response tokens and tokens/s."""
+    from cure.stages import rollout
     from cure.tasks import read_jsonl
 
     stats = rollout(model, str(tasks), rollout_config(**kw), 0, str(out))
@@ -185,7 +185,7 @@ def agreement(a: dict[str, Any], b: dict[str, Any], w0: dict[str, Any]) -> dict[
 
 
 def train_case(args: argparse.Namespace) -> int:
-    """One training step in this process (``cure.steps.train``) or through the launcher's torchrun command."""
+    """One training step in this process (``cure.stages.train``) or through the launcher's torchrun command."""
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -209,7 +209,7 @@ def train_case(args: argparse.Namespace) -> int:
             metrics = read_metrics(ckpt_root)
             model_out = metrics["checkpoint"]
         else:
-            from cure.steps import train
+            from cure.stages import train
 
             model_out = str(out / "model")
             metrics = train(args.model, args.rewards, cfg, model_out, None, 1)

@@ -40,8 +40,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cure.config import CureConfig, dump_config
-from cure.local_run import PRESETS
+from cure_pipelines.local_run import run_presets
+
+from cure.config import CureConfig, dump_config, read_preset
 from cure.tasks import load_tasks
 
 log = logging.getLogger("tester_uses")
@@ -65,8 +66,8 @@ def read_demo(run_dir: str | Path) -> dict[str, Any]:
                          "`cure run --preset demo --out DIR`")
     run = json.loads((d / "run.json").read_text())
     preset = run.get("preset", "demo")
-    if preset not in PRESETS:
-        raise SystemExit(f"error: --demo-run {d}: run.json names preset {preset!r}, not one of {', '.join(PRESETS)}")
+    if preset not in run_presets():
+        raise SystemExit(f"error: --demo-run {d}: run.json names preset {preset!r}, not one of {', '.join(run_presets())}")
     experiment = run.get("experiment", f"local-{preset}")
     store_uri = f"file://{d / 'store'}"
     name, round_n = latest_round(open_store(store_uri), experiment)
@@ -138,7 +139,7 @@ def evaluate_seeds(model: str, tasks_path: str, cfg: CureConfig, seeds: list[int
 
 def labelfree_run(demo: dict[str, Any], base: str, tester: str, out: Path, extra: list[str]) -> dict[str, Any]:
     """``cure run`` of the demo's preset and config, label-free, from ``base`` with ``tester`` frozen."""
-    from cure.local_run import run_local
+    from cure_pipelines.local_run import run_local
 
     cfg_file = out / "demo-config.yaml"
     cfg_file.write_text(dump_config(CureConfig.model_validate(demo["config"])))
@@ -160,7 +161,7 @@ def eval_pipeline(demo: dict[str, Any], model: str, out: Path, overrides: list[s
                   coder_model: str = "", coder_engine: str = "openai") -> dict[str, Any]:
     """One run of the evaluation pipeline (``cure run --pipeline evaluation``, through ``kfp.local``) with the demo's
     preset and config on ``model``; returns its results folder's ``history.json`` or ``pairing.json``."""
-    from cure.local_eval import run_local_eval
+    from cure_pipelines.local_eval import run_local_eval
 
     cfg_file = out.parent / "demo-config.yaml"
     cfg_file.write_text(dump_config(CureConfig.model_validate(demo["config"])))
@@ -407,11 +408,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redo", nargs="*", default=[], choices=PARTS, help="parts to measure again though recorded")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from cure import steps
+    from cure import stages
     from cure.store import open_store
 
     demo = read_demo(args.demo_run)
-    preset = PRESETS[demo["preset"]]
+    preset = read_preset(demo["preset"])["run"]
     out = Path(args.out).resolve()
     (out / "models").mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
@@ -426,13 +427,13 @@ def main(argv: list[str] | None = None) -> int:
 
     base = str(Path(args.base).resolve()) if args.base else str(out / "models" / "round-0")
     if not args.base and not (out / "models" / "round-0" / "config.json").is_file():
-        steps.init_model(preset["base_model"], base)
+        stages.init_model(preset["base_model"], base)
     trained = out / "models" / demo["latest"]
     if not (trained / "config.json").is_file():
         open_store(demo["store_uri"]).fetch_checkpoint(demo["experiment"], demo["latest"], trained)
     bench_name, _, spec = preset["eval_benchmarks"][0].partition("=")
     heldout = str(out / "heldout.jsonl")
-    steps.prepare_data(spec, heldout)
+    stages.prepare_data(spec, heldout)
     seeds = args.seeds or list(preset["noise_seeds"])
     cfg = CureConfig.model_validate(demo["config"])
     if args.overrides:

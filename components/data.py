@@ -7,7 +7,7 @@ from cure.images import image_for
 @dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
 def prepare_data(spec: str, tasks: Output[Dataset], metrics: Output[Metrics]):
     """Tasks from a source spec (synthetic:SPLIT:N[:SEED], humaneval[:N], file:PATH, hf:NAME[:SPLIT], or a released CURE dataset NAME[:N])."""
-    from cure.steps import prepare_data as step
+    from cure.stages import prepare_data as step
 
     for k, v in step(spec, tasks.path).items():
         metrics.log_metric(k, float(v))
@@ -18,7 +18,7 @@ def prepare_benchmarks(specs: list, benchmarks: Output[Dataset], metrics: Output
     """Evaluation benchmarks: a folder with NAME.jsonl per ``NAME=SPEC`` item."""
     import os
 
-    from cure.steps import prepare_data as step
+    from cure.stages import prepare_data as step
 
     os.makedirs(benchmarks.path, exist_ok=True)
     for item in specs:

@@ -7,13 +7,11 @@ from cure.images import image_for
 
 @dsl.component(base_image=image_for("rollout"), install_kfp_package=False)
 def evaluate(
-    config: dict,
+    config: str,
     round: int,
     seeds: list,
     model: Input[Model],
     benchmarks: Input[Dataset],
-    store_uri: str,
-    experiment: str,
     run_name: str,
     history: Output[Dataset],
     metrics: Output[Metrics],
@@ -27,16 +25,17 @@ def evaluate(
     import os
     import shutil
 
-    from cure.steps import config_from_pipeline
-    from cure.steps import evaluate as step
+    from cure.segment import load_config
+    from cure.stages import evaluate as step
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("cure").info("round %d: evaluate", round)
     paths = {os.path.basename(p)[: -len(".jsonl")]: p for p in sorted(glob.glob(os.path.join(benchmarks.path, "*.jsonl")))}
     report_dir = os.path.join(os.path.dirname(history.path), "report_files")
+    cfg = load_config(config)
     out = step(
-        model.path, paths, config_from_pipeline(config), round, [int(float(s)) for s in seeds],
-        history_in.path if history_in is not None else None, history.path, report_dir, store_uri, experiment, run_name,
+        model.path, paths, cfg, round, [int(float(s)) for s in seeds], history_in.path if history_in is not None else None,
+        history.path, report_dir, cfg.pipeline.store_uri, cfg.pipeline.experiment, run_name,
     )
     for k, v in out.items():
         metrics.log_metric(k, float(v))
@@ -48,7 +47,7 @@ def evaluate(
 def evaluate_round(config: str, plan: str, slot: int, seeds: list, benchmarks: Input[Dataset], workspace: str,
                    run_name: str, metrics: Output[Metrics], report: Output[HTML], report_md: Output[Markdown]):
     """On an evaluation round: code / unit-test accuracy, p01/p00, Best-of-N; the experiment's history and report."""
-    from cure.rounds import evaluate_component as step
+    from cure.segment import evaluate_component as step
 
     for k, v in step(config, plan, slot, seeds, benchmarks.path, workspace, run_name, report.path, report_md.path).items():
         metrics.log_metric(k, v)

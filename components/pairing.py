@@ -6,7 +6,7 @@ from cure.images import image_for
 
 @dsl.component(base_image=image_for("rollout"), install_kfp_package=False)
 def evaluate_pairing(
-    config: dict,
+    config: str,
     seeds: list,
     model: Input[Model],
     benchmarks: Input[Dataset],
@@ -23,11 +23,11 @@ def evaluate_pairing(
     import shutil
 
     from cure.pairing import pairing_step
-    from cure.steps import config_from_pipeline
+    from cure.segment import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     paths = {os.path.basename(p)[: -len(".jsonl")]: p for p in sorted(glob.glob(os.path.join(benchmarks.path, "*.jsonl")))}
-    out = pairing_step(model.path, paths, config_from_pipeline(config), [int(float(s)) for s in seeds],
+    out = pairing_step(model.path, paths, load_config(config), [int(float(s)) for s in seeds],
                        coder_model, coder_engine, pairing.path)
     for k, v in out.items():
         metrics.log_metric(k, float(v))

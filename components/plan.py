@@ -11,9 +11,17 @@ def plan_run(config: dict, total_rounds: int, segment: int) -> NamedTuple("Plan"
     """The run's config (every named parameter, checked) and its rounds, from the experiment's state in the store."""
     from collections import namedtuple
 
-    from cure.rounds import plan
+    from cure.segment import plan
 
     return namedtuple("Plan", ["config", "plan", "active"])(*plan(config, total_rounds, segment))
+
+
+@dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
+def assemble_config(config: dict) -> str:
+    """The evaluation's config (every named parameter, checked), as JSON text for the other tasks."""
+    from cure.segment import assemble_config as step
+
+    return step(config)
 
 
 @dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
@@ -27,7 +35,7 @@ def has_rounds(plan: str) -> bool:
 @dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
 def is_eval_round(config: str, plan: str, slot: int) -> bool:
     """Whether the slot's round is an evaluation round (the condition of its evaluation pod)."""
-    from cure.rounds import is_eval_slot
+    from cure.segment import is_eval_slot
 
     return is_eval_slot(config, plan, slot)
 
@@ -35,7 +43,7 @@ def is_eval_round(config: str, plan: str, slot: int) -> bool:
 @dsl.component(base_image=image_for("cpu"), install_kfp_package=False)
 def init_models(base_model: str, config: str, plan: str, workspace: str, metrics: Output[Metrics]):
     """The starting model (latest checkpoint or base model) and the KL reference, onto the run's workspace."""
-    from cure.rounds import init_models as step
+    from cure.segment import init_models as step
 
     for k, v in step(base_model, config, plan, workspace).items():
         metrics.log_metric(k, v)
@@ -48,7 +56,7 @@ def finish_run(config: str, plan: str, workspace: str, model: Output[Model], rep
     import json
     import os
 
-    from cure.rounds import MODEL_POINTER, finish
+    from cure.segment import MODEL_POINTER, finish
 
     for k, v in finish(config, plan, workspace, model.path, report.path, report_md.path).items():
         metrics.log_metric(k, v)

@@ -8,7 +8,7 @@ from cure.images import image_for
 def rollout(config: str, plan: str, slot: int, shard: int, shards: int, tasks: Input[Dataset], workspace: str,
             metrics: Output[Metrics]):
     """k_code programs and k_test unit tests per task of this shard (vLLM on GPU, transformers on CPU)."""
-    from cure.rounds import rollout as step
+    from cure.segment import rollout as step
 
     for k, v in step(config, plan, slot, shard, shards, tasks.path, workspace).items():
         metrics.log_metric(k, float(v))

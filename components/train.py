@@ -8,7 +8,7 @@ from cure.images import image_for
 def train(config: str, plan: str, slot: int, workspace: str, rewards: Input[Dataset], metrics: Output[Metrics],
           tensorboard: Output[Artifact]):
     """One policy-gradient step on the workspace's model; logs the round's metrics of every stage."""
-    from cure.rounds import train as step
+    from cure.segment import train as step
 
     for k, v in step(config, plan, slot, workspace, rewards.path, tensorboard.path).items():
         metrics.log_metric(k, v)

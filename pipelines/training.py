@@ -7,10 +7,10 @@ is a chain of runs of one experiment (``cure submit --until-done``, a recurring 
 ``plan-run`` (first task) assembles the named parameters into one config and reads the experiment's state in the
 store: slot ``k`` trains global round ``latest + k`` and does nothing past ``min(latest + segment, total_rounds)``;
 a run started after the total was reached skips everything and succeeds. Each slot is rollout (one task per
-shard, a ``ParallelFor`` when ``rollout_shards > 1``) -> execute + reward (one CPU task) -> train on the run's workspace, then
+shard, a ``ParallelFor`` when ``rollout_shards > 1``) -> execute (the sandbox) -> reward -> train on the run's workspace, then
 evaluate (on evaluation rounds) and promote (on save points and at the end of the segment). Models move between
 tasks on the workspace; the store gets promoted checkpoints, the history, ``rounds.json`` and the report
-(:mod:`cure.rounds`, :mod:`cure.experiment`).
+(:mod:`cure.segment`, :mod:`cure.experiment`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kfp import dsl
-from kfp import kubernetes as k8s
-from kfp.dsl import Dataset, Input
-
-from components import (
+from cure_components import (
+    assemble_config,
     cleanup_run,
     evaluate,
     evaluate_pairing,
@@ -38,12 +35,18 @@ from components import (
     prepare_benchmarks,
     prepare_data,
     promote,
+    reward,
     rollout,
     train,
 )
+from kfp import dsl
+from kfp import kubernetes as k8s
+from kfp.dsl import Dataset, Input
+
 from cure.config import CureConfig
 from cure.data import PAPER_BENCHMARKS, TRAIN_DATA
-from pipelines.params import config_dict, with_config_signature
+
+from .params import config_dict, with_config_signature
 
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
 DEFAULT_SEGMENT = 10
@@ -54,7 +57,7 @@ DEFAULT_STORE_KEYS = {"CURE_S3_ENDPOINT": "CURE_S3_ENDPOINT", "CURE_S3_ACCESS_KE
                       "CURE_S3_SECRET_KEY": "CURE_S3_SECRET_KEY"}
 # Pod deadlines (activeDeadlineSeconds) per stage: generous for a 7B model, finite so that a hung vLLM or NCCL
 # step fails the run instead of holding GPUs forever.
-DEFAULT_TIMEOUTS = {"prepare": 3600, "plan": 900, "init": 7200, "rollout": 4 * 3600, "execute": 2 * 3600, "train": 6 * 3600, "evaluate": 4 * 3600, "promote": 7200, "finish": 7200}
+DEFAULT_TIMEOUTS = {"prepare": 3600, "plan": 900, "init": 7200, "rollout": 4 * 3600, "execute": 2 * 3600, "reward": 3600, "train": 6 * 3600, "evaluate": 4 * 3600, "promote": 7200, "finish": 7200}
 
 
 @dataclass
@@ -178,9 +181,11 @@ def build_training_pipeline(
 
     def pipeline_body(**kw: Any) -> None:
         if opts.exit_cleanup:
+            # With the store (its Secret): a failed run frees the experiment's lease here, not 12 h later.
             cleanup = _platform(cleanup_run(
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, workflow=dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER,
-                namespaces=[kw["execute__namespace"], kw["train__namespace"]]), opts, "plan", store=False)
+                namespaces=[kw["execute__namespace"], kw["train__namespace"]], store_uri=kw["pipeline__store_uri"],
+                experiment=kw["pipeline__experiment"]), opts, "plan")
             with dsl.ExitHandler(cleanup.set_display_name("clean up the run's Jobs and workspace"), name="run"):
                 run_body(**kw)
         else:
@@ -227,8 +232,12 @@ def build_training_pipeline(
                         ro = rollout_shard(slot, shard, prev_train, "rollout shard")
                 ex = execute(config=config, plan=plan_text, slot=slot, shards=shards, workspace=workspace).after(ro)
                 _platform(ex, opts, "execute").set_cpu_limit("2").set_memory_limit("4G")
-                ex.set_display_name(f"slot {slot}: execute + reward")
-                tr = train(config=config, plan=plan_text, slot=slot, workspace=workspace, rewards=ex.outputs["rewards"])
+                ex.set_display_name(f"slot {slot}: execute")
+                rw = reward(config=config, plan=plan_text, slot=slot, workspace=workspace,
+                            rollouts=ex.outputs["rollouts"], executions=ex.outputs["executions"])
+                _platform(rw, opts, "reward", store=False).set_cpu_limit("1").set_memory_limit("4G")
+                rw.set_display_name(f"slot {slot}: reward")
+                tr = train(config=config, plan=plan_text, slot=slot, workspace=workspace, rewards=rw.outputs["rewards"])
                 # One retry: a preempted node is worth one more attempt; a real error (OOM, bad config) fails again.
                 tr.after(ev, *([prev_promote] if prev_promote is not None else []))
                 _platform(tr, opts, "train", gpu=True, retries=1).set_cpu_limit("16").set_memory_limit("128G")
@@ -286,16 +295,19 @@ def build_eval_pipeline(
             eval_body(**kw)
 
     def eval_body(**kw: Any) -> None:
-        config = config_dict(kw)
         run = run_fields(kw)
-        store, experiment = kw["pipeline__store_uri"], kw["pipeline__experiment"]
+        # The first task assembles the named parameters into the config every other task takes (as plan-run does in
+        # the training pipeline): the store and the experiment travel in it, in no other channel.
+        conf = _platform(assemble_config(config=config_dict(kw)), opts, "plan", store=False)
+        conf.set_display_name("config")
+        config = conf.output
         benches = _platform(prepare_benchmarks(specs=run["eval_benchmarks"]), opts, "prepare", store=False)
-        init = init_model(base_model=run["base_model"], store_uri=store, experiment=experiment, resume=run["use_latest"])
+        init = init_model(base_model=run["base_model"], config=config, resume=run["use_latest"])
         _platform(init, opts, "init")
         with dsl.If(run["coder_model"] == "", name="self-evaluation"):
             ev = evaluate(
                 config=config, round=0, seeds=run["seeds"], model=init.outputs["model"], benchmarks=benches.outputs["benchmarks"],
-                store_uri=store, experiment=experiment, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             )
             _platform(ev, opts, "evaluate", gpu=True).set_cpu_limit("8").set_memory_limit("64G")
         with dsl.Else(name="pairing"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cure import cli
+import cure_cli as cli
 
 GT = [{"input": "1 2", "output": "3"}]
 GEN = [{"input": "2 2", "output": "4"}, {"input": "0 0", "output": "0"}]

@@ -130,6 +130,7 @@ def test_tiny_cpu_run_deepspeed_zero3(tmp_path: Path) -> None:
     assert report["cases"]["deepspeed_zero3_bf16"]["zero_stage"] == 3
 
 
+@pytest.mark.slow
 def test_a_failing_case_is_recorded_and_the_others_run(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     # Rows longer than any packing of the samples can fill: the case fails with its reason; the report is written.

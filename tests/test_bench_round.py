@@ -51,13 +51,13 @@ def test_the_probe_times_imports_and_wrapped_calls_of_a_real_process(tmp_path: P
     src.mkdir()
     (src / "f.txt").write_text("x")
     log = tmp_path / "task.log"
-    code = f"import cure.steps; cure.steps._copy_model({str(src)!r}, {str(dst)!r})"
+    code = f"import cure.stages; cure.stages._copy_model({str(src)!r}, {str(dst)!r})"
     t0 = time.time()
     phases = br.run_task([sys.executable, "-c", code], ROOT, log)
     assert (dst / "f.txt").read_text() == "x"
     events = [json.loads(line) for line in log.with_suffix(".trace").read_text().splitlines()]
     assert events[0]["ev"] == "start" and t0 <= events[0]["t"]
-    assert "cure.steps" in {e.get("name") for e in events if e["ev"] == "import"}
+    assert "cure.stages" in {e.get("name") for e in events if e["ev"] == "import"}
     copies = [e for e in events if e["ev"] == "copy"]
     assert len(copies) == 1 and copies[0]["t0"] <= copies[0]["t1"]
     assert phases["copy"] > 0 and phases["imports"] > 0 and phases["work"] == 0

@@ -42,7 +42,7 @@ def test_state_reads_stages_metrics_and_failures() -> None:
     s.feed("Task 'train-4' finished with status FAILURE")
     assert s.failed == "train-4"
     # A warning with more words after the colon is not a stage.
-    s.feed("cure.steps: round 4: no training examples (every task's rewards were all equal)")
+    s.feed("cure.stages: round 4: no training examples (every task's rewards were all equal)")
     assert s.stage == "train"
 
 

@@ -185,8 +185,9 @@ def _comparable(history: list[dict]) -> list[dict]:
 
 
 def test_smoke_in_containers_matches_the_subprocess_runner(tmp_path) -> None:
+    from cure_pipelines.local_run import run_local
+
     from cure.container_runner import engine_client, missing_images
-    from cure.local_run import run_local
 
     missing = missing_images(engine_client())
     assert not missing, f"build the images first (make images-local): {missing}"
@@ -204,9 +205,9 @@ def test_smoke_in_containers_resumes_from_the_store(tmp_path) -> None:
     """`cure run --runner docker --resume` continues the experiment kept in the run folder: the second run starts
     from the first one's checkpoint in the store (global round 2), on a fresh workspace, from the experiment's own
     base model (no --base-model given)."""
-    from cure.cli import main
     from cure.container_runner import engine_client, missing_images
     from cure.store import open_store
+    from cure_cli import main
 
     missing = missing_images(engine_client())
     assert not missing, f"build the images first (make images-local): {missing}"

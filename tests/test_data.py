@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from cure.cli import main
 from cure.tasks import TaskFormatError, load_hf_tasks, load_tasks, read_jsonl
+from cure_cli import main
 
 GOOD = {
     "question": "Read n and print n+1.",
@@ -76,6 +76,7 @@ def test_hf_dataset_from_save_to_disk(tmp_path):
         load_hf_tasks(str(tmp_path / "bad"))
 
 
+@pytest.mark.slow
 def test_hub_name_without_network_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -94,7 +95,7 @@ def test_cli_prepare_humaneval_writes_164_valid_tasks(tmp_path):
 def test_cli_rejects_broken_file_with_row_and_field(tmp_path):
     f = _write_jsonl(tmp_path / "broken.jsonl", [GOOD, dict(GOOD, example_output=[])])
     proc = subprocess.run(
-        [sys.executable, "-m", "cure.cli", "data", "prepare", "--source", "file", "--path", str(f), "--out", str(tmp_path / "o.jsonl")],
+        [sys.executable, "-m", "cure_cli", "data", "prepare", "--source", "file", "--path", str(f), "--out", str(tmp_path / "o.jsonl")],
         capture_output=True,
         text=True,
     )

@@ -8,7 +8,7 @@ import logging
 import pytest
 from sandbox_fixtures import no_leftover_processes, rollout
 
-from cure import cli
+import cure_cli as cli
 from cure.config import ExecuteConfig
 from cure.execute import execute_rollouts
 from cure.sandbox import GVisorUnavailable, workload

@@ -1,4 +1,4 @@
-"""An experiment's state across runs (cure.experiment) and the round slots' guards (cure.rounds), without KFP."""
+"""An experiment's state across runs (cure.experiment) and the round slots' guards (cure.segment), without KFP."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import pytest
 
 from cure import experiment as exp
-from cure import rounds
+from cure import segment as loop
 from cure.config import CureConfig
-from cure.steps import shard_seed, shard_slice
+from cure.stages import shard_seed, shard_slice
 from cure.store import StoreError, open_store
 
 
@@ -95,7 +95,7 @@ def test_a_folder_store_inside_a_pod_is_refused(monkeypatch):
 
 def _plan(tmp_path, total: int, segment: int, run_id: str = "run-a", **overrides):
     values = {"pipeline": {"store_uri": f"file://{tmp_path / 'store'}", "experiment": "e", **overrides}}
-    config, plan, active = rounds.plan(values, total, segment, run_id=run_id)
+    config, plan, active = loop.plan(values, total, segment, run_id=run_id)
     return config, plan, active
 
 
@@ -105,25 +105,26 @@ def test_slots_map_to_global_rounds_and_intervals_count_global_rounds(tmp_path):
     config, plan, active = _plan(tmp_path, 13, 4, eval_every=5, save_every=6)
     p = json.loads(plan)
     assert active and (p["start"], p["last"]) == (9, 12)
-    assert [rounds.slot_round(p, k) for k in range(1, 6)] == [9, 10, 11, 12, None]
-    cfg = rounds.load_config(config)
+    assert [loop.slot_round(p, k) for k in range(1, 6)] == [9, 10, 11, 12, None]
+    cfg = loop.load_config(config)
     assert cfg.pipeline.rounds == 13 and cfg.pipeline.eval_every == 5
-    assert [rounds._eval_round(p, cfg, k) for k in range(0, 5)] == [None, None, 10, None, None]
+    assert [loop._eval_round(p, cfg, k) for k in range(0, 5)] == [None, None, 10, None, None]
     # promote: save point 12 (keep) and the segment's end 12; round 10 is neither
-    assert rounds.promote(config, plan, 2, str(tmp_path / "ws")) == {}
+    assert loop.promote(config, plan, 2, str(tmp_path / "ws")) == {}
     _, plan13, _ = _plan(tmp_path, 13, 10)
-    assert rounds._eval_round(json.loads(plan13), cfg, 5) == 13  # the last round is always evaluated
+    assert loop._eval_round(json.loads(plan13), cfg, 5) == 13  # the last round is always evaluated
     # a slot past the segment does nothing, and writes empty outputs where the component has some
     out = tmp_path / "o"
     out.mkdir()
-    assert rounds.execute_and_reward(config, plan, 5, 1, str(tmp_path / "ws"), str(out / "r"), str(out / "x"),
-                                     str(out / "w")) == {}
+    assert loop.execute(config, plan, 5, 1, str(tmp_path / "ws"), str(out / "r"), str(out / "x")) == {}
+    assert (out / "r").read_text() == (out / "x").read_text() == ""
+    assert loop.reward(config, plan, 5, str(tmp_path / "ws"), str(out / "r"), str(out / "x"), str(out / "w")) == {}
     assert (out / "w").read_text() == ""
 
 
 def test_config_is_assembled_once_from_the_named_parameters(tmp_path):
     config, _, _ = _plan(tmp_path, 3, 2)
-    cfg = rounds.load_config(config)
+    cfg = loop.load_config(config)
     assert cfg.rollout.stop == CureConfig().rollout.stop  # typed JSON: "User:" stays a string
     assert cfg.pipeline.experiment == "e"
 
@@ -140,23 +141,23 @@ def test_rollout_shards_cover_the_tasks_in_order_with_distinct_seeds():
 def test_round_record_and_flat_metrics(tmp_path):
     ws = str(tmp_path)
     for stage, secs in (("rollout", 2.0), ("execute", 1.0), ("reward", 0.1), ("train", 4.0)):
-        rounds._stage_metrics(ws, 7, stage, {"n": 1.0, "tokens": 800.0} if stage == "train" else {"n": 1.0}, secs)
-    rec = rounds.round_record(ws, 7)
+        loop._stage_metrics(ws, 7, stage, {"n": 1.0, "tokens": 800.0} if stage == "train" else {"n": 1.0}, secs)
+    rec = loop.round_record(ws, 7)
     assert set(rec) == {"round", "rollout", "execute", "reward", "train", "seconds"}
     assert rec["seconds"] == {"rollout": 2.0, "execute": 1.0, "reward": 0.1, "train": 4.0}
-    flat = rounds.flat_round_metrics(rec)
+    flat = loop.flat_round_metrics(rec)
     assert flat["train_tokens_per_s"] == 200.0 and flat["seconds_rollout"] == 2.0 and flat["reward_n"] == 1.0
 
 
 def test_markdown_report_images_are_embedded(tmp_path):
     (tmp_path / "metrics.png").write_bytes(b"\x89PNG fake")
-    md = rounds.embed_images("# r\n![all metrics](metrics.png)\n![missing](gone.png)\n", tmp_path)
+    md = loop.embed_images("# r\n![all metrics](metrics.png)\n![missing](gone.png)\n", tmp_path)
     assert "data:image/png;base64," in md and "(gone.png)" in md
 
 
 def test_raw_reward_means():
     # 2 programs x (2 ground-truth tests + 1 generated test): program 0 correct, program 1 wrong
     rec = {"num_gt": 2, "passed": [[True, True, True], [False, True, False]]}
-    m = rounds.raw_reward_means([rec, {"num_gt": 0, "passed": []}])
+    m = loop.raw_reward_means([rec, {"num_gt": 0, "passed": []}])
     assert m["coder_reward_mean"] == 0.75  # pass rates 1.0 and 0.5
     assert m["tester_reward_mean"] > 0  # the test passes the correct program and rejects the wrong one

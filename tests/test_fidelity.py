@@ -108,7 +108,7 @@ def test_chat_template_layout_uses_the_tokenizer_and_says_when_it_cannot() -> No
 def test_tiny_templates_keep_their_layout(layout) -> None:
     """The offline tiny model's own folder: what it was trained on (layout None) is what the demo's pinned
     chat_template layout gives it."""
-    from cure.tiny import _ChatML
+    from cure.tiny.tokenizer import _ChatML
 
     t = PromptTemplates.load(Path(__file__).parents[1] / "src" / "cure" / "templates" / "tiny")
     p = test_prompt("Q", ["1\n"], ["2\n"], _ChatML(), t, layout=layout)
@@ -155,10 +155,9 @@ def test_openai_engine_sends_top_k_except_to_openai() -> None:
 
 def test_demo_presets_pin_the_previous_values() -> None:
     from cure.config import load_config
-    from cure.local_run import PRESETS
 
     for name in ("demo", "smoke"):
-        c = load_config(overrides=PRESETS[name]["set"])
+        c = load_config(preset=name)
         assert c.rollout.prompt_layout == "chat_template", name
         assert (c.eval.temperature, c.eval.top_p, c.eval.top_k) == (1.0, 1.0, -1), name
         assert (c.eval.unextracted_tests, c.eval.exec_namespace) == ("fail", "plain"), name
@@ -256,7 +255,7 @@ def test_released_loaders_through_the_hub_cache(name: str, tmp_path: Path, monke
     import huggingface_hub.constants as hub
 
     from cure.data import RELEASED
-    from cure.steps import prepare_data
+    from cure.stages import prepare_data
     from cure.tasks import load_tasks
 
     repo, filename = RELEASED[name]
@@ -297,8 +296,8 @@ def test_released_loader_without_the_hub_says_what_to_do(tmp_path: Path, monkeyp
 
 
 def test_cli_prepares_a_released_dataset_from_a_local_copy(tmp_path: Path) -> None:
-    from cure.cli import main as cure_main
     from cure.tasks import read_jsonl
+    from cure_cli import main as cure_main
 
     f = tmp_path / "LiveBench.json"
     f.write_text(json.dumps(_released_rows()))
@@ -310,8 +309,9 @@ def test_cli_prepares_a_released_dataset_from_a_local_copy(tmp_path: Path) -> No
 def test_pipeline_defaults_are_the_reference_data() -> None:
     import inspect
 
+    from cure_pipelines import training
+
     from cure.data import PAPER_BENCHMARKS, TRAIN_DATA
-    from pipelines import training
 
     train_sig = inspect.signature(training.build_training_pipeline).parameters
     assert train_sig["train_data"].default == TRAIN_DATA

@@ -9,7 +9,7 @@ import json
 import pytest
 from sandbox_fixtures import rollout
 
-from cure import cli
+import cure_cli as cli
 from cure.config import CureConfig
 from cure.execute import FINGERPRINT, execute_rollouts, rollout_fingerprint
 from cure.reward_stage import assemble

@@ -6,8 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-LIGHT = ["cure.steps", "cure.store", "cure.metrics", "cure.reward_stage", "cure.reward", "cure.execute", "cure.data",
-         "cure.report", "cure.console", "cure.config", "cure.tasks", "cure.local_run", "cure.tiny"]
+LIGHT = ["cure.stages", "cure.store", "cure.metrics", "cure.reward_stage", "cure.reward", "cure.execute", "cure.data",
+         "cure.report", "cure.console", "cure.config", "cure.tasks", "cure_pipelines.local_run", "cure.tiny"]
 HEAVY = ["torch", "transformers", "deepspeed", "vllm", "matplotlib"]
 
 

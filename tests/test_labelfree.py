@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from cure.cli import main
 from cure.config import load_config
 from cure.reward import generated_test_pass_rate, label_free_code_rewards, test_weights
 from cure.reward_stage import assemble
 from cure.tasks import read_jsonl, write_jsonl
+from cure_cli import main
 
 tables = st.tuples(st.integers(1, 8), st.integers(1, 8)).flatmap(
     lambda s: arrays(bool, s, elements=st.booleans())
@@ -149,7 +149,7 @@ def test_rollout_step_samples_tests_from_the_frozen_tester(tmp_path):
     from pathlib import Path
 
     import cure
-    from cure import steps
+    from cure import stages
     from cure.prompts import PromptTemplates, test_prompt
     from cure.rollout.engine import SamplingParams
     from cure.rollout.hf import HFEngine
@@ -168,7 +168,7 @@ def test_rollout_step_samples_tests_from_the_frozen_tester(tmp_path):
     write_jsonl(tmp_path / "tasks.jsonl", [task])
     cfg = load_config(None, ["rollout.engine=hf", "rollout.dtype=float32", "rollout.k_code=2", "rollout.k_test=2", "rollout.max_new_tokens=8",
                              "rollout.temperature=0", "rollout.p_give_example=0", f"reward.tester_model={tester}"])
-    steps.rollout(str(policy), str(tmp_path / "tasks.jsonl"), cfg, 1, str(tmp_path / "r.jsonl"))
+    stages.rollout(str(policy), str(tmp_path / "tasks.jsonl"), cfg, 1, str(tmp_path / "r.jsonl"))
     rec = read_jsonl(tmp_path / "r.jsonl")[0]
     assert rec["tester_model"] == str(tester)
     engine = HFEngine(str(tester), cfg.rollout)
@@ -190,17 +190,17 @@ def _unlabeled_file(tmp_path):
 
 def test_a_task_file_holds_unlabeled_tasks_and_ground_truth_stages_refuse_them(tmp_path):
     """A task without ground-truth tests loads and is counted; ground-truth rewards and evaluation name it."""
-    from cure import steps
+    from cure import stages
     from cure.evaluate import evaluate_tasks
     from cure.tasks import TaskFormatError, load_tasks
 
     path = _unlabeled_file(tmp_path)
     tasks, bad = load_tasks(path)
     assert [t.task_id for t in tasks] == ["labelled", "bare"] and not bad
-    assert steps.prepare_data(f"file:{path}", str(tmp_path / "copy.jsonl"))["unlabeled"] == 1
+    assert stages.prepare_data(f"file:{path}", str(tmp_path / "copy.jsonl"))["unlabeled"] == 1
     no_model = str(tmp_path / "no-model")  # the checks come before any model is loaded
     with pytest.raises(TaskFormatError, match=r"1 task\(s\) without ground-truth tests \(bare\).*code_reward_source"):
-        steps.rollout(no_model, str(path), load_config(None, []), 1, str(tmp_path / "r.jsonl"))
+        stages.rollout(no_model, str(path), load_config(None, []), 1, str(tmp_path / "r.jsonl"))
     with pytest.raises(TaskFormatError, match=r"evaluation: 1 task\(s\) without ground-truth tests \(bare\)"):
         evaluate_tasks(no_model, tasks, load_config(None, []))
 
@@ -216,7 +216,7 @@ def test_label_free_round_on_an_unlabeled_task_trains_its_coder(tmp_path):
     from pathlib import Path
 
     import cure
-    from cure import steps
+    from cure import stages
 
     sys.path.insert(0, str(Path(__file__).parent))
     from rollout_fixtures import build_fixture_model
@@ -227,7 +227,7 @@ def test_label_free_round_on_an_unlabeled_task_trains_its_coder(tmp_path):
                              "rollout.max_new_tokens=8", "rollout.p_give_example=0", "data.tasks_per_step=2",
                              "execute.isolation=gvisor", "execute.workers=1", "reward.code_reward_source=generated_tests"])
     r, e, w = (str(tmp_path / f) for f in ("r.jsonl", "e.jsonl", "w.jsonl"))
-    steps.rollout(str(policy), str(_unlabeled_file(tmp_path)), cfg, 1, r)
+    stages.rollout(str(policy), str(_unlabeled_file(tmp_path)), cfg, 1, r)
     records = read_jsonl(r)
     bare = next(x for x in records if x["task_id"] == "bare")
     assert bare["gt_tests"] == []
@@ -236,10 +236,10 @@ def test_label_free_round_on_an_unlabeled_task_trains_its_coder(tmp_path):
     bare["code_responses"] = [f"```python\n{c}\n```" for c in bare["codes"]]
     bare["tests"] = [{"input": f"{n}\n", "output": f"{n}\n"} for n in (1, 2, 3)]
     write_jsonl(r, records)
-    steps.execute(r, cfg, e)
+    stages.execute(r, cfg, e)
     table = next(x for x in read_jsonl(e) if x["task_id"] == "bare")
     assert table["num_gt"] == 0 and [sum(row) for row in table["passed"]] == [3, 1, 2, 0]
-    steps.reward(r, e, cfg, w)
+    stages.reward(r, e, cfg, w)
     rows = [x for x in read_jsonl(w) if x["task_id"] == "bare"]
     assert rows and all(x["role"] == "coder" for x in rows)  # no tester rows: Eq. 4 needs ground truth
     by_response = {x["response"]: x["reward"] for x in rows}

@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from cure.cli import main
+import pytest
+
 from cure.store import open_store
+from cure_cli import main
 
 # A briefly warm-started tiny model, few and short samples: a test of the pipeline's mechanics, not of learning.
 FAST = ["--base-model", "tiny:0:40", "--eval-every", "2",
@@ -27,7 +29,7 @@ def _command(out: Path, *extra: str) -> list[str]:
 def _kill_during(args: list[str], marker: str, timeout_s: float = 1200) -> None:
     """Run ``cure ARGS`` in its own process group and SIGKILL the whole group once ``marker`` is logged."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "cure.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([sys.executable, "-m", "cure_cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, start_new_session=True)
     deadline = time.monotonic() + timeout_s
     seen = []
@@ -42,6 +44,7 @@ def _kill_during(args: list[str], marker: str, timeout_s: float = 1200) -> None:
     assert any(marker in line for line in seen), "".join(seen[-40:])
 
 
+@pytest.mark.slow
 def test_resume_continues_and_survives_a_kill(tmp_path, capsys):
     out = tmp_path / "run"
     store = open_store(f"file://{out / 'store'}")
@@ -82,3 +85,45 @@ def test_resume_continues_and_survives_a_kill(tmp_path, capsys):
     assert "round" in printed
     log = (out / "run.log").read_text()
     assert "Executing task" in log and "Executing task" not in printed and str(out / "run.log") in printed
+
+
+# --- presets are files ---------------------------------------------------------------------------------------------
+
+
+def test_run_presets_are_the_preset_files_with_a_run_section() -> None:
+    from cure_pipelines.local_run import RUN_FIELDS, run_presets
+
+    from cure.config import read_preset
+
+    assert run_presets() == ["demo", "smoke"]
+    for name in run_presets():
+        assert sorted(read_preset(name)["run"]) == sorted(RUN_FIELDS)
+    assert "run" not in read_preset("long_cot") and "run" not in read_preset("cpu_tiny")
+    assert read_preset("demo")["train"]["engine"] == "torch"  # from cpu_tiny, which demo extends
+
+
+def test_a_run_config_layers_file_then_preset_then_runner_then_set(tmp_path: Path) -> None:
+    from cure_pipelines.local_run import preset_and_config
+
+    from cure.config import load_config
+
+    user = tmp_path / "c.yaml"
+    user.write_text("rollout:\n  k_code: 2\n  top_p: 0.5\n")
+    run, cfg = preset_and_config("smoke", str(user), ["eval.k_test=5"], "docker")
+    assert run["rounds"] == 1 and run["base_model"] == "tiny:0" and run["noise_seeds"] == [101]
+    assert cfg.rollout.k_code == 4  # the preset's, over the file's
+    assert cfg.rollout.top_p == 0.5  # the file's, where the preset sets nothing
+    assert cfg.eval.k_test == 5  # --set wins
+    assert cfg.rollout.engine == "hf" and cfg.execute.isolation == "gvisor"  # the base preset's
+    # --config preset:NAME gives the same config sections, without the run section
+    assert load_config("preset:demo") == load_config(preset="demo")
+    assert load_config("preset:demo").train.learning_rate == 5e-4
+
+
+def test_an_unknown_run_preset_is_refused_naming_the_choices() -> None:
+    from cure_pipelines.local_run import preset_and_config
+
+    from cure.validate import CliError
+
+    with pytest.raises(CliError, match="unknown preset 'long_cot'; choose one of demo, smoke"):
+        preset_and_config("long_cot", None, [], "subprocess")

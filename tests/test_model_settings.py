@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from cure import synthetic
-from cure.cli import main
 from cure.config import load_config
 from cure.model_settings import SETTINGS_FILE, apply_model_settings, read_model_settings
 from cure.tasks import read_jsonl, write_jsonl
 from cure.tiny import MODEL_SETTINGS, SHIPPED_DIR
+from cure_cli import main
 
 
 def _folder(tmp_path: Path, settings: object) -> Path:
@@ -95,6 +95,7 @@ def heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_rollout_on_the_shipped_model_with_no_options_extracts_programs_and_tests(heldout: Path, tmp_path: Path) -> None:
     out = tmp_path / "rollouts.jsonl"
     assert main(["rollout", "--model", str(SHIPPED_DIR), "--engine", "hf", "--tasks", str(heldout),
@@ -128,7 +129,7 @@ def test_a_trained_checkpoint_keeps_the_models_settings(tmp_path: Path, monkeypa
     from train_fixtures import build_tiny_model, make_records, small_train_config
 
     from cure.config import CureConfig
-    from cure.steps import train
+    from cure.stages import train
 
     model = build_tiny_model(tmp_path / "model")
     (model / SETTINGS_FILE).write_text(json.dumps({"config": MODEL_SETTINGS}))

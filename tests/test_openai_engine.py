@@ -272,6 +272,7 @@ def test_openai_tester_with_local_coder_in_a_rollout(local: HFEngine, model_dir:
     assert "We already have one test sample" in rec["test_prompt"]
 
 
+@pytest.mark.slow
 def test_serve_command_line(model_dir: Path) -> None:
     """`python -m cure.rollout.serve` starts, injects one 429, then answers."""
     import socket

@@ -91,10 +91,11 @@ def test_paired_tester_picks_the_correct_program_where_the_coders_own_tests_do_n
 
 def test_pairing_two_different_local_models(tmp_path: Path):
     """Coder and tester are two different small local models (hf engine): each role's responses are that model's."""
-    from cure.evaluate import configure_parser, run_cli
     from cure.prompts import code_prompt, test_prompt
     from cure.rollout.hf import HFEngine
     from cure.rollout.stage import _render_for
+    from cure_cli.evaluate import configure as configure_parser
+    from cure_cli.evaluate import run as run_cli
 
     coder_dir = build_fixture_model(tmp_path / "coder")
     tester_dir = build_tiny_model(tmp_path / "tester")
@@ -129,7 +130,7 @@ def test_pairing_two_different_local_models(tmp_path: Path):
 def test_unknown_coder_engine_is_refused():
     import argparse
 
-    from cure.evaluate import configure_parser
+    from cure_cli.evaluate import configure as configure_parser
 
     p = argparse.ArgumentParser()
     configure_parser(p)
@@ -139,9 +140,8 @@ def test_unknown_coder_engine_is_refused():
 
 def test_evaluation_pipeline_pairs_with_a_coder_whose_key_comes_from_a_secret(tmp_path: Path):
     import yaml
+    from cure_pipelines.training import build_eval_pipeline
     from kfp import compiler
-
-    from pipelines.training import build_eval_pipeline
 
     compiler.Compiler().compile(build_eval_pipeline(gpus=0, api_key_secret="my-key"), str(tmp_path / "e.yaml"))
     spec, platform = yaml.safe_load_all((tmp_path / "e.yaml").read_text())

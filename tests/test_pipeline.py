@@ -8,9 +8,8 @@ import re
 import pytest
 import yaml
 
-from cure.cli import main
 from cure.config import CureConfig
-from cure.kfp_compile import import_pipelines
+from cure_cli import main
 
 SEGMENT = 10  # the default
 # The outside check's command, plus scheduling options.
@@ -48,6 +47,7 @@ def _stage(executor: str) -> str:
     return re.sub(r"^exec-|-\d+$", "", executor)
 
 
+@pytest.mark.slow
 def test_size_does_not_depend_on_rounds(tmp_path):
     sizes = {}
     for rounds in (12, 120):
@@ -74,7 +74,7 @@ def test_a_run_is_a_segment_of_guarded_round_slots(compiled):
     _, spec, platform = compiled
     names = {t["taskInfo"]["name"] for _, t in _all_tasks(spec)}
     for slot in range(1, SEGMENT + 1):
-        for stage in ("rollout shard", "execute + reward", "train", "evaluate", "promote"):
+        for stage in ("rollout shard", "execute", "reward", "train", "evaluate", "promote"):
             assert f"slot {slot}: {stage}" in names, (slot, stage)
     assert "slot 0: evaluate" in names and f"slot {SEGMENT + 1}: train" not in names
     # the slots run only when the plan says there are rounds left (a run after the total does nothing)
@@ -87,7 +87,14 @@ def test_a_run_is_a_segment_of_guarded_round_slots(compiled):
     train2 = by_name["train-2"]
     assert train2["inputs"]["parameters"]["workspace"]["runtimeValue"]["constant"] == "{{$.workspace_path}}"
     assert "model" not in train2["inputs"].get("artifacts", {})
-    assert set(train2["dependentTasks"]) >= {"execute-2", "evaluate-if-due-2", "promote"}
+    assert set(train2["dependentTasks"]) >= {"reward-2", "evaluate-if-due-2", "promote"}
+    # reward scoring is a task of its own: the execute task's tables in, the training examples out
+    reward2 = by_name["reward-2"]
+    assert {k: v["taskOutputArtifact"] for k, v in reward2["inputs"]["artifacts"].items()} == {
+        "rollouts": {"outputArtifactKey": "rollouts", "producerTask": "execute-2"},
+        "executions": {"outputArtifactKey": "executions", "producerTask": "execute-2"}}
+    assert train2["inputs"]["artifacts"]["rewards"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "rewards", "producerTask": "reward-2"}
 
 
 def test_rollout_shards_are_a_parallel_for(compiled):
@@ -123,6 +130,7 @@ def test_platform_spec_credentials_deadlines_shm_scheduling(compiled):
             assert "tolerations" not in conf and "emptyDirMounts" not in conf
 
 
+@pytest.mark.slow
 def test_no_scheduling_unless_asked(tmp_path):
     assert main(["compile", "--out", str(tmp_path)]) == 0
     _, platform = _load(tmp_path / "cure-training.yaml")
@@ -149,7 +157,7 @@ def test_resources_caching_and_retries(compiled):
 
 
 def test_every_config_field_is_a_pipeline_parameter(compiled):
-    from pipelines.params import COMPILE_TIME
+    from cure_pipelines.params import COMPILE_TIME
 
     _, spec, _ = compiled
     params = spec["root"]["inputDefinitions"]["parameters"]
@@ -182,10 +190,10 @@ def test_only_the_plan_task_takes_the_named_parameters(compiled):
 
 
 def test_pipeline_config_round_trip():
-    from cure.steps import config_from_pipeline
-    from pipelines.params import config_dict, config_parameters
+    from cure_pipelines.params import config_dict, config_parameters
 
-    import_pipelines()
+    from cure.stages import config_from_pipeline
+
     # KFP hands dict members over as strings; the config parses them back.
     as_strings = {"rollout__k_code": "4.0", "train__learning_rate": "0.0003", "eval__scales": "[[2, 2]]",
                   "execute__isolation": "none", "reward__post_stage": "true", "rollout__prompt_dir": ""}
@@ -224,7 +232,7 @@ def test_compile_out_that_is_a_file_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("good", ["16Gi", "500M", "1.5Gi", "2e9", ".5Ti", "128974848", "129e6", "123Mi"])
 def test_quantities_kubernetes_accepts(good):
-    from cure.kfp_compile import check_quantity
+    from cure_pipelines.compile import check_quantity
 
     assert check_quantity("--shm-size", good) == good
 
@@ -267,6 +275,7 @@ def documented_compiles() -> list[tuple[str, list[str]]]:
     return out
 
 
+@pytest.mark.slow
 def test_every_documented_cluster_compile_fits_the_budget(tmp_path):
     commands = documented_compiles()
     assert commands, "no `cure compile` command found in README.md or docs/"
@@ -305,13 +314,13 @@ def _resolved(spec, platform):
     return out
 
 
+@pytest.mark.slow
 def test_shared_components_change_no_task(tmp_path):
     """Each distinct component is written once; every task still resolves to the same container, code and pod."""
+    from cure_pipelines import training
+    from cure_pipelines.compile import cluster_config, cluster_options, shared_components
     from kfp import compiler
 
-    from cure.kfp_compile import cluster_config, cluster_options, shared_components
-
-    training = import_pipelines()
     opts = cluster_options(gpus=8, rollout_shards=4)
     pipeline = training.build_training_pipeline(cluster=opts, cfg=cluster_config(CureConfig(), opts))
     compiler.Compiler().compile(pipeline, str(tmp_path / "raw.yaml"))
@@ -323,6 +332,7 @@ def test_shared_components_change_no_task(tmp_path):
     assert before == after
 
 
+@pytest.mark.slow
 def test_gpus_per_stage_and_a_multinode_train_pod_without_gpus(tmp_path):
     assert main(["compile", "--out", str(tmp_path), "--gpus", "8", "--rollout-gpus", "4", "--eval-gpus", "2",
                  "--nodes", "2"]) == 0
@@ -346,7 +356,7 @@ def test_evaluation_pods_exist_only_on_evaluation_rounds(compiled):
     """Slots 0..segment-1 evaluate inside a condition on is-eval-round; the next slot's train waits for that graph."""
     import json
 
-    from cure.rounds import is_eval_slot
+    from cure.segment import is_eval_slot
 
     _, spec, _ = compiled
     graph = spec["components"]["comp-evaluate-if-due"]["dag"]["tasks"]
@@ -372,6 +382,9 @@ def test_exit_handler_cleans_up_the_run(compiled):
     params = cleanup["inputs"]["parameters"]
     assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
     assert params["workflow"]["runtimeValue"]["constant"] == "{{$.pipeline_job_resource_name}}"
+    # the store's URI and experiment, and the store Secret: a failed run frees its lease (segment.release_after_run)
+    assert params["store_uri"]["componentInputParameter"] == "pipeline__store_uri"
+    assert params["experiment"]["componentInputParameter"] == "pipeline__experiment"
 
 
 def test_launchers_know_their_pod_run_and_region(compiled):
@@ -392,6 +405,7 @@ def test_launchers_know_their_pod_run_and_region(compiled):
             assert region and region[0]["optional"] is True, ex
 
 
+@pytest.mark.slow
 def test_evaluation_pipeline_pairing_gets_the_store(tmp_path):
     assert main(["compile", "--out", str(tmp_path)]) == 0
     _, platform = _load(tmp_path / "cure-evaluation.yaml")
@@ -405,7 +419,7 @@ def test_finish_records_the_models_store_uri_instead_of_copying_it(tmp_path):
     artifact store, never cleaned up)."""
     import json
 
-    from cure import rounds
+    from cure import segment as loop
     from cure.experiment import checkpoint_name
 
     cfg = CureConfig()
@@ -413,19 +427,20 @@ def test_finish_records_the_models_store_uri_instead_of_copying_it(tmp_path):
     cfg.pipeline.experiment = "exp"
     (tmp_path / "store").mkdir()
     workspace = tmp_path / "ws"
-    model = rounds.model_dir(str(workspace), 2)
+    model = loop.model_dir(str(workspace), 2)
     model.mkdir(parents=True)
     (model / "model.safetensors").write_bytes(b"\0" * 4096)
     plan = json.dumps({"experiment": "exp", "checkpoint": None, "start": 1, "last": 2, "total": 4, "active": True,
                        "fresh": True})
     out = tmp_path / "model-artifact"
-    rounds.finish(rounds.config_json(cfg), plan, str(workspace), str(out), str(tmp_path / "r.html"),
+    loop.finish(loop.config_json(cfg), plan, str(workspace), str(out), str(tmp_path / "r.html"),
                   str(tmp_path / "r.md"))
-    assert [p.name for p in out.iterdir()] == [rounds.MODEL_POINTER]
-    pointer = json.loads((out / rounds.MODEL_POINTER).read_text())
+    assert [p.name for p in out.iterdir()] == [loop.MODEL_POINTER]
+    pointer = json.loads((out / loop.MODEL_POINTER).read_text())
     assert pointer == {"uri": f"{cfg.pipeline.store_uri}/exp/checkpoints/{checkpoint_name(2)}", "round": 2}
 
 
+@pytest.mark.slow
 def test_evaluation_pipeline_cleans_up_its_sandbox_jobs(tmp_path):
     assert main(["compile", "--out", str(tmp_path)]) == 0
     spec, _ = _load(tmp_path / "cure-evaluation.yaml")

@@ -8,7 +8,7 @@ import json
 import pytest
 from sandbox_fixtures import no_leftover_processes, rollout
 
-from cure import cli
+import cure_cli as cli
 from cure.sandbox import Job, SandboxPool, gvisor
 from cure.sandbox.worker import heavy_imports
 

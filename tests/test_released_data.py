@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from cure.cli import main
 from cure.data import RELEASED, hub_location, load_released
 from cure.tasks import TaskFormatError, load_tasks, read_jsonl
+from cure_cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "released"
 EXTRA = ("dataset", "difficulty", "exe_method", "solutions")
@@ -72,7 +72,7 @@ def test_the_issue_command_exits_0_and_reports_counts(tmp_path: Path) -> None:
     """`cure data prepare --source codecontests_train --path F` on the conversion's output (it exited 2 with
     "field 'task_id': Input should be a valid string")."""
     out = tmp_path / "tasks.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "cure.cli", "data", "prepare", "--source", "codecontests_train",
+    proc = subprocess.run([sys.executable, "-m", "cure_cli", "data", "prepare", "--source", "codecontests_train",
                            "--path", str(fixture("codecontests_train")), "--out", str(out)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -170,7 +170,7 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.mark.parametrize("name", list(RELEASED))
 def test_each_named_source_through_the_hub_cache(name: str, offline_hub: Path, tmp_path: Path) -> None:
-    from cure.steps import prepare_data
+    from cure.stages import prepare_data
 
     repo, filename = RELEASED[name]
     _hub_cache(offline_hub, repo, filename, fixture(name))
@@ -180,7 +180,7 @@ def test_each_named_source_through_the_hub_cache(name: str, offline_hub: Path, t
 
 
 def test_hub_repository_and_file_overridable_per_source(offline_hub: Path, tmp_path: Path) -> None:
-    from cure.steps import prepare_data
+    from cure.stages import prepare_data
 
     _hub_cache(offline_hub, "mirror-org/lb", "data/lb.json", fixture("livebench_reasonflux"))
     out = tmp_path / "t.jsonl"

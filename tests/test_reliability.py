@@ -1,7 +1,7 @@
 """Nothing lost, nothing leaked: a run never deletes what it did not create, the experiment's state stays one
 consistent record (latest pointer, evaluations, one run at a time), and nonsense options are refused at load.
 
-Most cases test the state logic directly (cure.experiment, cure.rounds, cure.local_run's checks), against the folder
+Most cases test the state logic directly (cure.experiment, cure.segment, cure_pipelines.local_run's checks), against the folder
 store and the S3 store on moto's loopback server; one end-to-end smoke run covers the folder lock, the --out
 protection, the resume of a missing final evaluation and kfp.local's temporary folders.
 """
@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from cure import experiment as exp
-from cure import rounds
-from cure.cli import main
+from cure import segment as loop
 from cure.config import ConfigError, load_config
 from cure.store import LocalStore, PreconditionFailed, StoreError, open_store
+from cure_cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 ACCESS, SECRET = "cure-rel-access", "cure-rel-secret"
@@ -137,7 +137,7 @@ def test_evaluation_runs_refuse_a_folder_of_other_things(tmp_path, capsys):
 
 # ---- 8. one run per folder ------------------------------------------------------------------------------------
 def test_a_second_run_on_a_locked_folder_refuses_at_once(tmp_path, capsys):
-    from cure.local_run import RunLock
+    from cure_pipelines.local_run import RunLock
 
     out = _fake_experiment(tmp_path)
     before = _tree(out)
@@ -191,16 +191,17 @@ def test_run_resume_over_a_lost_latest_refuses_with_the_command(tmp_path, capsys
 
 
 # ---- 3. a segment is done only when its final evaluation is recorded -----------------------------------------
+@pytest.mark.slow
 def test_a_promoted_round_without_its_evaluation_is_evaluated_by_the_next_run(tmp_path):
     store = open_store(f"file://{tmp_path / 'store'}")
     exp.promote(store, "e", _model(tmp_path, "2"), 2, keep=True)
     exp.upsert_record(store, "e", exp.HISTORY, {"round": 0})
     # killed during round 2's evaluation, after its promotion: the experiment's total (2) is reached
     config, plan, active = _plan(tmp_path, total=2, segment=2, eval_every=2)
-    p, cfg = json.loads(plan), rounds.load_config(config)
+    p, cfg = json.loads(plan), loop.load_config(config)
     assert active and p["evaluate_start"] and p["start"] > p["last"]
-    assert rounds._eval_round(p, cfg, 0) == 2  # slot 0 evaluates the starting model, round 2
-    assert [rounds.slot_round(p, k) for k in (1, 2)] == [None, None]  # nothing to train
+    assert loop._eval_round(p, cfg, 0) == 2  # slot 0 evaluates the starting model, round 2
+    assert [loop.slot_round(p, k) for k in (1, 2)] == [None, None]  # nothing to train
     exp.upsert_record(store, "e", exp.HISTORY, {"round": 2})
     _, plan, active = _plan(tmp_path, total=2, segment=2, eval_every=2)
     assert not active  # done: promoted and evaluated
@@ -208,16 +209,16 @@ def test_a_promoted_round_without_its_evaluation_is_evaluated_by_the_next_run(tm
     # a round that is not an evaluation round needs none; round 0 is evaluated once
     _, plan, _ = _plan(tmp_path, total=6, segment=2, eval_every=4, run_id="a-later-run")
     p = json.loads(plan)
-    assert not p["evaluate_start"] and rounds._eval_round(p, cfg, 0) is None
+    assert not p["evaluate_start"] and loop._eval_round(p, cfg, 0) is None
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     _, plan, _ = _plan(fresh, total=2, segment=2, eval_every=2)
-    assert rounds._eval_round(json.loads(plan), cfg, 0) == 0
+    assert loop._eval_round(json.loads(plan), cfg, 0) == 0
 
 
 def _plan(tmp_path: Path, total: int, segment: int, run_id: str = "run-a", **pipeline):
     values = {"pipeline": {"store_uri": f"file://{tmp_path / 'store'}", "experiment": "e", **pipeline}}
-    return rounds.plan(values, total, segment, run_id=run_id)
+    return loop.plan(values, total, segment, run_id=run_id)
 
 
 # ---- 8. the experiment's lease in the store -------------------------------------------------------------------
@@ -237,6 +238,28 @@ def test_the_lease_admits_one_run_and_expires(store):
     exp.take_lease(store, "e", "run-c", ttl_s=60)  # released: free at once
     assert exp.break_lease(store, "e")["run_id"] == "run-c"
     exp.take_lease(store, "e", "run-d", ttl_s=60)
+
+
+def test_the_exit_handler_frees_a_failed_runs_lease_and_no_other(tmp_path, monkeypatch):
+    """A run that failed after its plan task took the lease: the exit handler frees it (under the run id the plan
+    task used, $CURE_RUN_ID), so the next run starts at once; a lease another run holds stays."""
+    store = open_store(f"file://{tmp_path / 'store'}")
+    monkeypatch.setenv("CURE_RUN_ID", "run-a")
+    exp.take_lease(store, "e", "run-a", ttl_s=3600)
+    assert loop.release_after_run(store.uri, "e", "{{$.pipeline_job_uuid}}")
+    exp.take_lease(store, "e", "run-b", ttl_s=3600)  # the next run: no wait for the expiry
+    assert not loop.release_after_run(store.uri, "e")  # run-a's exit handler again: run-b's lease stays
+    with pytest.raises(exp.LeaseHeld, match="run-b"):
+        exp.take_lease(store, "e", "run-c", ttl_s=3600)
+    monkeypatch.delenv("CURE_RUN_ID")
+    assert not loop.release_after_run("", "e", "run-b")  # no store: nothing to do
+    assert loop.release_after_run(store.uri, "e", "run-b")  # outside a pod: the run id passed in
+
+
+def test_the_exit_handler_says_how_to_free_a_lease_it_cannot_reach(monkeypatch, caplog):
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")  # a folder store inside a pod is refused
+    assert not loop.release_after_run("file:///tmp/nowhere", "e", "run-a")
+    assert "cure store unlock --store file:///tmp/nowhere --experiment e" in caplog.text
 
 
 def test_conditional_writes_refuse_a_stale_version(store):
@@ -287,14 +310,14 @@ def test_a_second_run_of_an_experiment_refuses_at_plan_and_cannot_promote(tmp_pa
     with pytest.raises(exp.LeaseHeld, match="in use by another run"):
         _plan(tmp_path, total=4, segment=2, run_id="run-b")
     ws = tmp_path / "ws"
-    rounds.model_dir(str(ws), 2).mkdir(parents=True)
-    (rounds.model_dir(str(ws), 2) / "w.bin").write_text("2")
+    loop.model_dir(str(ws), 2).mkdir(parents=True)
+    (loop.model_dir(str(ws), 2) / "w.bin").write_text("2")
     stolen = json.dumps({**json.loads(plan_a), "run_id": "run-b"})  # a run that does not hold the lease
     with pytest.raises(exp.LeaseHeld, match="no longer holds"):
-        rounds.promote(config, stolen, 2, str(ws))
+        loop.promote(config, stolen, 2, str(ws))
     store = open_store(f"file://{tmp_path / 'store'}")
     assert exp.latest_round(store, "e") == (None, 0)
-    assert rounds.promote(config, plan_a, 2, str(ws)) == {"round": 2.0, "kept": 0.0}
+    assert loop.promote(config, plan_a, 2, str(ws)) == {"round": 2.0, "kept": 0.0}
 
 
 # ---- 6. eval.scales at config load; metrics never index an empty selection ------------------------------------
@@ -379,18 +402,18 @@ def test_a_tampered_rounds_record_fails_once_clearly(tmp_path, capsys):
     out = _fake_experiment(tmp_path)
     store = open_store(f"file://{out / 'store'}")
     exp.upsert_record(store, "local-smoke", exp.ROUNDS, {"round": 1})
-    path = out / "store" / "local-smoke" / "rounds.json"
+    path = out / "store" / "local-smoke" / "loop.json"
     path.write_text(path.read_text().replace("1", "7"))
     t0 = time.monotonic()
     assert main(["run", "--preset", "smoke", "--out", str(out), "--resume", "--rounds", "1"]) == 2
     err = _err(capsys)
-    assert "checksum mismatch" in err and "rounds.json" in err and len(err.splitlines()) == 1
+    assert "checksum mismatch" in err and "loop.json" in err and len(err.splitlines()) == 1
     assert time.monotonic() - t0 < 60 and not (out / "kfp").exists()  # refused before any task
 
 
 # ---- 12. kfp.local's temporary folders ------------------------------------------------------------------------
 def test_the_run_environment_removes_its_temporary_folder(tmp_path, monkeypatch):
-    from cure.local_run import run_environment
+    from cure_pipelines.local_run import run_environment
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     with run_environment(CURE_RUN_ID="x") as tmp:
@@ -407,6 +430,7 @@ FAST = ["--base-model", "tiny:0:40", "--eval-every", "1", "--set", "rollout.max_
         "--set", "eval.k_code=2", "--set", "eval.k_test=2", "--set", "eval.scales=[[2, 2]]"]
 
 
+@pytest.mark.slow
 def test_smoke_run_holds_its_folder_and_resumes_a_missing_final_evaluation(tmp_path, capsys):
     out = tmp_path / "run"
     tmp = tmp_path / "tmp"
@@ -414,7 +438,7 @@ def test_smoke_run_holds_its_folder_and_resumes_a_missing_final_evaluation(tmp_p
     env = {**os.environ, "TMPDIR": str(tmp),
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = ["run", "--preset", "smoke", "--rounds", "1", "--out", str(out), *FAST]
-    proc = subprocess.Popen([sys.executable, "-m", "cure.cli", *cmd], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "cure_cli", *cmd], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
@@ -450,7 +474,7 @@ def test_smoke_run_holds_its_folder_and_resumes_a_missing_final_evaluation(tmp_p
     # A real kill (SIGKILL of the process group) once round 2's evaluation starts; whether its promotion ran
     # before is up to the orchestrator. Either way the next --resume ends with round 2 promoted and evaluated.
     resume = [*cmd[:3], "--out", str(out), "--resume", *FAST]
-    proc = subprocess.Popen([sys.executable, "-m", "cure.cli", *resume, "--rounds", "1"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "cure_cli", *resume, "--rounds", "1"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     seen = []
     assert proc.stdout is not None

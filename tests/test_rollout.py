@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from cure.cli import main as cure_main
 from cure.config import CureConfig, RolloutConfig
 from cure.prompts import extract_code, extract_test
-from cure.rollout.engine import Completion, Engine, SamplingParams, make_engine, truncate_at_stop
+from cure.rollout.engine import Completion, Engine, SamplingParams, truncate_at_stop
 from cure.rollout.hf import HFEngine
+from cure.rollout.registry import make_engine
 from cure.rollout.stage import rollout_tasks
 from cure.tasks import Task, read_jsonl, write_jsonl
+from cure_cli import main as cure_main
 
 sys.path.insert(0, str(Path(__file__).parent))
 from rollout_fixtures import build_fixture_model  # noqa: E402

@@ -469,12 +469,12 @@ def test_run_cleanup_deletes_the_runs_jobs_and_workspace_only(tmp_path, monkeypa
 
 
 def test_the_stages_sandbox_runs_through_the_cluster_path_as_kfps_runner(tmp_path, monkeypatch):
-    """steps.run_sandbox, which the execute, evaluate and pairing stages call, with execute.backend kubernetes:
-    the client configuration from a kubeconfig (as outside a pod), the execute settings, the store, the RBAC."""
+    """cure.backends.run_programs, which the execute, evaluate, refinement and pairing stages call, with
+    execute.backend kubernetes: the client configuration from a kubeconfig (as outside a pod), the execute settings, the store, the RBAC."""
     import yaml
 
+    from cure.backends import run_programs
     from cure.config import CureConfig
-    from cure.steps import run_sandbox
 
     rollouts, expected, _ = workload.make_rollouts(3, workload.KINDS_OVERHEAD, n_programs=2, n_gt=1, n_gen=1)
     cfg = CureConfig()
@@ -496,7 +496,7 @@ def test_the_stages_sandbox_runs_through_the_cluster_path_as_kfps_runner(tmp_pat
         monkeypatch.delenv("CURE_POD_NAME", raising=False)
         monkeypatch.setenv("HOSTNAME", "")
         monkeypatch.setenv("CURE_IMAGE_TAG", "1")
-        got = run_sandbox(rollouts, cfg)
+        got = run_programs(rollouts, cfg)
         assert [r["status"] for r in got] == expected
         assert not api.forbidden and not api.jobs and not api.configmaps
         assert ("GET", f"/apis/batch/v1/namespaces/cure/jobs/{api.created_jobs[0]['metadata']['name']}/status") \

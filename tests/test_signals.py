@@ -29,7 +29,7 @@ def _signal_execute(tmp_path: Path, records: list[dict], workers: int, signal_sa
     src, out = tmp_path / "rollouts.jsonl", tmp_path / "executions.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
     env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": os.pathsep.join(sys.path)}
-    argv = [sys.executable, "-m", "cure.cli", "execute", "--rollouts", str(src), "--out", str(out),
+    argv = [sys.executable, "-m", "cure_cli", "execute", "--rollouts", str(src), "--out", str(out),
             "--isolation", "gvisor", "--workers", str(workers), "--no-progress"]
     with no_leftover_processes():
         # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN (no

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cure_pipelines.submit import SubmitError, kfp_cron, typed_params
 from fake_kfp import FakeKFP
 
-from cure.cli import main
 from cure.experiment import upsert_record
 from cure.store import open_store
-from cure.submit import SubmitError, kfp_cron, typed_params
+from cure_cli import main
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_parameters_keep_their_types(package):
 
 
 def test_bad_parameters_are_errors(package):
-    from cure.submit import package_parameters
+    from cure_pipelines.submit import package_parameters
 
     declared = package_parameters(package)
     with pytest.raises(SubmitError, match="no such parameter"):
@@ -139,11 +139,12 @@ def _run_example(fake: FakeKFP, package: Path, mode: str, tmp_path: Path, *param
     import sys
 
     env = {**os.environ, "KFP_ENDPOINT": fake.host, "EXPERIMENT": "cure-test", "PACKAGE": str(package), "MODE": mode,
-           "STORE": f"file://{tmp_path / 'store'}", "CURE": f"{sys.executable} -m cure.cli",
+           "STORE": f"file://{tmp_path / 'store'}", "CURE": f"{sys.executable} -m cure_cli",
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
     return subprocess.run(["bash", str(EXAMPLE), *params], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_example_script_fails_ci_when_the_run_fails(package, tmp_path):
     with FakeKFP([["RUNNING", "FAILED"]]) as fake:
         proc = _run_example(fake, package, "run", tmp_path, "train__learning_rate=2e-6")
@@ -168,7 +169,7 @@ def test_documented_submit_commands_parse():
     import re
     import shlex
 
-    from cure.submit import configure_parser
+    from cure_cli.submit import configure as configure_parser
 
     found = 0
     for doc in (REPO / "README.md", REPO / "docs" / "operator.md"):
@@ -298,9 +299,9 @@ def test_token_from_the_flag_or_the_environment(package, capsys, monkeypatch):
 
 
 def test_transient_errors_while_waiting_are_retried(package, tmp_path, monkeypatch, capsys):
-    import cure.submit
+    import cure_pipelines.submit
 
-    monkeypatch.setattr(cure.submit, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(cure_pipelines.submit, "BACKOFF_S", 0.01)
     with FakeKFP([["RUNNING", "SUCCEEDED"]], flaky_gets=3) as fake:
         assert _submit(fake, package, "--wait", "--param", f"pipeline__store_uri=file://{tmp_path}") == 0
     with FakeKFP([["RUNNING", "SUCCEEDED"]], flaky_gets=50) as fake:  # the API stays down: one line, the run's URL

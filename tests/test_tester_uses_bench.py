@@ -89,7 +89,7 @@ def test_tables_show_each_use_with_its_noise():
 def test_cure_run_takes_the_evaluation_pipeline_flags():
     import argparse
 
-    from cure.local_run import configure_parser
+    from cure_cli.run import configure as configure_parser
 
     p = argparse.ArgumentParser()
     configure_parser(p)
@@ -99,7 +99,7 @@ def test_cure_run_takes_the_evaluation_pipeline_flags():
 
 
 def test_local_evaluation_collects_history_refinement_and_pairing(tmp_path: Path):
-    from cure.local_eval import collect_outputs
+    from cure_pipelines.local_eval import collect_outputs
 
     h = tmp_path / "store" / "local-smoke-evaluation" / "runs" / "job-1" / "history.json"
     h.parent.mkdir(parents=True)

@@ -17,8 +17,8 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cure import synthetic, tiny
-from cure.cli import main
 from cure.prompts import PromptTemplates, code_prompt, extract_code, extract_test, test_prompt
+from cure_cli import main
 
 PROBES = [
     "Read an integer n. Print n*7+3.",
@@ -33,7 +33,7 @@ PROBES = [
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):
     tasks = synthetic.generate_tasks(120, 0)
-    pairs = tiny.sft_pairs(tasks, tiny._ChatML(), PromptTemplates.load(tiny.TEMPLATES_DIR), random.Random(0), 0.5)
+    pairs = tiny.sft_pairs(tasks, tiny.tokenizer._ChatML(), PromptTemplates.load(tiny.TEMPLATES_DIR), random.Random(0), 0.5)
     out = tmp_path_factory.mktemp("tok")
     tiny.train_tokenizer([p + r for p, r in pairs], 400, out)
     return out
@@ -63,6 +63,7 @@ def test_tokenizer_reloads_identically_through_autotokenizer(tok_dir, tmp_path):
         assert again(text)["input_ids"] == tok(text)["input_ids"]
 
 
+@pytest.mark.slow
 def test_build_is_deterministic_given_the_seed(tmp_path):
     a = tiny.build_tiny_model(tmp_path / "a", seed=3, steps=2)
     b = tiny.build_tiny_model(tmp_path / "b", seed=3, steps=2)
@@ -80,6 +81,7 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
         tiny.build_tiny_model(tmp_path, steps=1)
 
 
+@pytest.mark.slow
 def test_cli_builds_a_loadable_model_that_writes_well_formed_answers(tmp_path, capsys):
     out = tmp_path / "tiny"
     # 300 steps: enough for the response format (not for the starting accuracy, which the full build gives).
@@ -132,7 +134,7 @@ def test_cli_builds_a_loadable_model_that_writes_well_formed_answers(tmp_path, c
 def test_warm_start_pairs_hold_correct_discriminative_tests():
     tasks = synthetic.generate_tasks(40, 5)
     templates = PromptTemplates.load(tiny.TEMPLATES_DIR)
-    pairs = tiny.sft_pairs(tasks, tiny._ChatML(), templates, random.Random(1), 0.5, tests_per_task=2)
+    pairs = tiny.sft_pairs(tasks, tiny.tokenizer._ChatML(), templates, random.Random(1), 0.5, tests_per_task=2)
     assert len(pairs) == 3 * len(tasks)
     shown = 0
     for i, task in enumerate(tasks):
@@ -145,7 +147,7 @@ def test_warm_start_pairs_hold_correct_discriminative_tests():
             shown += "We already have one test sample" in prompt
     assert 0 < shown < 2 * len(tasks)  # the public example is shown in some tester prompts, not all
     # code_share: coder examples for the first share of the tasks only, which still cover every family.
-    half = tiny.sft_pairs(tasks, tiny._ChatML(), templates, random.Random(1), 0.5, tests_per_task=1, code_share=0.5)
+    half = tiny.sft_pairs(tasks, tiny.tokenizer._ChatML(), templates, random.Random(1), 0.5, tests_per_task=1, code_share=0.5)
     coder = [p for p in half if p[1].startswith("```python")]
     assert len(coder) == 20 and len(half) == 60
     assert {t.family for t in tasks[:20]} == set(synthetic.FAMILIES)
@@ -158,7 +160,7 @@ def test_warm_start_can_show_typical_wrong_programs():
     tasks = synthetic.generate_tasks(400, 5)
     templates = PromptTemplates.load(tiny.TEMPLATES_DIR)
     pairs = tiny.sft_pairs(
-        tasks, tiny._ChatML(), templates, random.Random(1), 0.5, tests_per_task=1, wrong_code_share=0.3, wrong_test_share=0.2
+        tasks, tiny.tokenizer._ChatML(), templates, random.Random(1), 0.5, tests_per_task=1, wrong_code_share=0.3, wrong_test_share=0.2
     )
     wrong = wrong_tests = 0
     for i, task in enumerate(tasks):
@@ -199,13 +201,13 @@ def test_warm_start_loss_equals_the_models_own_loss(tok_dir):
             p.add_(torch.randn_like(p) * 0.05)
     tasks = synthetic.generate_tasks(8, 1)
     pairs = tiny.sft_pairs(tasks, tok, PromptTemplates.load(tiny.TEMPLATES_DIR), random.Random(0), 0.5, wrong_test_share=0.5)
-    batch = tiny._encode_pairs(pairs, tok)
+    batch = tiny.sft._encode_pairs(pairs, tok)
     assert len({len(ids) for ids, _ in batch}) > 1
     ref = _hf_loss(model, batch, tok.pad_token_id)
     ref.backward()
     ref_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    mine = tiny._response_loss(model, *tiny._batch_tensors(batch, tok.pad_token_id), tiny._Rope(model.config, spec.max_positions))
+    mine = tiny.model._response_loss(model, *tiny.warm_start._batch_tensors(batch, tok.pad_token_id), tiny.model._Rope(model.config, spec.max_positions))
     mine.backward()
     assert abs(ref.item() - mine.item()) < 1e-5
     for a, p in zip(ref_grads, model.parameters()):
@@ -223,11 +225,11 @@ def test_bfloat16_warm_start_loss_tracks_float32(tok_dir):
             p.add_(torch.randn_like(p) * 0.05)
     tasks = synthetic.generate_tasks(8, 1)
     pairs = tiny.sft_pairs(tasks, tok, PromptTemplates.load(tiny.TEMPLATES_DIR), random.Random(0), 0.5)
-    batch = tiny._batch_tensors(tiny._encode_pairs(pairs, tok), tok.pad_token_id)
+    batch = tiny.warm_start._batch_tensors(tiny.sft._encode_pairs(pairs, tok), tok.pad_token_id)
     grads = {}
     for dtype in (torch.float32, torch.bfloat16):
         model.zero_grad()
-        loss = tiny._response_loss(model, *batch, tiny._Rope(model.config, spec.max_positions, dtype), dtype)
+        loss = tiny.model._response_loss(model, *batch, tiny.model._Rope(model.config, spec.max_positions, dtype), dtype)
         assert loss.dtype == torch.float32
         loss.backward()
         grads[dtype] = (loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()]))
@@ -255,6 +257,7 @@ def test_compute_dtype_env_forces_the_path_a_cpu_without_bfloat16_takes(monkeypa
         tiny.compute_dtype("auto")
 
 
+@pytest.mark.slow
 def test_a_build_records_its_files_and_says_how_to_prompt_it(tmp_path):
     out = tiny.build_tiny_model(tmp_path / "m", seed=3, steps=2, dtype="float32")
     info = json.loads((out / "build_info.json").read_text())
@@ -279,11 +282,12 @@ def test_the_shipped_model_is_what_the_current_build_code_makes():
     re-measure the demo, or `cure model tiny` and `tiny:0` would be different models."""
     info = json.loads((tiny.SHIPPED_DIR / "build_info.json").read_text())
     assert (info["seed"], info["steps"]) == (0, tiny.TinySpec.steps)
-    assert info["code_version"] == tiny._code_version(tiny.TinySpec())
+    assert info["code_version"] == tiny.build._code_version(tiny.TinySpec())
 
 
+@pytest.mark.slow
 def test_tiny_0_is_the_shipped_model_and_other_specs_build(tmp_path, monkeypatch):
-    monkeypatch.setattr(tiny, "build_tiny_model", lambda *a, **k: pytest.fail(f"built {a} {k}"))
+    monkeypatch.setattr(tiny.build, "build_tiny_model", lambda *a, **k: pytest.fail(f"built {a} {k}"))
     assert tiny.tiny_model("tiny:0", tmp_path) == tiny.tiny_model("tiny", tmp_path) == tiny.SHIPPED_DIR
     monkeypatch.undo()
     built = tiny.tiny_model("tiny:3:2", tmp_path)
@@ -293,6 +297,7 @@ def test_tiny_0_is_the_shipped_model_and_other_specs_build(tmp_path, monkeypatch
             tiny.tiny_model(bad, tmp_path)
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_the_shipped_model():
     """pyproject's package data covers every file of the shipped model, so an installed wheel has tiny:0 too."""
     import fnmatch
@@ -308,9 +313,10 @@ def test_the_wheel_carries_the_shipped_model():
     assert [f for f in files if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)] == []
 
 
+@pytest.mark.slow
 def test_a_pipeline_starting_from_tiny_0_gets_the_shipped_weights(tmp_path):
-    from cure import steps
+    from cure import stages
 
-    steps.init_model("tiny:0", str(tmp_path / "start"))
+    stages.init_model("tiny:0", str(tmp_path / "start"))
     assert (tmp_path / "start" / "model.safetensors").read_bytes() == (tiny.SHIPPED_DIR / "model.safetensors").read_bytes()
     assert (tmp_path / "start" / "cure.json").is_file() and (tmp_path / "start" / "prompts").is_dir()

@@ -60,10 +60,10 @@ def test_zero3_initial_reference_and_optimizer_resume(tiny_model, tmp_path):  # 
 
 
 def test_two_process_zero3_torchrun_matches_torch_engine(tiny_model, tmp_path, torch_run, monkeypatch):  # noqa: F811
-    """train.nproc_per_node=2 through cure.steps.train, the train pod's code path: the launcher runs torchrun
+    """train.nproc_per_node=2 through cure.stages.train, the train pod's code path: the launcher runs torchrun
     with two gloo ranks (DeepSpeed ZeRO-3), which must train exactly what one torch process does."""
     from cure.config import CureConfig
-    from cure.steps import train
+    from cure.stages import train
     from cure.tasks import write_jsonl
 
     data = tmp_path / "rewards.jsonl"
@@ -84,7 +84,7 @@ def test_two_process_zero3_torchrun_matches_torch_engine(tiny_model, tmp_path, t
 def test_cli_flag_nproc_per_node_defaults_to_the_config():
     import argparse
 
-    from cure.train.stage import configure_parser
+    from cure_cli.train import configure as configure_parser
 
     parser = argparse.ArgumentParser()
     configure_parser(parser)

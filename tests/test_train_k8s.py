@@ -37,7 +37,7 @@ def test_generated_spec_validates():
     assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 2
     container = replicas["Worker"]["template"]["spec"]["containers"][0]
     assert container["name"] == "pytorch"
-    assert container["command"][:4] == ["torchrun", "-m", "cure.cli", "train"] and container["command"][4:] == ARGS
+    assert container["command"][:4] == ["torchrun", "-m", "cure_cli", "train"] and container["command"][4:] == ARGS
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert spec["spec"]["nprocPerNode"] == "8"
     # a manifest written as YAML (what `kubectl apply` would get) reads back identically and still validates

@@ -6,7 +6,7 @@ Role of manifests/ as KFP's runner account; its controller validates the job aga
 nodes the way the Training Operator / Trainer would, as processes with the ``PET_*`` rendezvous variables and the store Secret's keys in their
 environment, each in its own scratch folder. The store is moto's S3 server on loopback. The replicas train for
 real (two gloo ranks on two "nodes", torch engine) and must produce what one process produces.
-(The one-node torchrun path is tested in test_train_deepspeed.py through cure.steps.train.)
+(The one-node torchrun path is tested in test_train_deepspeed.py through cure.stages.train.)
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ class FakeTrainingOperator:
 
 
 @pytest.mark.parametrize("job_api", ["pytorchjob", "trainjob"])
+@pytest.mark.slow
 def test_two_nodes_train_through_a_training_job_and_the_store(tiny_model, tmp_path, s3_env, monkeypatch, job_api):  # noqa: F811
     for k, v in s3_env.items():
         monkeypatch.setenv(k, v)
@@ -155,7 +156,7 @@ def test_torchrun_command_single_and_multi_node():
 
     one = torchrun_command("m", "d", "o", "c.yaml", 4)
     assert one[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
-    assert one[5:8] == ["-m", "cure.cli", "train"] and one[one.index("--config") + 1] == "c.yaml"
+    assert one[5:8] == ["-m", "cure_cli", "train"] and one[one.index("--config") + 1] == "c.yaml"
     multi = torchrun_command("m", "d", "o", "c.yaml", 8, nodes=2, ref_model_dir="r")
     assert "--standalone" not in multi and "--nnodes=2" in multi and multi[-2:] == ["--ref-model", "r"]
     assert os.path.basename(multi[0]).startswith("python")

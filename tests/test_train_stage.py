@@ -140,8 +140,8 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tiny_model, tmp_path):
 
 
 def test_cli_writes_checkpoint_metrics_and_tensorboard(tiny_model, tmp_path):  # noqa: F811
-    from cure.cli import main
     from cure.tasks import write_jsonl
+    from cure_cli import main
 
     data = tmp_path / "rewards.jsonl"
     write_jsonl(data, make_records(8))
@@ -165,6 +165,7 @@ def test_cli_writes_checkpoint_metrics_and_tensorboard(tiny_model, tmp_path):  #
     assert main(["train", "--model", str(tiny_model), "--data", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_matches_one_process(tiny_model, tmp_path):  # noqa: F811
     from cure.tasks import write_jsonl
 
@@ -178,7 +179,7 @@ def test_two_process_torchrun_matches_one_process(tiny_model, tmp_path):  # noqa
     for key in ("prompt_max_len", "generate_max_len", "packing_max_len", "micro_batch_tokens", "learning_rate",
                 "policy_update_steps", "gradient_checkpointing"):
         sets += ["--set", f"train.{key}={getattr(cfg, key)}"]
-    cmd = [sys.executable, "-m", "cure.cli", "train", "--model", str(tiny_model), "--data", str(data), "--out",
+    cmd = [sys.executable, "-m", "cure_cli", "train", "--model", str(tiny_model), "--data", str(data), "--out",
            str(tmp_path / "two"), "--engine", "torch", "--nproc-per-node", "2", *sets]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

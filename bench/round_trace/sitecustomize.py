@@ -27,7 +27,7 @@ PROBES = {
     "cure.train.engines": {"build_engine": "model_load"},
     "cure.train.stage": {"compute_logprobs": "work", "_run_update": "work"},
     "cure.train.checkpoint": {"save_checkpoint": "save"},
-    "cure.steps": {"_copy_model": "copy"},
+    "cure.stages": {"_copy_model": "copy"},
     "cure.execute": {"execute_rollouts": "work"},
     "cure.reward_stage": {"write_rewards": "work"},
     "cure.experiment": {"upsert_record": "store", "promote": "store"},

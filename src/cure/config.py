@@ -253,7 +253,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def preset_path(name: str) -> Path:
-    """A built-in config preset (``--config preset:NAME``), e.g. ``long_cot`` for reasoning models."""
+    """A built-in preset's file, ``presets/NAME.yaml`` in the package (``--config preset:NAME``, ``cure run --preset``)."""
     from importlib import resources
 
     p = Path(str(resources.files("cure").joinpath("presets", f"{name}.yaml")))
@@ -263,23 +263,64 @@ def preset_path(name: str) -> Path:
     return p
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> CureConfig:
-    """Load the config from an optional YAML file (or ``preset:NAME``) plus ``section.field=value`` overrides."""
+# Keys of a preset file that are not config sections.
+PRESET_KEYS = ("extends", "run")
+
+
+def read_preset(name: str, _children: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A built-in preset: config sections, optionally ``run:`` (what ``cure run`` reads besides the config: rounds,
+    intervals, the pipeline inputs that are not config fields) and ``extends: BASE`` (a preset merged under this one,
+    section by section)."""
+    data = _read_yaml(preset_path(name))
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if base in (*_children, name):
+        raise ConfigError(f"preset {name!r}: extends {base!r}, which extends it back")
+    merged = read_preset(str(base), (*_children, name))
+    merge_sections(merged, data)
+    return merged
+
+
+def merge_sections(data: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top``'s sections over ``data``'s, field by field (in place); returns ``data``."""
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        loaded = safe_load_unique(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {p}: not valid YAML{where}: {what}") from e
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {p}: top level must be a mapping of sections")
+    return loaded
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                preset: str | None = None) -> CureConfig:
+    """Load the config from an optional YAML file (or ``preset:NAME``) plus ``section.field=value`` overrides.
+
+    ``preset``: a built-in preset whose config sections apply over the file and under the overrides (``cure run
+    --preset NAME --config FILE --set ...``)."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = preset_path(str(path)[len("preset:"):]) if str(path).startswith("preset:") else Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            loaded = safe_load_unique(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-            what = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise ConfigError(f"config file {p}: not valid YAML{where}: {what}") from e
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p}: top level must be a mapping of sections")
-        data = loaded
+        if str(path).startswith("preset:"):
+            data = {k: v for k, v in read_preset(str(path)[len("preset:"):]).items() if k not in PRESET_KEYS}
+        else:
+            data = _read_yaml(Path(path))
+    if preset is not None:
+        merge_sections(data, {k: v for k, v in read_preset(preset).items() if k not in PRESET_KEYS})
     apply_overrides(data, overrides or [])
     try:
         return CureConfig.model_validate(data)

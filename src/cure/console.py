@@ -39,7 +39,7 @@ _METADATA = re.compile(r"metadata=(\{.*\})\s*\)\s*$")
 
 STAGES = ("rollout", "execute", "reward", "train", "evaluate")
 
-# Keys that identify a step's metrics when no stage was announced (see cure.steps).
+# Keys that identify a step's metrics when no stage was announced (see cure.stages).
 _KEY_HINTS = (
     ("train", ("loss", "kl")),
     ("reward", ("coder_examples", "tester_examples")),

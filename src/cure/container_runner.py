@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from cure.images import FAMILIES, image_for
+from cure.sandbox.container import sandbox_host
+from cure.tiny import tiny_model
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +126,6 @@ def docker_runner(run_dir: Path, cache_dir: Path) -> Any:
             f"images missing from the engine: {', '.join(missing)}. Build them with `make images-local` "
             f"(tags follow the code: rebuild after changing src/ or images/)."
         )
-    from cure.sandbox.container import sandbox_host
 
     socket = os.environ["DOCKER_HOST"].removeprefix("unix://")
     sandbox_socket = sandbox_host().removeprefix("unix://")
@@ -180,6 +181,5 @@ def prepare_base_model(base_model: str, cache_dir: Path) -> None:
     shipped in the package, so the images hold it)."""
     if not base_model.startswith("tiny"):
         return
-    from cure.tiny import tiny_model
 
     tiny_model(base_model, cache_dir)

@@ -21,8 +21,6 @@ rounds can be compared with it (the difference of two evaluations has a standard
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -30,28 +28,17 @@ from typing import Any
 
 import numpy as np
 
+from cure.agentic import run_framework
+from cure.backends import run_programs
 from cure.config import CureConfig
-from cure.metrics import summarize, tables_from_executions
-from cure.tasks import Task, load_tasks, require_labeled, write_jsonl
+from cure.eval_rules import drop_untested, eval_config, eval_tables
+from cure.metrics import summarize
+from cure.refine import flatten, refine
+from cure.rollout.registry import make_engine
+from cure.rollout.stage import policy_tokenizer, rollout_tasks
+from cure.tasks import Task, require_labeled, write_jsonl
 
 log = logging.getLogger(__name__)
-
-
-def eval_config(cfg: CureConfig, seed: int, model: str) -> CureConfig:
-    """The config used for sampling at evaluation: the eval section's k, sampler (temperature, top-p, top-k) and
-    test count, and the model's own prompt templates when it ships them."""
-    from cure.rollout.stage import default_prompt_dir
-
-    c = cfg.model_copy(deep=True)
-    c.rollout.prompt_dir = c.rollout.prompt_dir or default_prompt_dir(model)
-    c.rollout.k_code = cfg.eval.k_code
-    c.rollout.k_test = cfg.eval.k_test
-    c.rollout.temperature = cfg.eval.temperature
-    c.rollout.top_p = cfg.eval.top_p
-    c.rollout.top_k = cfg.eval.top_k
-    c.rollout.seed = seed
-    c.data.max_gt_tests = cfg.eval.max_test
-    return c
 
 
 def evaluate_tasks(
@@ -62,9 +49,6 @@ def evaluate_tasks(
     agentic framework runs too (:mod:`cure.agentic`) and its per-task trace lands in each rollout record's
     ``agentic`` field. ``coder``: another engine writes the programs (one-shot and framework), the model the tests
     (default: the model itself)."""
-    from cure.rollout.engine import make_engine
-    from cure.rollout.stage import policy_tokenizer, rollout_tasks
-
     require_labeled(tasks, "evaluation", "accuracy is measured with ground-truth tests")
     c = eval_config(cfg, seed, model)
     if engine is None:
@@ -72,41 +56,21 @@ def evaluate_tasks(
     if tokenizer is None:
         tokenizer = policy_tokenizer(engine, model)
     rollouts = rollout_tasks(tasks, coder or engine, engine, c, tokenizer, give_example=not cfg.eval.no_example, evaluation=True)
-    from cure.steps import run_sandbox
-
-    executions = run_sandbox(rollouts, c)
+    executions = run_programs(rollouts, c)
     metrics = summarize(eval_tables(rollouts, executions, cfg), cfg.eval.scales, skip_untested=drop_untested(cfg))
     mean_len = lambda key: float(np.mean([x for r in rollouts for x in r[key]])) if rollouts else 0.0  # noqa: E731
     metrics["code_response_length"] = mean_len("code_lengths")
     metrics["test_response_length"] = mean_len("test_lengths") if cfg.eval.k_test else 0.0
     if cfg.eval.refine_rounds:
-        from cure.refine import flatten, refine
-
         rows, _, _ = refine(tasks, rollouts, executions, coder or engine, engine, c, cfg.eval.refine_rounds, tokenizer)
         metrics.update(flatten(rows))
     if cfg.eval.framework != "none":
-        from cure.agentic import run_framework
-
         found, records = run_framework(cfg.eval.framework, tasks, coder or engine, engine, c, tokenizer,
                                        [r["time_limit_s"] for r in rollouts])
         metrics.update(found)
         for r, rec in zip(rollouts, records):
             r["agentic"] = rec
     return metrics, rollouts, executions
-
-
-def drop_untested(cfg: CureConfig) -> bool:
-    """Whether tasks left with no generated test are skipped (reference eval.py; not in code-only evaluation)."""
-    return cfg.eval.unextracted_tests == "drop" and cfg.eval.k_test > 0
-
-
-def eval_tables(rollouts: list[dict[str, Any]], executions: list[dict[str, Any]], cfg: CureConfig) -> list[Any]:
-    """The (ground truth, generated) pass tables; with ``eval.unextracted_tests=drop`` the columns of tests that
-    could not be extracted are left out, as the reference's evaluation never adds them."""
-    tables = tables_from_executions(executions)
-    if cfg.eval.unextracted_tests != "drop":
-        return tables
-    return [(gt, gen[:, np.asarray([t is not None for t in r["tests"]], dtype=bool)]) for (gt, gen), r in zip(tables, rollouts)]
 
 
 def noise_of(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -134,8 +98,6 @@ def evaluate_benchmarks(
     if not benchmarks or empty:
         raise ValueError(f"no tasks to evaluate in benchmark(s) {empty or '(none given)'}: metrics of zero tasks "
                          "would read as 0.0 accuracy")
-    from cure.rollout.engine import make_engine
-    from cure.rollout.stage import policy_tokenizer
 
     c0 = eval_config(cfg, seeds[0], model)
     engine = make_engine(c0.rollout.engine, model, c0.rollout)
@@ -161,47 +123,3 @@ def evaluate_benchmarks(
     entry["primary_benchmark"] = primary
     entry["eval_seconds"] = round(time.monotonic() - t0, 1)
     return entry
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model folder or hub name")
-    p.add_argument("--tasks", nargs="+", required=True, metavar="NAME=FILE", help="benchmarks, e.g. heldout=tasks.jsonl")
-    p.add_argument("--engine", choices=["hf", "vllm", "openai"], help="sampling engine (default: rollout.engine)")
-    p.add_argument("--round", type=int, default=0)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="more than one measures evaluation noise")
-    p.add_argument("--out", required=True, help="folder: metrics.json, rollouts and executions per benchmark")
-    p.add_argument("--coder-model", help="pairing: another coder writes the programs, --model writes the tests "
-                   "(report: pairing.md/json, cure.pairing)")
-    p.add_argument("--coder-engine", choices=["hf", "vllm", "openai"], help="pairing: the coder's engine (default: rollout.engine)")
-
-
-def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
-    if args.engine:
-        cfg.rollout.engine = args.engine
-    from cure.validate import CliError, check_output_path
-
-    check_output_path(args.out, folder=True)
-    benchmarks = {}
-    for item in args.tasks:
-        name, _, path = item.partition("=")
-        if not path:
-            name, path = Path(item).stem, item
-        if name in benchmarks:
-            raise CliError(f"--tasks: benchmark name {name!r} is given twice; use NAME=FILE with distinct names")
-        benchmarks[name] = load_tasks(path)[0]
-        if not benchmarks[name]:
-            raise CliError(f"--tasks {item}: no tasks in {path}; a benchmark needs at least one task")
-    if getattr(args, "coder_model", None):
-        from cure import pairing
-
-        return pairing.run_cli(args, cfg, benchmarks)
-    entry = evaluate_benchmarks(args.model, benchmarks, cfg, args.round, args.seeds, args.out)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "metrics.json").write_text(json.dumps(entry, indent=2))
-    if cfg.eval.refine_rounds:
-        from cure.refine import write_tables
-
-        write_tables(entry, Path(args.out) / "refine.md")
-    for name, m in entry["benchmarks"].items():
-        print(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if not k.endswith("_accumulate")))
-    return 0

@@ -37,7 +37,6 @@ and a test) and ``run`` (program runs it took); :func:`summarize_executions` sum
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -47,10 +46,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cure.sandbox.pool import Job, Limits, SandboxPool
-from cure.validate import STATUSES  # the execution contract's statuses; cure.execute.STATUSES stays
+from cure.validate import STATUSES, ArtifactError, check_rollouts, where_of
 
 if TYPE_CHECKING:  # the sandbox image runs this module with the standard library only (no pydantic)
-    from cure.config import CureConfig, ExecuteConfig
+    from cure.config import ExecuteConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +77,6 @@ def check_fingerprints(rollouts: Sequence[dict[str, Any]], executions: Sequence[
     """Refuse execution records whose fingerprint differs from their rollout's (:class:`cure.validate.ArtifactError`
     naming the record, the row or column, and what to do). Records joined by ``task_id``; records without a
     fingerprint (written before it existed) are not checked. Returns how many records were checked."""
-    from cure.validate import ArtifactError, where_of
-
     by_id = {e["task_id"]: (j, e) for j, e in enumerate(executions)}
     checked = 0
     for i, r in enumerate(rollouts):
@@ -161,8 +158,6 @@ def execute_rollouts(rollouts: list[dict[str, Any]], cfg: ExecuteConfig, progres
     Records keep their order; each is ``{"task_id", "num_gt", "passed", "status"}`` (see the module docstring).
     The rollouts are checked first (:func:`cure.validate.check_rollouts`: unique task ids, field types).
     """
-    from cure.validate import check_rollouts
-
     check_rollouts(rollouts)
     tables, jobs = _plan(rollouts, default_time_limit=1.0)
     total = sum(len(j.tests) * len(j.key[2]) for j in jobs)  # type: ignore[index]
@@ -242,34 +237,3 @@ def summarize_executions(executions: list[dict[str, Any]]) -> dict[str, int]:
     counts = [e["executions"] for e in executions if isinstance(e.get("executions"), dict)]
     return {"executions_requested": sum(int(c.get("requested", 0)) for c in counts),
             "executions_run": sum(int(c.get("run", 0)) for c in counts)}
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rollouts", required=True, help="rollouts.jsonl (from `cure rollout`)")
-    parser.add_argument("--out", required=True, help="executions.jsonl to write")
-    parser.add_argument(
-        "--isolation",
-        choices=["auto", "gvisor", "none"],
-        help="sandbox: gvisor (default where runsc is installed; an error if it is not), none = development only",
-    )
-    parser.add_argument("--workers", type=int, help="parallel sandboxes (0 = CPU cores)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar / progress log lines")
-
-
-def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
-    from cure.tasks import read_jsonl, write_jsonl
-    from cure.validate import check_output_path
-
-    if args.isolation is not None:
-        cfg.execute.isolation = args.isolation
-    if args.workers is not None:
-        cfg.execute.workers = args.workers
-    check_output_path(args.out)
-    rollouts = read_jsonl(args.rollouts)
-    executions = execute_rollouts(rollouts, cfg.execute, progress=not args.no_progress)
-    write_jsonl(args.out, executions)
-    counts = summarize_status(executions)
-    runs = summarize_executions(executions)
-    log.info("wrote %d tables to %s; cells: %s; executions requested %d, run %d", len(executions), args.out,
-             ", ".join(f"{k}={v}" for k, v in counts.items() if v), runs["executions_requested"], runs["executions_run"])
-    return 0

@@ -350,35 +350,3 @@ def repair_latest(store: Store, experiment: str, checkpoint: str | None = None) 
                          f"(complete: {', '.join(names) or 'none'})")
     manifest = store.set_latest(experiment, checkpoint)
     return checkpoint, int(manifest.get("metadata", {}).get("round", round_of(checkpoint) or 0))
-
-
-# --- `cure store repair` / `cure store unlock` -------------------------------------------------------------
-
-
-def _store_args(p: Any) -> None:
-    p.add_argument("--store", required=True, help="the store URI (file://DIR or s3://bucket[/prefix])")
-    p.add_argument("--experiment", required=True, help="the experiment name (pipeline.experiment; local runs: local-PRESET)")
-
-
-def configure_parser_repair(p: Any) -> None:
-    _store_args(p)
-    p.add_argument("--checkpoint", help="point latest at this checkpoint (default: the complete one of the highest round)")
-
-
-def run_cli_repair(args: Any, cfg: Any) -> int:
-    store = open_store(args.store)
-    name, round_ = repair_latest(store, args.experiment, args.checkpoint)
-    print(f"latest of experiment {args.experiment!r} now names {name} (round {round_}); the next run continues from "
-          "there and drops the records of later rounds")
-    return 0
-
-
-def configure_parser_unlock(p: Any) -> None:
-    _store_args(p)
-
-
-def run_cli_unlock(args: Any, cfg: Any) -> int:
-    lease = break_lease(open_store(args.store), args.experiment)
-    print(f"cleared the lease of experiment {args.experiment!r}" + (f" (held by run {lease['run_id']})" if lease else
-                                                                     " (there was none)"))
-    return 0

@@ -10,9 +10,9 @@ KFP pipeline, run time for a Job builder):
 Image ``F`` is ``{registry}/cure-{F}:{tag}`` and is built from ``images/F/Dockerfile`` (``scripts/build-images.sh``).
 
 **Tags follow the code.** In a source checkout the default tag is ``{version}-{digest}``: the package version and
-the first 12 hex digits of a SHA-256 over every file the images are built from (``pyproject.toml``, ``src/``,
-``images/``; README.md is left out: it is only package metadata in an image, and an edit to it should not force
-a rebuild). Changed code gets a new tag, so a cluster that pulls ``IfNotPresent`` (:func:`pull_policy`, the
+the first 12 hex digits of a SHA-256 over every file the images are built from (``pyproject.toml``, ``setup.py``,
+``src/``, ``pipelines/``, ``components/``, ``images/``; README.md is left out: it is only package metadata in an image,
+and an edit to it should not force a rebuild). Changed code gets a new tag, so a cluster that pulls ``IfNotPresent`` (:func:`pull_policy`, the
 default, also Kubernetes' default for KFP's task pods) can never run a stale image under a re-used tag, and
 unchanged code keeps its tag, so nothing is rebuilt or pulled for a commit that did not touch the images. A dirty
 work tree gets its own digest (a git SHA would not). Each image carries its own name (``ENV CURE_IMAGE_REGISTRY``
@@ -44,7 +44,7 @@ PULL_POLICY_ENV = "CURE_IMAGE_PULL_POLICY"
 PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 _ROOT = Path(__file__).resolve().parents[2]
 # What the images are built from (the build context that .dockerignore lets through, plus the Dockerfiles).
-_DIGEST_INPUTS = ("pyproject.toml", "src", "images")
+_DIGEST_INPUTS = ("pyproject.toml", "setup.py", "src", "pipelines", "components", "images")
 _DIGEST_SKIP = ("__pycache__", ".egg-info", ".pyc", ".pyo")
 
 # Docker reference grammar (distribution/reference): registry host[:port] then lowercase path components.

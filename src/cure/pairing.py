@@ -9,7 +9,7 @@
 * every program runs on the ground-truth tests, the tester's tests and the coder's tests, once, in the sandbox
   (table columns: ground truth | tester | coder).
 
-Sampling and scoring follow the evaluation's rules (:mod:`cure.evaluate`): prompts in ``rollout.prompt_layout``,
+Sampling and scoring follow the evaluation's rules (:mod:`cure.eval_rules`): prompts in ``rollout.prompt_layout``,
 the evaluation's coder wording and per-task time limits, ``eval.exec_namespace``, and with
 ``eval.unextracted_tests=drop`` each test source's unextracted tests left out (a task left with none from a source
 is skipped by that source's metrics).
@@ -23,16 +23,22 @@ with the paired tester only the programs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from cure.agentic import run_framework
+from cure.backends import run_programs
 from cure.config import CureConfig
+from cure.eval_rules import drop_untested, eval_config, eval_tables
 from cure.metrics import summarize
+from cure.prompts import PromptTemplates, extract_test
 from cure.quick_exit import on_success
-from cure.tasks import Task, write_jsonl
+from cure.rollout.engine import SamplingParams
+from cure.rollout.registry import make_engine
+from cure.rollout.stage import _render_for, policy_tokenizer, rollout_tasks, test_render
+from cure.tasks import Task, load_tasks, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +49,6 @@ def sample_tests(
     """``cfg.rollout.k_test`` unit tests per task from ``engine``: (extracted tests, responses, token counts with
     ``tokenizer``, as the rollout stage counts). The prompt is the rollout stage's tester prompt, in
     ``rollout.prompt_layout`` (a chat template is the engine's own, else ``tokenizer``'s)."""
-    from cure.prompts import extract_test
-    from cure.rollout.engine import SamplingParams
-    from cure.rollout.stage import _render_for, test_render
-
     rc = cfg.rollout
     prompts = [_render_for(engine, test_render(t, give_example, templates, rc), tokenizer) for t in tasks]
     out = engine.generate(prompts, SamplingParams.from_config(rc, rc.k_test))
@@ -64,11 +66,6 @@ def pair_tasks(
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Sample, execute and score one pairing; returns (report, rollouts, executions). Both roles use the tester
     model folder's prompt templates when it ships them (``tester_model``), else the built-in ones."""
-    from cure.evaluate import drop_untested, eval_config, eval_tables
-    from cure.prompts import PromptTemplates
-    from cure.rollout.stage import rollout_tasks
-    from cure.steps import run_sandbox
-
     c = eval_config(cfg, seed, tester_model)
     templates = PromptTemplates.load(c.rollout.prompt_dir)
     give = not cfg.eval.no_example
@@ -80,7 +77,7 @@ def pair_tasks(
         rec["tests"] = rec["tests"] + tests
         rec["coder_test_responses"] = resp
         rec["coder_test_lengths"] = lens
-    executions = run_sandbox(rollouts, c)
+    executions = run_programs(rollouts, c)
     paired, own = [], []
     drop = cfg.eval.unextracted_tests == "drop"
     for rec, (gt, gen) in zip(rollouts, eval_tables(rollouts, executions, cfg)):
@@ -106,7 +103,6 @@ def pair_tasks(
     }
     agentic: dict[str, float] = {}
     if cfg.eval.framework != "none":  # the framework with this coder and this tester (cure.agentic)
-        from cure.agentic import run_framework
 
         agentic, records = run_framework(cfg.eval.framework, tasks, coder, tester, c, tokenizer,
                                          [r["time_limit_s"] for r in rollouts])
@@ -180,8 +176,6 @@ def seed_summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def make_coder(cfg: CureConfig, coder_model: str, coder_engine: str | None) -> Any:
     """The coder's engine; ``openai`` takes the base URL and key variable from the rollout section."""
-    from cure.rollout.engine import make_engine
-
     return make_engine(coder_engine or cfg.rollout.engine, coder_model, cfg.rollout)
 
 
@@ -195,10 +189,6 @@ def evaluate_pairing(
     coder_engine: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the pairing on every benchmark and seed; writes ``pairing.json``, ``pairing.md`` and the artifacts."""
-    from cure.evaluate import eval_config
-    from cure.rollout.engine import make_engine
-    from cure.rollout.stage import policy_tokenizer
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     c0 = eval_config(cfg, seeds[0], tester_model)
@@ -243,8 +233,6 @@ def pairing_step(
 ) -> dict[str, float]:
     """The pipeline's pairing step: evaluate, write the report into ``out_dir``, return the primary benchmark's
     numbers (first seed) for the Metrics artifact."""
-    from cure.tasks import load_tasks
-
     benchmarks = {name: load_tasks(p)[0] for name, p in benchmark_paths.items()}
     result = evaluate_pairing(tester_dir, coder_model, benchmarks, cfg, seeds, out_dir, coder_engine or None)
     first = result["benchmarks"][next(iter(benchmarks))][0]
@@ -256,12 +244,3 @@ def pairing_step(
     out.update({f"tokens_{k}": float(v) for k, v in first["tokens"].items()})
     out.update(first["agentic"])
     return out
-
-
-def run_cli(args: argparse.Namespace, cfg: CureConfig, benchmarks: dict[str, list[Task]]) -> int:
-    """``cure evaluate --model TESTER --coder-model CODER``: the pairing report instead of the self-evaluation."""
-    if args.engine:
-        cfg.rollout.engine = args.engine
-    result = evaluate_pairing(args.model, args.coder_model, benchmarks, cfg, args.seeds, args.out, args.coder_engine)
-    print((Path(args.out) / "pairing.md").read_text())
-    return 0 if result["benchmarks"] else 1

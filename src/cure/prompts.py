@@ -220,3 +220,12 @@ def extract_test(response: str, extraction: Extraction = "reference") -> tuple[d
             return None, "no_test_output"
         test_output = _normalise_io(plain[-1].strip())
     return {"input": test_input, "output": test_output}, None
+
+
+#: How a failed run is told to the model in refinement prompts (refinement, agentic frameworks), by status.
+FAILURE_TEXT = {
+    "error": "It raised an error (or did not compile), so it printed nothing usable.",
+    "timeout": "It ran past the time limit.",
+    "memory": "It ran out of memory.",
+    "output_limit": "It printed more than the output limit.",
+}

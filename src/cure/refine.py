@@ -12,7 +12,7 @@ Start: the one-shot programs and generated unit tests of an evaluation, with the
    (or how it failed: error, timeout, ...). The coder writes a new program, which replaces the old one (a response
    with no program keeps the old one).
 4. **Score.** The refined programs and tests run against the ground truth, and CURE's metrics are computed with
-   the evaluation's rules (:func:`cure.evaluate.eval_tables`: ``eval.unextracted_tests``).
+   the evaluation's rules (:func:`cure.eval_rules.eval_tables`: ``eval.unextracted_tests``).
 
 Refinement prompts are laid out as the rollout stage's (``rollout.prompt_layout``, the reference layout by default)
 and the coder's carries the evaluation's wording (:data:`cure.prompts.EVAL_SPECIAL_REQUIREMENTS`).
@@ -22,8 +22,8 @@ Reported per round (round 0 = the one-shot sample): code accuracy (the refined a
 Best-of-N on ``eval.scales`` with the current tests, and unit-test accuracy (before test refinement = previous row,
 after = this row), with the number of programs and tests refined.
 
-The probe reads program outputs from the local sandbox pool; with the Kubernetes execute backend the feedback
-says how the program failed but not what it printed.
+The probe reads program outputs from the execution backend's pool (:mod:`cure.backends`); the Kubernetes backend
+has none, so there the feedback says how the program failed but not what it printed.
 """
 
 from __future__ import annotations
@@ -35,10 +35,13 @@ from typing import Any
 
 import numpy as np
 
+from cure.backends import execution_backend, run_programs
 from cure.config import CureConfig
+from cure.eval_rules import drop_untested, eval_tables
 from cure.metrics import summarize
 from cure.prompts import (
     EVAL_SPECIAL_REQUIREMENTS,
+    FAILURE_TEXT,
     Layout,
     PromptTemplates,
     _compiled,
@@ -46,17 +49,12 @@ from cure.prompts import (
     extract_code,
     extract_test,
 )
+from cure.rollout.engine import SamplingParams
+from cure.rollout.stage import _render_for
+from cure.sandbox.pool import Job
 from cure.tasks import Task
 
 log = logging.getLogger(__name__)
-
-FAILURE_TEXT = {
-    "error": "It raised an error (or did not compile), so it printed nothing usable.",
-    "timeout": "It ran past the time limit.",
-    "memory": "It ran out of memory.",
-    "output_limit": "It printed more than the output limit.",
-}
-
 
 def _block(text: str) -> str:
     return "```\n" + (text if text.endswith("\n") else text + "\n") + "```"
@@ -104,9 +102,6 @@ def _render_with_system(system_template: str, user: str, tokenizer: Any, layout:
 def probe(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[tuple[list[list[str]], list[list[str | None]]]]:
     """Per task: (status, output) tables, programs x generated tests, with what each program printed; programs
     run in the namespace their rollout record asks for (``typing_names``), as at scoring."""
-    from cure.sandbox.pool import Job, Limits, SandboxPool
-    from cure.steps import execute_backend
-
     out: list[tuple[list[list[str]], list[list[str | None]]]] = []
     jobs: list[Any] = []
     for t, r in enumerate(rollouts):
@@ -122,16 +117,13 @@ def probe(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[tuple[list[li
                                 typing_names=bool(r.get("typing_names"))))
     if not jobs:
         return out
-    if execute_backend(cfg) == "kubernetes":  # status only, through the configured backend
-        from cure.steps import run_sandbox
-
+    backend = execution_backend(cfg)
+    if not backend.prints_output:  # statuses only
         gen_only = [dict(r, gt_tests=[]) for r in rollouts]
-        for t, ex in enumerate(run_sandbox(gen_only, cfg)):
+        for t, ex in enumerate(backend.execute(gen_only)):
             out[t] = (ex["status"], out[t][1])
         return out
-    ec = cfg.execute
-    limits = Limits(memory_mb=ec.memory_mb, output_limit=ec.output_limit_bytes, wall_factor=ec.wall_factor)
-    with SandboxPool(ec.isolation, workers=ec.workers, limits=limits) as pool:
+    with backend.pool() as pool:
         pool.run(jobs)
     for job in jobs:
         t, i, live = job.key
@@ -142,8 +134,6 @@ def probe(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[tuple[list[li
 
 
 def _sample_one(engine: Any, prompts: list[Any], cfg: CureConfig) -> list[str]:
-    from cure.rollout.engine import SamplingParams
-
     if not prompts:
         return []
     params = SamplingParams.from_config(cfg.rollout, 1)
@@ -159,8 +149,6 @@ def refine_round(
     Prompts are laid out as the rollout stage lays them out (``rollout.prompt_layout``; chat engines get messages,
     a chat template is the engine's own or ``tokenizer``'s, the policy's); the record holds them as ``tokenizer``
     renders them."""
-    from cure.rollout.stage import _render_for
-
     def as_render(prompt: Any) -> Any:
         return lambda tok, layout: prompt(tok, layout or cfg.rollout.prompt_layout)
 
@@ -216,9 +204,6 @@ def refine(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Run ``rounds`` refinement rounds; returns (one row per round, 0 = one-shot; final rollouts; prompts sent).
     ``tokenizer`` is the policy's, as for :func:`cure.rollout.stage.rollout_tasks`."""
-    from cure.evaluate import drop_untested, eval_tables
-    from cure.steps import run_sandbox
-
     templates = PromptTemplates.load(cfg.rollout.prompt_dir)
 
     def row(r: int, rolls: list[dict[str, Any]], execs: list[dict[str, Any]], counts: dict[str, int]) -> dict[str, Any]:
@@ -235,7 +220,7 @@ def refine(
         for s in sent:
             s["round"] = r
         prompts += sent
-        execs = run_sandbox(current, cfg)
+        execs = run_programs(current, cfg)
         rows.append(row(r, current, execs, counts))
         log.info("refinement round %d: code_acc %.3f unit_test_acc %.3f (%d programs, %d tests refined)", r,
                  rows[-1]["code_acc"], rows[-1]["unit_test_acc"], counts["programs_refined"], counts["tests_regenerated"])

@@ -333,7 +333,7 @@ def _safe_name(metric: str) -> str:
 
 
 # ---- training curves (every round, not just the evaluated ones) -----------------------------------------
-# (panel title, [(label, step, key)]): keys of the metrics dicts that cure.steps returns.
+# (panel title, [(label, step, key)]): keys of the metrics dicts that cure.stages returns.
 TRAINING_PANELS = [
     ("mean reward (raw)", [("coder", "reward", "coder_reward_mean"), ("tester", "reward", "tester_reward_mean")]),
     ("pass rates on the round's tasks", [("code_acc", "execute", "train_code_acc"),
@@ -484,7 +484,7 @@ def write_report(
     """Write ``report.md``, ``report.html`` (plots embedded), ``metrics.png`` and ``plot_<metric>.png``.
 
     ``rounds``: one object per training round, ``{"round": r, "rollout": {...}, "execute": {...}, "reward": {...},
-    "train": {...}, "seconds": {...}}`` (the metrics each step of :mod:`cure.steps` returned); when given, the
+    "train": {...}, "seconds": {...}}`` (the metrics each step of :mod:`cure.stages` returned); when given, the
     report also plots the training curves of every round (``training.png``: mean raw coder and tester reward,
     pass rates on the round's tasks, loss, KL) and lists them in a table.
 

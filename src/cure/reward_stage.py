@@ -14,8 +14,6 @@ tester rows are written at all: those responses are not the policy's.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import random
 from collections.abc import Sequence
@@ -27,7 +25,7 @@ from cure.config import CureConfig, RewardConfig
 from cure.execute import check_fingerprints
 from cure.reward import label_free_code_rewards, length_regularize, raw_unit_test_rewards, task_rewards
 from cure.tasks import read_jsonl, write_jsonl
-from cure.validate import check_executions, check_join, check_output_path, check_rollouts
+from cure.validate import check_executions, check_join, check_rollouts
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +130,6 @@ def _label_free(rollout: dict[str, Any], gen_pass: np.ndarray, cfg: RewardConfig
     return code
 
 
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rollouts", required=True)
-    p.add_argument("--executions", required=True)
-    p.add_argument("--out", required=True, help="rewards.jsonl (coder then tester examples when separate_training)")
-    p.add_argument("--summary", help="write counts as JSON here")
-    p.add_argument("--seed", type=int, default=0)
-
-
 def write_rewards(rollouts_path: str, executions_path: str, cfg: CureConfig, out_path: str, seed: int = 0) -> dict[str, Any]:
     """The stage from files to file: coder then tester examples (shuffled together unless trained separately)."""
     code, test, counts = assemble(
@@ -151,15 +141,3 @@ def write_rewards(rollouts_path: str, executions_path: str, cfg: CureConfig, out
     write_jsonl(out_path, records)
     counts.update(coder_examples=len(code), tester_examples=len(test))
     return counts
-
-
-def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
-    check_output_path(args.out)
-    if args.summary:
-        check_output_path(args.summary, "--summary")
-    counts = write_rewards(args.rollouts, args.executions, cfg, args.out, args.seed)
-    if args.summary:
-        with open(args.summary, "w") as f:
-            json.dump(counts, f, indent=2)
-    print(json.dumps(counts))
-    return 0

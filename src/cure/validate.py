@@ -2,8 +2,8 @@
 
 Every JSON Lines artifact goes through :func:`read_records`: each line must be UTF-8 and one JSON object. The
 records it returns remember their file and line, so the contract checks below name ``FILE:LINE: field 'x':
-problem`` (records built in memory are named ``record N``). The contracts are the architecture's artifact
-contracts (task, rollout, execution, reward records):
+problem`` (records built in memory are named ``record N``). The contracts are those of docs/architecture.md,
+"Artifact contracts" (task, rollout, execution, reward records):
 
 * rollouts (:func:`check_rollouts`): unique non-empty ``task_id``; ``codes`` a list of str/null; ``gt_tests`` a
   list of ``{"input": str, "output": str}``; ``tests`` a list (entries may be null: a test that could not be

@@ -23,7 +23,8 @@ elif not vllm_available():
     pytest.skip("vllm is an opt-in extra: run `make test-vllm`", allow_module_level=True)
 
 from cure.prompts import PromptTemplates, code_prompt, test_prompt
-from cure.rollout.engine import SamplingParams, make_engine
+from cure.rollout.engine import SamplingParams
+from cure.rollout.registry import make_engine
 from cure.rollout.stage import rollout_tasks
 from cure.synthetic import generate_tasks
 

@@ -16,7 +16,9 @@ from typing import Any
 
 from cure.agentic import alphacodium, mpsc, sstar
 from cure.agentic.common import Outcome, Ports, Session, aggregate, roles_only, score
+from cure.agentic.live import LivePorts
 from cure.config import CureConfig
+from cure.prompts import PromptTemplates
 from cure.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -58,9 +60,6 @@ def run_framework(name: str, tasks: list[Task], coder: Any, tester: Any, cfg: Cu
                   time_limits: list[float]) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """A framework with the real engines and the sandbox; ``cfg`` is the evaluation's sampling config
     (:func:`cure.evaluate.eval_config`)."""
-    from cure.agentic.live import LivePorts
-    from cure.prompts import PromptTemplates
-
     templates = PromptTemplates.load(cfg.rollout.prompt_dir)
     with LivePorts(coder, tester, cfg, tokenizer, templates) as ports:
         return run_tasks(name, tasks, ports, templates, cfg, time_limits)

@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from cure.metrics import summarize
-from cure.prompts import EVAL_SPECIAL_REQUIREMENTS, _compiled, extract_code
+from cure.prompts import EVAL_SPECIAL_REQUIREMENTS, FAILURE_TEXT, _compiled, extract_code
 from cure.tasks import Task
 
 Role = Literal["coder", "tester"]
@@ -84,8 +84,6 @@ def public_tests(task: Task) -> list[dict[str, str]]:
 def fix_ask(task: Task, code: str, test: dict[str, str], ran: Ran, step: str) -> Ask:
     """The coder's repair prompt with execution feedback: the program, one failing test and what it printed (or how
     it failed), as the project's refinement prompt (:func:`cure.refine.code_refine_prompt`) words it."""
-    from cure.refine import FAILURE_TEXT
-
     if ran.status == "fail" and ran.output is not None:
         outcome = "Your program printed:\n```\n" + (ran.output if ran.output.endswith("\n") else ran.output + "\n") + "```"
     else:

@@ -2,8 +2,8 @@
 
 Prompts are rendered as the rollout stage renders them (:func:`cure.rollout.stage._render_for`): the role's system
 template and the step's user text in ``rollout.prompt_layout`` (chat engines get messages). Programs run in a
-:class:`cure.sandbox.pool.SandboxPool` with the ``execute`` section's isolation (gVisor unless told otherwise) and
-limits, opened once for the whole evaluation and closed at the end, as :func:`cure.refine.probe` runs them; the
+:class:`cure.sandbox.pool.SandboxPool` of the execution backend (:mod:`cure.backends`: the ``execute`` section's
+isolation, gVisor unless told otherwise, and limits), opened once for the whole evaluation and closed at the end, as :func:`cure.refine.probe` runs them; the
 evaluation namespace (``eval.exec_namespace``) applies. The Kubernetes execute backend returns no program output,
 which every framework needs, so it is refused with a message.
 """
@@ -15,8 +15,12 @@ from functools import partial
 from typing import Any
 
 from cure.agentic.common import Ask, Ran
+from cure.backends import execution_backend
 from cure.config import CureConfig
 from cure.prompts import PromptTemplates, _compiled, _render
+from cure.rollout.engine import Completion, SamplingParams
+from cure.rollout.stage import _render_for
+from cure.sandbox.pool import Job
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +34,8 @@ class LivePorts:
     """Coder and tester engines (may be the same object) and a sandbox pool; use as a context manager."""
 
     def __init__(self, coder: Any, tester: Any, cfg: CureConfig, tokenizer: Any, templates: PromptTemplates) -> None:
-        from cure.steps import execute_backend
-
-        if execute_backend(cfg) == "kubernetes":
+        self.backend = execution_backend(cfg)
+        if not self.backend.prints_output:
             raise ValueError("eval.framework needs what each program prints, which the kubernetes execute backend "
                              "does not return; set execute.backend=local for the evaluation")
         self.engines = {"coder": coder, "tester": tester}
@@ -44,11 +47,7 @@ class LivePorts:
         self.pool: Any = None
 
     def __enter__(self) -> LivePorts:
-        from cure.sandbox.pool import Limits, SandboxPool
-
-        ec = self.cfg.execute
-        limits = Limits(memory_mb=ec.memory_mb, output_limit=ec.output_limit_bytes, wall_factor=ec.wall_factor)
-        self.pool = SandboxPool(ec.isolation, workers=ec.workers, limits=limits).__enter__()
+        self.pool = self.backend.pool().__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -57,9 +56,6 @@ class LivePorts:
             self.pool = None
 
     def sample(self, asks: list[Ask], n: int) -> list[list[str]]:
-        from cure.rollout.engine import SamplingParams
-        from cure.rollout.stage import _render_for
-
         out: list[list[str]] = [[] for _ in asks]
         layout = self.cfg.rollout.prompt_layout
         for role in ("coder", "tester"):
@@ -80,8 +76,6 @@ class LivePorts:
 
     @staticmethod
     def _one(engine: Any, prompt: Any, params: Any) -> list[Any]:
-        from cure.rollout.engine import Completion
-
         try:
             return engine.generate([prompt], params)[0]
         except ValueError as e:
@@ -89,8 +83,6 @@ class LivePorts:
             return [Completion("", 0, "length")] * params.n
 
     def run(self, programs: list[str | None], inputs: list[str], time_limit: float) -> list[list[Ran]]:
-        from cure.sandbox.pool import Job
-
         if self.pool is None:
             raise RuntimeError("LivePorts.run outside its with-block: the sandbox pool is not open")
         jobs = [Job(p, [(x, "") for x in inputs], time_limit, key=i, want_output=True, typing_names=self.typing_names)

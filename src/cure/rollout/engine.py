@@ -3,7 +3,8 @@
 A rollout needs, per prompt, ``n`` completions with their text, token count and why they stopped. Three engines
 provide it: :mod:`cure.rollout.hf` (transformers ``generate``, the CPU default), :mod:`cure.rollout.vllm_engine`
 (offline vLLM on GPU pods) and :mod:`cure.rollout.openai_engine` (any OpenAI-compatible HTTP API).
-:func:`make_engine` imports the chosen engine lazily, so a CPU install never imports vllm and the CLI starts fast.
+:func:`cure.rollout.registry.make_engine` picks one by name and imports it lazily, so a CPU install never imports
+vllm and the CLI starts fast.
 
 A prompt is either a rendered string (``Engine.chat`` is False: the engine feeds it to the model as is) or a list
 of chat messages ``[{"role", "content"}, ...]`` (``Engine.chat`` is True: an API applies its own chat template).
@@ -150,24 +151,3 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-
-
-def make_engine(kind: str, model: str, cfg: RolloutConfig, **kwargs: Any) -> Engine:
-    """Build an engine: ``hf`` (transformers), ``vllm`` (offline vLLM) or ``openai`` (HTTP API).
-
-    ``model`` is a model folder or hub name for hf/vllm, and the API's model name for openai. Each engine's module
-    is imported only here, so vllm is needed only by those who ask for it.
-    """
-    if kind == "hf":
-        from cure.rollout.hf import HFEngine
-
-        return HFEngine(model, cfg, **kwargs)
-    if kind == "vllm":
-        from cure.rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine(model, cfg, **kwargs)
-    if kind == "openai":
-        from cure.rollout.openai_engine import OpenAIEngine
-
-        return OpenAIEngine(model, cfg, **kwargs)
-    raise ValueError(f"unknown rollout engine {kind!r}: choose one of {', '.join(ENGINES)}")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from cure.config import RolloutConfig
 from cure.rollout.engine import Engine, SamplingParams, count_tokens
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,6 @@ def make_server(state: ServerState, host: str = "127.0.0.1", port: int = 0) -> T
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cure.config import RolloutConfig
     from cure.rollout.hf import HFEngine
 
     p = argparse.ArgumentParser(prog="python -m cure.rollout.serve", description=__doc__.split("\n\n")[0])

@@ -29,7 +29,6 @@ Training executions use a fixed 1 s limit by default (``data.time_limit``), as t
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 import time
@@ -39,7 +38,7 @@ from typing import Any
 
 from cure.config import CureConfig, RolloutConfig
 from cure.prompts import PromptTemplates, code_prompt, extract_code, extract_test, test_prompt
-from cure.rollout.engine import ENGINES, Engine, SamplingParams
+from cure.rollout.engine import Engine, SamplingParams
 from cure.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -190,49 +189,6 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-# --- CLI ------------------------------------------------------------------------------------------------
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tasks", required=True, help="tasks.jsonl (CURE's Stdio task format)")
-    parser.add_argument("--out", required=True, help="rollouts.jsonl to write (atomically)")
-    parser.add_argument("--model", help="coder model: a folder or hub name (hf, vllm), or the API's model name (openai); default model.path")
-    parser.add_argument("--engine", choices=ENGINES, help="coder engine (default rollout.engine)")
-    parser.add_argument("--tester-model", help="tester model (default: the coder's)")
-    parser.add_argument("--tester-engine", choices=ENGINES, help="tester engine (default: the coder's)")
-    parser.add_argument("--tokenizer", help="policy tokenizer for the recorded prompts and lengths "
-                        "(default: the first local model among coder, tester)")
-    parser.add_argument("--k-code", type=int, help="programs per task (rollout.k_code, paper: 16)")
-    parser.add_argument("--k-test", type=int, help="unit tests per task (rollout.k_test, paper: 16)")
-    parser.add_argument("--seed", type=int, help="sampling and example-draw seed (rollout.seed)")
-    parser.add_argument("--max-new-tokens", type=int, help="generation token limit (rollout.max_new_tokens)")
-    parser.add_argument("--temperature", type=float, help="sampling temperature (rollout.temperature)")
-    parser.add_argument("--batch-size", type=int, help="hf engine sequences per batch (rollout.batch_size)")
-    parser.add_argument("--prompt-dir", help="coder/tester templates (*.j2); default: the model folder's prompts/ if any")
-    parser.add_argument("--give-example", choices=["draw", "always", "never"], default="draw",
-                        help="public example in the tester prompt: drawn with rollout.p_give_example (default), always, never")
-    parser.add_argument("--limit", type=int, help="only the first N tasks (smoke runs)")
-    parser.add_argument("--shard", metavar="K/N", help="only the K-th (0-based) of N contiguous slices of the tasks: "
-                        "data parallelism across pods; concatenating the N outputs in order gives the full artifact")
-
-
-_FLAGS = {"k_code": "k_code", "k_test": "k_test", "seed": "seed", "max_new_tokens": "max_new_tokens",
-          "temperature": "temperature", "batch_size": "batch_size", "prompt_dir": "prompt_dir", "engine": "engine"}
-
-
-def _apply_flags(args: argparse.Namespace, cfg: CureConfig) -> None:
-    for flag, field in _FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            setattr(cfg.rollout, field, value)
-    if args.model:
-        cfg.model.path = args.model
-
-
-def _is_local(engine: str, model: str) -> bool:
-    return engine != "openai" or Path(model).is_dir()
-
-
 def default_prompt_dir(*models: str) -> str | None:
     """The first model folder's ``prompts/`` templates (the tiny model ships its own), or None."""
     for m in models:
@@ -261,64 +217,3 @@ def shard(items: list[Any], spec: str) -> list[Any]:
     size, extra = divmod(len(items), n)
     start = k * size + min(k, extra)
     return items[start : start + size + (1 if k < extra else 0)]
-
-
-def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
-    from transformers import AutoTokenizer
-
-    from cure.rollout.engine import make_engine
-    from cure.rollout.openai_engine import ApiError
-    from cure.tasks import TaskFormatError, load_tasks, write_jsonl
-
-    _apply_flags(args, cfg)
-    rc = cfg.rollout
-    coder_model, coder_kind = cfg.model.path, rc.engine
-    tester_model = args.tester_model or cfg.reward.tester_model or coder_model
-    tester_kind = args.tester_engine or cfg.reward.tester_engine or coder_kind
-    local = [m for m, k in ((coder_model, coder_kind), (tester_model, tester_kind)) if _is_local(k, m)]
-    tok_path = args.tokenizer or (local[0] if local else None)
-    if tok_path is None:
-        raise SystemExit("cure rollout: both engines are remote (openai): pass --tokenizer DIR (the policy's) "
-                         "to render the recorded prompts and count response lengths")
-    if rc.prompt_dir is None:
-        rc.prompt_dir = default_prompt_dir(*local)
-        if rc.prompt_dir:
-            log.info("using the model's prompt templates in %s", rc.prompt_dir)
-
-    from cure.validate import CliError, check_output_path
-
-    if args.limit is not None and args.limit < 0:
-        raise CliError(f"--limit {args.limit}: must be 0 or more (the number of tasks to keep)")
-    check_output_path(args.out)
-    try:
-        tasks, _ = load_tasks(args.tasks)
-        if args.limit is not None:
-            tasks = tasks[: args.limit]
-        if args.shard:
-            tasks = shard(tasks, args.shard)
-    except (TaskFormatError, ValueError) as e:
-        raise CliError(str(e)) from e
-    give = {"draw": None, "always": True, "never": False}[args.give_example]
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_path)
-        coder = make_engine(coder_kind, coder_model, rc)
-        try:
-            same = tester_kind == coder_kind and tester_model == coder_model
-            tester = coder if same else make_engine(tester_kind, tester_model, rc)
-            try:
-                records = rollout_tasks(tasks, coder, tester, cfg, tokenizer, PromptTemplates.load(rc.prompt_dir), give)
-            finally:
-                if tester is not coder:
-                    tester.close()
-        finally:
-            coder.close()
-    except (ApiError, ImportError, OSError) as e:  # their messages say what to check; no traceback needed
-        log.error("cure rollout: %s", e)
-        return 1
-    if cfg.reward.tester_model and not args.tester_model:
-        for rec in records:  # provenance: the reward stage trains no tester rows on a frozen tester's tests
-            rec["tester_model"] = cfg.reward.tester_model
-    n = write_jsonl(args.out, records)
-    stats = summarize(records)
-    log.info("wrote %d rollout records to %s: %s", n, args.out, ", ".join(f"{k}={v}" for k, v in stats.items()))
-    return 0

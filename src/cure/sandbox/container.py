@@ -42,7 +42,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cure.sandbox.k8s import shard_rollouts
+from cure.images import image_for
+from cure.sandbox.k8s import COMPONENT_LABEL, build_job, shard_rollouts
 from cure.sandbox.shard import encode_records, parse_results_block
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,6 @@ def pod_to_container(template: dict[str, Any], shard_dir: str, index: int, runti
     its size with the kubelet's mode 0777; the deny-all NetworkPolicy (which selects the pod's label) becomes no
     network at all; container settings override pod settings, as in Kubernetes.
     """
-    from cure.sandbox.k8s import COMPONENT_LABEL
-
     pod = template["spec"]
     extra = set(pod) - {"runtimeClassName", "serviceAccountName", "priorityClassName", "restartPolicy",
                         "automountServiceAccountToken", "enableServiceLinks", "shareProcessNamespace",
@@ -198,8 +197,6 @@ def container_spec(image: str, shard_dir: str, index: int, workers: int = 2, mem
     Built from the cluster Job itself (:func:`cure.sandbox.k8s.build_job`, translated by :func:`pod_to_container`),
     so a local sandbox container runs the image exactly as a pod of the Job does.
     """
-    from cure.sandbox.k8s import build_job
-
     job = build_job("cure-sandbox-local", index + 1, ["local-shards"], image=image, cpu=cpu, memory=memory,
                     workers=workers, memory_mb=memory_mb, tmp_size=tmp_size, output_limit_bytes=output_limit,
                     wall_factor=wall_factor)
@@ -210,8 +207,6 @@ def run_shards(rollouts: list[dict], shards: int = 1, image: str | None = None, 
                timeout_s: float = 3600.0, **spec: Any) -> list[dict]:
     """Execution records of ``rollouts``, run as ``shards`` sandbox containers in parallel, in input order."""
     import docker
-
-    from cure.images import image_for
 
     image = image or image_for("sandbox")
     client = client or sandbox_client()

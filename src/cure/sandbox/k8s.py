@@ -53,21 +53,18 @@ The store is duck-typed (``put_file(key, path)``, ``get_file(key, path)``), e.g.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import re
-import signal
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from cure.cluster import PYTORCHJOB, RUN_LABEL, SA_NAMESPACE, TRAINJOB, cleanup_on_signals, run_labels
+from cure.images import image_for, pull_policy
 from cure.sandbox.gvisor import CAPS
 from cure.sandbox.shard import ResultsTooLarge, decode_records, encode_records, parse_results_block
 
@@ -80,10 +77,6 @@ RUNTIME_CLASS = "gvisor"  # manifests/base/runtimeclass-gvisor.yaml: handler run
 SANDBOX_CAPABILITIES = tuple(c.removeprefix("CAP_") for c in CAPS)
 CONFIGMAP_LIMIT = 900 * 1024  # bytes of gzip per shard ConfigMap (the API limit is 1 MiB including metadata)
 LOG_RESULT_LIMIT = 8 << 20  # bytes of results block per pod log, under the kubelet's default 10 MiB rotation
-SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-#: The label every Job, PyTorchJob and TrainJob of a KFP run carries (the run's id, ``CURE_RUN_ID`` in the
-#: launching pod from its ``pipeline/runid`` label), so the run's exit handler can delete what a killed step left.
-RUN_LABEL = "cure/run"
 LAUNCHER_ANNOTATIONS = ("cure.dev/launcher-pod", "cure.dev/launcher-uid")
 
 # What this module does with the Kubernetes API (tests/test_manifests.py checks the shipped Role covers it).
@@ -112,15 +105,11 @@ class PodRef:
 
 
 def _pull_policy() -> str:
-    from cure.images import pull_policy
-
     return pull_policy()
 
 
 def default_image() -> str:
     """The sandbox image from :mod:`cure.images` when that module is present."""
-    from cure.images import image_for
-
     return image_for("sandbox")
 
 
@@ -240,12 +229,6 @@ def build_job(
     }
 
 
-def run_labels(run_id: str | None = None) -> dict[str, str]:
-    """``{RUN_LABEL: run id}`` for objects a KFP run creates (default: ``CURE_RUN_ID``); none outside a run."""
-    run_id = os.environ.get("CURE_RUN_ID", "") if run_id is None else run_id
-    return {RUN_LABEL: run_id} if re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", run_id) else {}
-
-
 def delete_run_objects(run_id: str, namespaces: list[str], workflow: str = "", workspace_namespace: str = "",
                        api_client: Any = None) -> dict[str, int]:
     """What a KFP run leaves when a step is killed: its sandbox Jobs, PyTorchJobs and TrainJobs (label
@@ -256,9 +239,6 @@ def delete_run_objects(run_id: str, namespaces: list[str], workflow: str = "", w
     Role in its own namespace)."""
     from kubernetes import client
     from kubernetes.client.rest import ApiException
-
-    from cure.train import k8s as pytorchjob
-    from cure.train import trainjob
 
     if not run_labels(run_id):
         raise ValueError(f"run id {run_id!r} is not a label value; nothing deleted")
@@ -280,17 +260,17 @@ def delete_run_objects(run_id: str, namespaces: list[str], workflow: str = "", w
         for job in batch.list_namespaced_job(ns, label_selector=selector).items:
             counts["jobs"] += gone(lambda j=job, n=ns: batch.delete_namespaced_job(j.metadata.name, n,
                                                                              propagation_policy="Background"))
-        for mod in (pytorchjob, trainjob):
+        for kind in (PYTORCHJOB, TRAINJOB):
             try:
-                items = custom.list_namespaced_custom_object(mod.GROUP, mod.VERSION, ns, mod.PLURAL,
+                items = custom.list_namespaced_custom_object(kind.group, kind.version, ns, kind.plural,
                                                              label_selector=selector)["items"]
             except ApiException as e:
                 if e.status == 404:  # the CRD is not installed: nothing of that kind can exist
                     continue
                 raise
             for obj in items:
-                counts[mod.PLURAL] += gone(lambda o=obj, m=mod, n=ns: custom.delete_namespaced_custom_object(
-                    m.GROUP, m.VERSION, n, m.PLURAL, o["metadata"]["name"], body={"propagationPolicy": "Foreground"}))
+                counts[kind.plural] += gone(lambda o=obj, m=kind, n=ns: custom.delete_namespaced_custom_object(
+                    m.group, m.version, n, m.plural, o["metadata"]["name"], body={"propagationPolicy": "Foreground"}))
     if workflow and workspace_namespace:
         counts["workspace"] += gone(lambda: core.delete_namespaced_persistent_volume_claim(
             f"{workflow}-kfp-workspace", workspace_namespace))
@@ -356,31 +336,6 @@ def settings_from_config(cfg: Any) -> dict[str, Any]:
         "memory": cfg.pod_memory,
         "timeout_s": cfg.job_timeout_s,
     }
-
-
-@contextlib.contextmanager
-def cleanup_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
-    """Turn SIGTERM/SIGINT into ``SystemExit(128 + signal)`` so ``finally`` blocks (the cleanup) run.
-
-    Once one signal arrived, further ones are ignored until the block is left, so the cleanup is not cut short.
-    Only the main thread can set handlers; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        for s in signals:
-            signal.signal(s, signal.SIG_IGN)
-        log.warning("signal %d: deleting the sandbox Job and its ConfigMaps before exiting", signum)
-        raise SystemExit(128 + signum)
-
-    previous = {s: signal.signal(s, handler) for s in signals}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def _apis(api_client: Any) -> tuple[Any, Any]:

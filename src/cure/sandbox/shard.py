@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from cure.execute import execute_rollouts
+
 BEGIN = "----- cure-sandbox-results-begin -----"
 END = "----- cure-sandbox-results-end -----"
 TOO_LARGE = "----- cure-sandbox-results-too-large"
@@ -115,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     if os.getpid() == 1 and os.getuid() == 0:
         _reap_program_orphans()
         _close_tmp()
-    from cure.execute import execute_rollouts
 
     # The sandbox image holds the standard library and cure's code only: no pydantic, so no ExecuteConfig here.
     cfg = SimpleNamespace(isolation="none", workers=args.workers, memory_mb=args.memory_mb,

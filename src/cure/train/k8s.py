@@ -5,7 +5,7 @@ with the ``kubernetes`` client, waits for the ``Succeeded`` / ``Failed`` conditi
 its pods) whatever happened. Single-node multi-GPU training does not come here: it runs ``torchrun`` inside the
 component's own pod (``cure train --nproc-per-node N``).
 
-Every replica runs ``torchrun -m cure.cli train ...``; the operator injects the rendezvous settings
+Every replica runs ``torchrun -m cure_cli train ...``; the operator injects the rendezvous settings
 (``PET_NNODES``, ``PET_NPROC_PER_NODE``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR``, ``PET_MASTER_PORT``) that torchrun
 reads from the environment. The container must be named ``pytorch`` for the operator to inject them. Model,
 data and output live on a shared volume (a ReadWriteMany PVC) mounted on every replica: ZeRO-3 writes optimizer
@@ -24,12 +24,11 @@ import re
 import time
 from typing import Any
 
+from cure.cluster import PYTORCHJOB
+
 log = logging.getLogger(__name__)
 
-GROUP = "kubeflow.org"
-VERSION = "v1"
-PLURAL = "pytorchjobs"
-KIND = "PyTorchJob"
+GROUP, VERSION, PLURAL, KIND = PYTORCHJOB
 
 #: What the component's service account needs: create/watch/delete PyTorchJobs, read their pods' logs on failure.
 RBAC_RULES: list[dict[str, list[str]]] = [
@@ -149,7 +148,7 @@ def build_pytorchjob(
     active_deadline_s: int | None = None,
     labels: dict[str, str] | None = None,
 ) -> dict:
-    """A PyTorchJob running ``torchrun -m cure.cli train <train_args>`` on ``nodes`` nodes x ``gpus_per_node``.
+    """A PyTorchJob running ``torchrun -m cure_cli train <train_args>`` on ``nodes`` nodes x ``gpus_per_node``.
 
     ``train_args`` are ``cure train`` flags whose paths lie under ``mount_path`` (the shared PVC). One Master and
     ``nodes - 1`` Workers; ``gpus_per_node = 0`` gives a CPU job (gloo), handy for a smoke test on a CPU cluster.
@@ -166,7 +165,7 @@ def build_pytorchjob(
         "name": "pytorch",  # the operator injects the rendezvous variables into this container
         "image": image,
         "imagePullPolicy": image_pull_policy,
-        "command": ["torchrun", "-m", "cure.cli", "train", *train_args],
+        "command": ["torchrun", "-m", "cure_cli", "train", *train_args],
         "env": [{"name": k, "value": v} for k, v in sorted((env or {}).items())],
         "resources": {"requests": dict(limits), "limits": dict(limits)},
         "volumeMounts": [{"name": "workspace", "mountPath": mount_path}, {"name": "dshm", "mountPath": "/dev/shm"}],

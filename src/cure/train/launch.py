@@ -1,9 +1,9 @@
 """How the train step uses the GPUs it was given: one process, ``torchrun`` in its pod, or a multi-node job.
 
-:func:`run_train` is what :func:`cure.steps.train` calls; it picks by ``train.nodes`` x ``train.nproc_per_node``:
+:func:`run_train` is what :func:`cure.stages.train` calls; it picks by ``train.nodes`` x ``train.nproc_per_node``:
 
 * 1 x 1: :func:`cure.train.stage.train_step` in this process (the offline default);
-* 1 x N: ``torchrun --standalone --nproc-per-node=N -m cure.cli train ...`` in this pod, one rank per GPU
+* 1 x N: ``torchrun --standalone --nproc-per-node=N -m cure_cli train ...`` in this pod, one rank per GPU
   (DeepSpeed ZeRO-3 partitions parameters, gradients and optimizer state over the ranks; ``train.offload``
   moves the optimizer state and the parameters to CPU memory so a 7B model fits on fewer or smaller GPUs);
 * M x N, M > 1: a Kubeflow Training Operator ``PyTorchJob`` (kubeflow.org/v1, :mod:`cure.train.k8s`; the
@@ -32,8 +32,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from cure.cluster import cleanup_on_signals, run_labels
 from cure.config import CureConfig, dump_config
-from cure.sandbox.k8s import cleanup_on_signals, run_labels
+from cure.images import image_for
+from cure.store import open_store
+from cure.tasks import read_jsonl
+from cure.train import checkpoint as ckpt
+from cure.train import k8s, trainjob
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +49,14 @@ _DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_AD
 def torchrun_command(model_dir: str, rewards_path: str, out_dir: str, config_path: str, nproc: int, *,
                      nodes: int = 1, ref_model_dir: str | None = None, resume_from: str | None = None,
                      log_dir: str | None = None) -> list[str]:
-    """``torchrun ... -m cure.cli train`` for one node of a ``nodes`` x ``nproc`` run.
+    """``torchrun ... -m cure_cli train`` for one node of a ``nodes`` x ``nproc`` run.
 
     One node: ``--standalone`` (a local rendezvous). Several: no rendezvous flags, torchrun takes them from the
     ``PET_*`` variables the training operator sets on every replica.
     """
     argv = [sys.executable, "-m", "torch.distributed.run"]
     argv += ["--standalone"] if nodes == 1 else [f"--nnodes={nodes}"]
-    argv += [f"--nproc-per-node={nproc}", "-m", "cure.cli", "train", "--config", config_path,
+    argv += [f"--nproc-per-node={nproc}", "-m", "cure_cli", "train", "--config", config_path,
              "--model", model_dir, "--data", rewards_path, "--out", out_dir]
     for flag, value in (("--ref-model", ref_model_dir), ("--resume", resume_from), ("--log-dir", log_dir)):
         if value:
@@ -75,7 +80,6 @@ def run_train(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, 
         return run_multinode(model_dir, rewards_path, cfg, out_dir, ref_model_dir=ref_model_dir,
                              resume_from=resume_from, log_dir=log_dir, api=api, poll_s=poll_s)
     if nproc == 1:
-        from cure.tasks import read_jsonl
         from cure.train.stage import train_step
 
         return train_step(model_dir, read_jsonl(rewards_path), cfg.train, out_dir, ref_model_dir=ref_model_dir,
@@ -114,7 +118,6 @@ def read_metrics(out_dir: str | Path) -> dict[str, Any]:
         raise RuntimeError(f"training finished but wrote no {path}: rank 0 did not reach the end of the step")
     metrics = json.loads(path.read_text())
     if not Path(metrics.get("checkpoint", "")).is_dir():  # trained elsewhere: the checkpoint is under out_dir
-        from cure.train import checkpoint as ckpt
 
         metrics["checkpoint"] = str(ckpt.resolve_model_dir(out_dir))
     return metrics
@@ -129,9 +132,6 @@ def run_multinode(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: s
                   poll_s: float = 10.0) -> dict[str, Any]:
     """Train on a PyTorchJob / TrainJob of ``train.nodes`` nodes; inputs and outputs through the store (module
     docstring). ``api``: a CustomObjectsApi-like object (default: from the in-cluster / kube config)."""
-    from cure.store import open_store
-    from cure.train import k8s
-
     t = cfg.train
     if t.save_optimizer_state:
         raise ValueError("train.nodes > 1 with train.save_optimizer_state: ZeRO-3 optimizer shards are written on "
@@ -157,8 +157,6 @@ def run_multinode(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: s
     with cleanup_on_signals():
         try:
             if t.job_api == "trainjob":
-                from cure.train import trainjob
-
                 spec = trainjob.build_trainjob(
                     name, t.namespace, image or _own_image(), command, nodes=t.nodes, procs_per_node=t.nproc_per_node,
                     gpus_per_node=t.nproc_per_node, cpu=t.node_cpu, memory=t.node_memory,
@@ -193,8 +191,6 @@ def pytorchjob_spec(name: str, cfg: CureConfig, image: str, command: list[str],
                     timeout_s: float | None = None) -> dict[str, Any]:
     """The PyTorchJob of a multi-node step: ``train.nodes`` replicas running ``command``, priority ``cure-gpu``,
     scratch space instead of a shared volume, the store Secret as environment, the run's label."""
-    from cure.train import k8s
-
     t = cfg.train
     spec = k8s.build_pytorchjob(
         name, t.namespace, image, [], nodes=t.nodes, gpus_per_node=t.nproc_per_node, cpu=t.node_cpu,
@@ -214,7 +210,6 @@ def _own_image() -> str:
     """The image of the train step itself (``CURE_IMAGE``), else the train image of :mod:`cure.images`."""
     if os.environ.get("CURE_IMAGE"):
         return os.environ["CURE_IMAGE"]
-    from cure.images import image_for
 
     return image_for("train")
 
@@ -230,7 +225,6 @@ def node_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default="/workspace")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from cure.store import open_store
 
     store = open_store(args.store)
     work = Path(args.workdir)

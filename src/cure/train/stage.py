@@ -19,16 +19,12 @@ fewer micro batches in an update run a zero-weight copy so every rank makes the 
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import logging
 import math
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,16 +32,16 @@ from typing import Any
 
 import torch
 
-from cure.config import CureConfig, TrainConfig
+from cure.config import TrainConfig
 from cure.train import checkpoint as ckpt
 from cure.train.data import Layout, MicroBatch, make_micro_batches, split_by_role, tokenize_records
 from cure.train.engines import DistInfo, Engine, build_engine, init_distributed
 from cure.train.objective import entropy_from_logits, gather_logprobs, micro_batch_loss
+from cure.validate import check_reward_range, where_of
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
-_DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
 
 
 class NonFiniteError(ValueError):
@@ -245,7 +241,6 @@ def train_step(
     check_config(cfg)
     layout = layout or cfg.layout
     from cure.train.data import validate_record
-    from cure.validate import check_reward_range, where_of
 
     for i, rec in enumerate(records):  # every record, before any model is loaded
         validate_record(rec, where_of(records, i, "training record"))
@@ -395,92 +390,3 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------------------------- command line
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="policy to train: a save_pretrained folder or a checkpoint root")
-    parser.add_argument("--data", required=True, help="reward records (JSON Lines: prompt, response, reward, role, task_id)")
-    parser.add_argument("--out", required=True, help="checkpoint root: writes OUT/step-N, OUT/latest, OUT/metrics.json")
-    parser.add_argument("--engine", choices=["deepspeed", "torch"], help="overrides train.engine")
-    parser.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], help="overrides train.zero_stage")
-    parser.add_argument("--ref-model", help="KL reference for train.reference=initial (the initial policy)")
-    parser.add_argument("--resume", help="continue from this checkpoint (weights, step counter, optimizer state if saved)")
-    parser.add_argument("--log-dir", help="TensorBoard folder (default OUT/tensorboard)")
-    parser.add_argument("--layout", choices=["pack", "pad"], help="micro-batch layout; overrides train.layout")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT/step-N if it exists (else an error)")
-    parser.add_argument(
-        "--nproc-per-node", type=int, default=None,
-        help="processes on this machine (default train.nproc_per_node); >1 relaunches through torchrun",
-    )
-
-
-def torchrun_argv(args: argparse.Namespace, nproc: int) -> list[str]:
-    """The same ``cure train`` command under ``torchrun --standalone`` with ``nproc`` processes."""
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "cure.cli", "train", "--model", args.model, "--data", args.data, "--out", args.out]
-    for flag, value in (("--engine", args.engine), ("--zero-stage", args.zero_stage), ("--ref-model", args.ref_model),
-                        ("--resume", args.resume), ("--log-dir", args.log_dir), ("--layout", args.layout),
-                        ("--config", args.config)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if args.overwrite:
-        argv.append("--overwrite")
-    for item in args.overrides:
-        argv += ["--set", item]
-    if args.verbose:
-        argv.append("-v")
-    return argv
-
-
-def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
-    from cure.tasks import read_jsonl
-
-    nproc = args.nproc_per_node or cfg.train.nproc_per_node
-    if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        # Not yet distributed: relaunch under torchrun, without any one-process rendezvous settings we inherited.
-        env = {k: v for k, v in os.environ.items() if k not in _DIST_VARS}
-        proc = subprocess.Popen(torchrun_argv(args, nproc), env=env)
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: torchrun passes it on to its workers
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            raise
-    if args.engine is not None:
-        cfg.train.engine = args.engine
-    if args.zero_stage is not None:
-        cfg.train.zero_stage = args.zero_stage
-    from cure.validate import CliError, check_output_path
-
-    data = Path(args.data)
-    if not data.is_file():
-        raise CliError(f"--data {data} does not exist (the reward stage writes it)")
-    records = read_jsonl(data)
-    if not records:
-        raise CliError(f"--data {data}: no training examples ({'empty file' if data.stat().st_size == 0 else '0 records'}); "
-                       "a step without data would write an unchanged checkpoint with 0 updates. (The reward stage writes "
-                       "none when every task's rewards are equal: keep the current model.)")
-    check_output_path(args.out, folder=True)
-    metrics = train_step(
-        args.model,
-        records,
-        cfg.train,
-        args.out,
-        ref_model_dir=args.ref_model,
-        resume_from=args.resume,
-        log_dir=args.log_dir,
-        separate_training=cfg.reward.separate_training,
-        layout=args.layout,
-        overwrite=args.overwrite,
-    )
-    if int(os.environ.get("RANK", "0")) == 0:
-        summary = {k: v for k, v in metrics.items() if k != "per_update"}
-        print(json.dumps(summary, indent=2))
-    return 0

@@ -20,14 +20,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from cure.cluster import TRAINJOB
 from cure.train import k8s
 
 log = logging.getLogger(__name__)
 
-GROUP = "trainer.kubeflow.org"
-VERSION = "v1alpha1"
-PLURAL = "trainjobs"
-KIND = "TrainJob"
+GROUP, VERSION, PLURAL, KIND = TRAINJOB
 _DONE = ("Complete", "Failed")
 
 #: What the train step's account needs for TrainJobs (tests/test_manifests.py checks the Role covers it).

@@ -1,9 +1,10 @@
-"""The ``cure`` command: a subcommand per stage, plus run / compile / submit.
+"""The ``cure`` command: routes ``cure NAME ...`` to the command's module in this package.
 
-Each subcommand lives in the module that implements its stage. The module exposes
-``configure_parser(parser)`` (its own flags) and ``run_cli(args, cfg) -> int``; this file only routes, so the
-command starts fast and a stage's heavy imports (torch, vllm, kfp) happen only when that stage runs.
-Every subcommand also takes ``--config FILE`` and ``--set section.field=value`` (see :mod:`cure.config`).
+Each command is a module here exposing ``configure(parser)`` (its flags) and ``run(args, cfg) -> int``; a module with
+several commands (``cure store repair|unlock``) names them ``configure_repair`` / ``run_repair``. This file only
+routes, so the command starts fast and a command's heavy imports (torch, vllm, kfp) happen only when it runs.
+Every command also takes ``--config FILE`` and ``--set section.field=value`` (see :mod:`cure.config`).
+The package sits above the pipelines (``cure_pipelines``), which sit above their components and the library.
 """
 
 from __future__ import annotations
@@ -21,18 +22,18 @@ from typing import Any
 
 # name -> (module, one-line help). Nested commands use "group name".
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data prepare": ("cure.data", "Prepare tasks (file, hf, humaneval, synthetic) -> tasks.jsonl"),
-    "rollout": ("cure.rollout.stage", "Sample programs and unit tests per task -> rollouts.jsonl"),
-    "execute": ("cure.execute", "Run every program on every test in the sandbox -> executions.jsonl"),
-    "reward": ("cure.reward_stage", "CURE rewards from pass tables -> rewards.jsonl"),
-    "train": ("cure.train.stage", "One policy-gradient step on the reward data -> checkpoint"),
-    "evaluate": ("cure.evaluate", "Code / unit-test accuracy, p01/p00, Best-of-N -> metrics"),
-    "model tiny": ("cure.tiny", "Build the offline tiny base model (tokenizer + warm start)"),
-    "run": ("cure.local_run", "Run the training pipeline locally through kfp.local"),
-    "store repair": ("cure.experiment", "Point an experiment's lost or damaged `latest` at its newest complete checkpoint"),
-    "store unlock": ("cure.experiment", "Clear an experiment's lease left by a run that is gone"),
-    "compile": ("cure.kfp_compile", "Compile the pipelines to YAML for the Kubeflow UI"),
-    "submit": ("cure.kfp_compile", "Submit a compiled pipeline to a Kubeflow Pipelines endpoint"),
+    "data prepare": ("cure_cli.data", "Prepare tasks (file, hf, humaneval, synthetic) -> tasks.jsonl"),
+    "rollout": ("cure_cli.rollout", "Sample programs and unit tests per task -> rollouts.jsonl"),
+    "execute": ("cure_cli.execute", "Run every program on every test in the sandbox -> executions.jsonl"),
+    "reward": ("cure_cli.reward", "CURE rewards from pass tables -> rewards.jsonl"),
+    "train": ("cure_cli.train", "One policy-gradient step on the reward data -> checkpoint"),
+    "evaluate": ("cure_cli.evaluate", "Code / unit-test accuracy, p01/p00, Best-of-N -> metrics"),
+    "model tiny": ("cure_cli.model", "Build the offline tiny base model (tokenizer + warm start)"),
+    "run": ("cure_cli.run", "Run the training pipeline locally through kfp.local"),
+    "store repair": ("cure_cli.store", "Point an experiment's lost or damaged `latest` at its newest complete checkpoint"),
+    "store unlock": ("cure_cli.store", "Clear an experiment's lease left by a run that is gone"),
+    "compile": ("cure_cli.compile", "Compile the pipelines to YAML for the Kubeflow UI"),
+    "submit": ("cure_cli.submit", "Submit a compiled pipeline to a Kubeflow Pipelines endpoint"),
 }
 
 
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"cure {name}", description=help_)
     _add_common(parser)
-    configure = getattr(module, "configure_parser_" + name.split()[-1], None) or module.configure_parser
+    configure = getattr(module, "configure_" + name.split()[-1], None) or module.configure
     configure(parser)
     args = parser.parse_args(rest)
     args.command = name
@@ -113,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:  # one line per wrong field, without the usage text
         print(f"cure {name}: error: {e}", file=sys.stderr)
         return 2
-    run = getattr(module, "run_cli_" + name.split()[-1], None) or module.run_cli
+    run = getattr(module, "run_" + name.split()[-1], None) or module.run
     previous = _terminate_on_sigterm()
     try:
         _apply_model_settings(args, cfg)

@@ -1,6 +1,6 @@
 """``cure run --pipeline evaluation``: the evaluation pipeline on this machine, through ``kfp.local``.
 
-The same graph as the cluster's evaluation pipeline (:func:`pipelines.training.build_eval_pipeline`): prepare the
+The same graph as the cluster's evaluation pipeline (:func:`cure_pipelines.training.build_eval_pipeline`): prepare the
 preset's held-out benchmarks, copy the model in, then either evaluate it alone (with ``eval.refine_rounds`` K the
 agentic refinement rows too, :mod:`cure.refine`) or, with ``--coder-model``, evaluate it as the tester paired with
 that coder (:mod:`cure.pairing`; ``--coder-engine openai`` reaches an OpenAI-compatible server at
@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .local_run import RunLock, pipeline_arguments, preset_and_config, run_environment, run_folder_state
+
 log = logging.getLogger("cure.run")
 
 # What an evaluation run creates in its folder: replaced by the next evaluation there (anything else is left alone).
@@ -35,12 +37,6 @@ def run_local_eval(preset: str, out_dir: str | Path, cfg_file: str | None = None
 
     ``base_model``: the model to evaluate (the tester when pairing); default the preset's. ``seeds``: default the
     preset's noise seeds."""
-    from cure.local_run import (
-        RunLock,
-        preset_and_config,
-        run_environment,
-        run_folder_state,
-    )
     from cure.validate import CliError
 
     p, cfg = preset_and_config(preset, cfg_file, overrides, runner)
@@ -72,11 +68,10 @@ def _run_eval(preset: str, p: dict[str, Any], cfg: Any, run_dir: Path, store_uri
 
     from cure.console import RunConsole
     from cure.container_runner import make_runner
-    from cure.kfp_compile import import_pipelines
-    from cure.local_run import pipeline_arguments
 
-    training = import_pipelines()
-    pipeline = training.build_eval_pipeline(cluster=training.ClusterOptions(gpus=0, store_secret=""), base_model=model,
+    from .training import ClusterOptions, build_eval_pipeline
+
+    pipeline = build_eval_pipeline(cluster=ClusterOptions(gpus=0, store_secret=""), base_model=model,
                                             eval_benchmarks=tuple(p["eval_benchmarks"]), cfg=cfg,
                                             name=f"cure-{preset}-evaluation")
     run = {"base_model": model, "eval_benchmarks": list(p["eval_benchmarks"]), "use_latest": False,

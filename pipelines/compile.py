@@ -1,35 +1,17 @@
-"""``cure compile`` and ``cure submit``: the pipelines as YAML for the Kubeflow UI, and runs on a KFP endpoint.
+"""``cure compile``: the pipelines as YAML for the Kubeflow UI.
 
-The pipeline definitions live in the repository's ``pipelines/`` and ``components/`` folders (compiled from a
-checkout; the images only need the ``cure`` package, since KFP embeds each component's code in the YAML).
+KFP embeds each component's code in the YAML, so the pods need only the ``cure`` library of their image.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 from cure.config import CureConfig
-from cure.data import PAPER_BENCHMARKS, TRAIN_DATA
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def import_pipelines() -> Any:
-    """Import the repository's ``pipelines`` package (adds the checkout to ``sys.path``)."""
-    if not (REPO / "pipelines" / "training.py").is_file():
-        from cure.validate import CliError
-
-        raise CliError(f"pipelines/ not found next to the package ({REPO}); run from a checkout of the repository")
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    import pipelines.training
-
-    return pipelines.training
-
+from .training import DEFAULT_SEGMENT, ClusterOptions, build_eval_pipeline, build_training_pipeline
 
 # k8s.io/apimachinery/pkg/api/resource/quantity.go, the grammar of a Quantity:
 #   <quantity> ::= <signedNumber><suffix>;  <number> ::= <digits> | <digits>.<digits> | <digits>. | .<digits>
@@ -55,13 +37,12 @@ def cluster_options(gpus: int = 1, nodes: int = 1, rollout_shards: int = 1, stor
                     shm_size: str | None = None, workspace_size: str | None = None,
                     workspace_storage_class: str | None = None, workspace_access_mode: str | None = None,
                     rollout_gpus: int | None = None, train_gpus: int | None = None,
-                    eval_gpus: int | None = None) -> Any:
-    """:class:`pipelines.training.ClusterOptions` from the ``cure compile`` flags (errors name the flag), with the
+                    eval_gpus: int | None = None) -> ClusterOptions:
+    """:class:`ClusterOptions` from the ``cure compile`` flags (errors name the flag), with the
     cluster-only graph (evaluation pods on evaluation rounds only, the exit handler) turned on."""
     from cure.validate import CliError
 
-    training = import_pipelines()
-    opts = training.ClusterOptions(gpus=gpus, nodes=nodes, rollout_shards=rollout_shards, rollout_gpus=rollout_gpus,
+    opts = ClusterOptions(gpus=gpus, nodes=nodes, rollout_shards=rollout_shards, rollout_gpus=rollout_gpus,
                                    train_gpus=train_gpus, eval_gpus=eval_gpus, eval_condition=True, exit_cleanup=True)
     if gpus < 0 or nodes < 1 or rollout_shards < 1:
         raise CliError(f"--gpus must be >= 0 (got {gpus}), --nodes and --rollout-shards >= 1 (got {nodes}, {rollout_shards})")
@@ -139,7 +120,6 @@ def compile_pipelines(out_dir: str | Path, cfg: CureConfig, rounds: int | None =
     """Write ``cure-training.yaml`` and ``cure-evaluation.yaml`` into ``out_dir``."""
     from kfp import compiler
 
-    training = import_pipelines()
     opts = cluster or cluster_options(gpus=gpus)
     cfg = cluster_config(cfg, opts)
     extra: dict[str, Any] = {}
@@ -149,11 +129,11 @@ def compile_pipelines(out_dir: str | Path, cfg: CureConfig, rounds: int | None =
         extra["eval_benchmarks"] = tuple(eval_benchmarks)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train_p = training.build_training_pipeline(
-        rounds, eval_every, save_every, segment=segment or training.DEFAULT_SEGMENT, cluster=opts, cfg=cfg, **extra,
+    train_p = build_training_pipeline(
+        rounds, eval_every, save_every, segment=segment or DEFAULT_SEGMENT, cluster=opts, cfg=cfg, **extra,
         **({"train_data": train_data} if train_data else {}),
     )
-    eval_p = training.build_eval_pipeline(cluster=opts, cfg=cfg, **extra)
+    eval_p = build_eval_pipeline(cluster=opts, cfg=cfg, **extra)
     paths = {"training": out / "cure-training.yaml", "evaluation": out / "cure-evaluation.yaml"}
     compiler.Compiler().compile(train_p, str(paths["training"]))
     compiler.Compiler().compile(eval_p, str(paths["evaluation"]))
@@ -209,66 +189,3 @@ def write_shared(path: Path) -> None:
 
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     path.write_text(yaml.safe_dump_all(shared_components(docs), sort_keys=True))
-
-
-def configure_parser_compile(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="build/pipelines", help="output folder for the pipeline YAML files")
-    p.add_argument("--rounds", type=int, help="total training rounds over all runs (default of the total_rounds parameter); default pipeline.rounds")
-    p.add_argument("--segment", type=int, help="round slots per run (the graph's size; default 10): a run trains up to this many rounds")
-    p.add_argument("--eval-every", type=int, help="default of pipeline__eval_every (global rounds)")
-    p.add_argument("--save-every", type=int, help="default of pipeline__save_every (global rounds)")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs per rollout/train/evaluate pod (0: CPU only); also the default of "
-                   "train.nproc_per_node (vLLM uses the rollout pod's GPUs: rollout.tensor_parallel_size 0)")
-    p.add_argument("--rollout-gpus", type=int, help="GPUs per rollout pod (default --gpus); e.g. 4 for Qwen2.5-7B, whose "
-                   "28 attention heads vLLM's tensor parallelism divides over 4, not 8")
-    p.add_argument("--train-gpus", type=int, help="GPUs per train pod (default --gpus; with --nodes > 1 the train pod "
-                   "only launches the job and gets none)")
-    p.add_argument("--eval-gpus", type=int, help="GPUs per evaluation pod (default --gpus)")
-    p.add_argument("--nodes", type=int, default=1, help="training nodes (default of train.nodes)")
-    p.add_argument("--rollout-shards", type=int, default=1, help="rollout pods per round (data parallel, a ParallelFor)")
-    p.add_argument("--store-secret", help="Secret with the store's endpoint and keys, mapped into every task that touches "
-                   "the store (default cure-minio; empty: none)")
-    p.add_argument("--store-secret-key", dest="store_keys", action="append", metavar="KEY[:ENV]",
-                   help="a key of that Secret and the environment variable it becomes (repeatable; default "
-                   "CURE_S3_ENDPOINT, CURE_S3_ACCESS_KEY, CURE_S3_SECRET_KEY)")
-    p.add_argument("--toleration", action="append", metavar="KEY[=VALUE][:EFFECT]", help="toleration of the GPU pods (repeatable)")
-    p.add_argument("--node-selector", action="append", metavar="LABEL=VALUE", help="node selector of the GPU pods (repeatable)")
-    p.add_argument("--timeout", action="append", metavar="STAGE=SECONDS", help="a stage's pod deadline (repeatable)")
-    p.add_argument("--shm-size", help="memory-backed /dev/shm of GPU pods (default 16Gi)")
-    p.add_argument("--workspace-size", help="the run's workspace PVC, where models move between tasks (default 300Gi)")
-    p.add_argument("--workspace-storage-class", help="storage class of the workspace PVC (default: the cluster's)")
-    p.add_argument("--workspace-access-mode", help="access mode of the workspace PVC (default ReadWriteMany: the tasks "
-                   "may land on any node; ReadWriteOnce for storage without RWX, then all tasks share one node). "
-                   "KFP >= 2.15 refuses a run whose workspace names none")
-    p.add_argument("--base-model", help="default base_model parameter")
-    p.add_argument("--train-data", help=f"default train_data parameter (default: {TRAIN_DATA}, the reference's training set)")
-    p.add_argument("--eval-benchmarks", nargs="+", help=f"default eval_benchmarks parameter, NAME=SPEC each (default: the paper's five: {' '.join(PAPER_BENCHMARKS)})")
-
-
-def run_cli_compile(args: argparse.Namespace, cfg: CureConfig) -> int:
-    from cure.validate import check_output_path
-
-    opts = cluster_options(args.gpus, args.nodes, args.rollout_shards, args.store_secret, args.store_keys,
-                           args.toleration, args.node_selector, args.timeout, args.shm_size, args.workspace_size,
-                           args.workspace_storage_class, args.workspace_access_mode, args.rollout_gpus,
-                           args.train_gpus, args.eval_gpus)
-    check_output_path(args.out, "--out", folder=True)  # after the flags: nothing is created for a bad command
-    paths = compile_pipelines(args.out, cfg, args.rounds, args.eval_every, args.save_every, args.gpus,
-                              args.base_model, args.train_data, args.eval_benchmarks, args.segment, opts)
-    for name, path in paths.items():
-        print(f"{name}: {path} ({path.stat().st_size / 1024:.0f} KiB)")
-    print("upload in the Kubeflow UI (Pipelines > Upload pipeline), or: "
-          f"kfp pipeline create -p cure-training {paths['training']}")
-    return 0
-
-
-def configure_parser_submit(p: argparse.ArgumentParser) -> None:
-    from cure.submit import configure_parser
-
-    configure_parser(p)
-
-
-def run_cli_submit(args: argparse.Namespace, cfg: CureConfig) -> int:
-    from cure.submit import run_cli
-
-    return run_cli(args, cfg)

@@ -1,27 +1,42 @@
-"""The pipeline's steps as plain functions: what each KFP component calls, testable without KFP.
+"""The stage functions: one per stage of the pipeline, paths in and paths out, called alike by every component.
 
-Every step reads and writes files (the component's artifact paths) and takes the run's config as the nested dict
-the pipeline passes (:func:`config_from_pipeline`). A step returns a small dict of numbers that the component logs
-as its ``Metrics`` artifact.
+``prepare_data``, ``init_model``, ``rollout``, ``execute``, ``reward``, ``train``, ``evaluate`` and
+``promote_checkpoint`` each read their inputs from files (the component's input artifacts), write their outputs
+to files (its output artifacts) and return a small dict of numbers that the component logs as its ``Metrics``
+artifact. They take the run's config as a :class:`cure.config.CureConfig` (:func:`config_from_pipeline` builds it
+from the pipeline's nested dict of parameters). Where a stage's programs run is the execution backend's business
+(:mod:`cure.backends`); how the training loop strings these stages into round slots is :mod:`cure.segment`'.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from cure.backends import run_programs
 from cure.config import CureConfig, _parse_value
+from cure.data import RELEASED, prepare
+from cure.evaluate import evaluate_benchmarks
+from cure.execute import summarize_executions
+from cure.metrics import summarize, tables_from_executions
 from cure.model_settings import SETTINGS_FILE
 from cure.quick_exit import on_success
+from cure.report import write_report
+from cure.reward_stage import write_rewards
+from cure.rollout.registry import make_engine
+from cure.rollout.stage import default_prompt_dir, policy_tokenizer, rollout_tasks
+from cure.rollout.stage import summarize as summarize_rollouts
+from cure.store import open_store
 from cure.tasks import Task, load_tasks, read_jsonl, require_labeled, unlabeled, write_jsonl
+from cure.tiny import tiny_model
+from cure.train.launch import run_train
 
-log = logging.getLogger("cure.steps")
+log = logging.getLogger("cure.stages")
 
 
 def config_from_pipeline(values: dict[str, Any] | str) -> CureConfig:
@@ -54,8 +69,6 @@ def prepare_data(spec: str, out_path: str) -> dict[str, Any]:
     """Tasks from a source spec: ``synthetic:SPLIT:N[:SEED]``, ``humaneval[:N]``, ``file:PATH``, ``hf:NAME[:SPLIT]``,
     or a released CURE dataset ``NAME[@OWNER/REPO[/FILE]][:N]`` (``codecontests_train``, ``codecontests``, ``livebench``,
     ...; ``@`` names another hub repository, and file in it, for the dataset)."""
-    from cure.data import RELEASED, prepare
-
     kind, _, rest = spec.partition(":")
     parts = rest.split(":") if rest else []
     if kind == "synthetic":
@@ -97,8 +110,6 @@ def init_model(base_model: str, out_dir: str, store_uri: str = "", experiment: s
     hub name (needs a network). The model is copied into ``out_dir`` (the component's Model artifact).
     """
     if resume and store_uri:
-        from cure.store import open_store
-
         store = open_store(store_uri)
         latest = store.latest_checkpoint(experiment)
         if latest:
@@ -106,8 +117,6 @@ def init_model(base_model: str, out_dir: str, store_uri: str = "", experiment: s
             log.info("resuming experiment %s from checkpoint %s", experiment, latest)
             return {"resumed": 1, "checkpoint": latest}
     if base_model.startswith("tiny"):
-        from cure.tiny import tiny_model
-
         _copy_model(tiny_model(base_model), out_dir)
     elif Path(base_model).is_dir():
         _copy_model(base_model, out_dir)
@@ -120,8 +129,6 @@ def init_model(base_model: str, out_dir: str, store_uri: str = "", experiment: s
 
 def promote_checkpoint(model_dir: str, store_uri: str, experiment: str, name: str) -> dict[str, Any]:
     """Store a checkpoint under the experiment and move its ``latest`` pointer (only once the upload is complete)."""
-    from cure.store import open_store
-
     key = open_store(store_uri).commit_checkpoint(experiment, name, model_dir)
     return {"key": key}
 
@@ -152,10 +159,6 @@ def shard_seed(round_seed: int, shard: int) -> int:
 def rollout(model_dir: str, tasks_path: str, cfg: CureConfig, round_: int, out_path: str,
             shard: int = 0, shards: int = 1) -> dict[str, Any]:
     """Sample the round's tasks (or shard ``shard`` of ``shards`` of them); seeds derive from the global round."""
-    from cure.rollout.engine import make_engine
-    from cure.rollout.stage import default_prompt_dir, policy_tokenizer, rollout_tasks
-    from cure.rollout.stage import summarize as summarize_rollouts
-
     all_tasks = load_tasks(tasks_path)[0]
     if cfg.reward.code_reward_source == "ground_truth":
         require_labeled(all_tasks, tasks_path, "ground-truth rewards need them: set reward.code_reward_source="
@@ -182,46 +185,9 @@ def rollout(model_dir: str, tasks_path: str, cfg: CureConfig, round_: int, out_p
     return {k: v for k, v in stats.items() if isinstance(v, (int, float))}
 
 
-def execute_backend(cfg: CureConfig) -> str:
-    """``kubernetes`` inside a pod (the component launches a gVisor Job), ``local`` elsewhere, unless configured."""
-    if cfg.execute.backend != "auto":
-        return cfg.execute.backend
-    return "kubernetes" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
-
-
-def _execute_on_cluster(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[dict[str, Any]]:
-    import uuid
-
-    from cure.sandbox.k8s import run_on_cluster, settings_from_config
-    from cure.store import open_store
-
-    prefix = f"{cfg.pipeline.experiment}/sandbox/{uuid.uuid4().hex[:12]}"
-    return run_on_cluster(rollouts, open_store(cfg.pipeline.store_uri), prefix, **settings_from_config(cfg.execute))
-
-
-def run_sandbox(rollouts: list[dict[str, Any]], cfg: CureConfig) -> list[dict[str, Any]]:
-    """Execution records for ``rollouts``, on the configured backend."""
-    from cure.execute import execute_rollouts
-
-    backend = execute_backend(cfg)
-    if backend == "kubernetes":
-        return _execute_on_cluster(rollouts, cfg)
-    if backend == "container":
-        from cure.sandbox.container import run_shards
-
-        e = cfg.execute
-        # containers set up as the cluster Job's pods (cure.sandbox.container translates the Job's pod spec)
-        return run_shards(rollouts, e.shards, workers=e.workers or 2, memory_mb=e.memory_mb,
-                          output_limit=e.output_limit_bytes, wall_factor=e.wall_factor)
-    return execute_rollouts(rollouts, cfg.execute)
-
-
 def execute(rollouts_path: str, cfg: CureConfig, out_path: str) -> dict[str, Any]:
-    from cure.execute import summarize_executions
-    from cure.metrics import summarize, tables_from_executions
-
     t0 = time.monotonic()
-    records = run_sandbox(read_jsonl(rollouts_path), cfg)
+    records = run_programs(read_jsonl(rollouts_path), cfg)
     write_jsonl(out_path, records)
     m = summarize(tables_from_executions(records), cfg.eval.scales)
     m.update(summarize_executions(records))  # executions requested vs run (shared programs and inputs run once)
@@ -230,8 +196,6 @@ def execute(rollouts_path: str, cfg: CureConfig, out_path: str) -> dict[str, Any
 
 
 def reward(rollouts_path: str, executions_path: str, cfg: CureConfig, out_path: str, seed: int = 0) -> dict[str, Any]:
-    from cure.reward_stage import write_rewards
-
     return write_rewards(rollouts_path, executions_path, cfg, out_path, seed)
 
 
@@ -240,8 +204,6 @@ def train(model_dir: str, rewards_path: str, cfg: CureConfig, out_dir: str, ref_
     """One training step; ``out_dir`` receives a flat ``save_pretrained`` folder (with the trainer state and the
     model's prompt templates), loadable by the rollout engines as it is."""
     import tempfile
-
-    from cure.train.launch import run_train
 
     records = read_jsonl(rewards_path)
     if not records:
@@ -280,9 +242,6 @@ def evaluate(
     run_name: str = "",
 ) -> dict[str, Any]:
     """Evaluate, append to the run's history, rewrite the report; also saves the history to the store."""
-    from cure.evaluate import evaluate_benchmarks
-    from cure.report import write_report
-
     benchmarks = {name: load_tasks(p)[0] for name, p in benchmark_paths.items()}
     entry = evaluate_benchmarks(model_dir, benchmarks, cfg, round_, seeds, out_dir=Path(report_dir) / f"round-{round_:03d}")
     history = json.loads(Path(history_in).read_text()) if history_in else []
@@ -292,8 +251,6 @@ def evaluate(
     noise = history[0].get("noise", {}).get(history[0].get("primary_benchmark", ""), None)
     write_report(history, report_dir, title=f"CURE training run {run_name or experiment}".strip(), noise=noise)
     if store_uri:
-        from cure.store import open_store
-
         open_store(store_uri).put_json(f"{experiment}/runs/{run_name or 'run'}/history.json", history)
     primary = entry["benchmarks"][entry["primary_benchmark"]]
     return {k: v for k, v in primary.items() if isinstance(v, (int, float))}

@@ -1,4 +1,9 @@
-"""The training pipeline's tasks as plain functions: a run is a segment of round slots on a shared workspace.
+"""The training loop's segment layer: a run trains a segment of round slots on a shared workspace.
+
+Each function here is one task of the training pipeline: it reads the run's plan, finds which global round its
+slot trains (or that it has nothing to do), and calls the stage function of :mod:`cure.stages` on that round's
+paths in the workspace (evaluation: :func:`cure.evaluate.evaluate_benchmarks`, with the experiment's history
+kept in the store).
 
 A compiled training pipeline has a fixed number of round *slots* (``cure compile --segment``, default 10), not
 one per round, so its size does not grow with the training. The first task (:func:`plan`) turns the named
@@ -28,12 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from cure import experiment as exp
-from cure import steps
+from cure import stages
 from cure.config import CureConfig
+from cure.evaluate import evaluate_benchmarks
 from cure.quick_exit import on_success
-from cure.tasks import read_jsonl, write_jsonl
+from cure.report import write_report
+from cure.reward import raw_unit_test_rewards
+from cure.store import StoreError
+from cure.tasks import load_tasks, read_jsonl, write_jsonl
 
-log = logging.getLogger("cure.rounds")
+log = logging.getLogger("cure.segment")
 STAGES = ("rollout", "execute", "reward", "train")
 
 
@@ -49,6 +58,13 @@ def load_config(text: str) -> CureConfig:
     return CureConfig.model_validate_json(text)
 
 
+def assemble_config(values: dict[str, Any] | str) -> str:
+    """The evaluation pipeline's first task: its named parameters assembled once, checked, into the config (typed
+    JSON) that every other task takes, as :func:`plan` does for a training run."""
+    setup_logging()
+    return config_json(stages.config_from_pipeline(values))
+
+
 def plan(values: dict[str, Any] | str, total_rounds: int, segment: int, run_id: str = "") -> tuple[str, str, bool]:
     """(config JSON, plan JSON, active) for the run: the named parameters assembled once, the rounds this run trains.
 
@@ -58,7 +74,7 @@ def plan(values: dict[str, Any] | str, total_rounds: int, segment: int, run_id: 
     import uuid
 
     setup_logging()
-    cfg = steps.config_from_pipeline(values)
+    cfg = stages.config_from_pipeline(values)
     cfg.pipeline.rounds = int(total_rounds)
     exp.check_store_uri(cfg.pipeline.store_uri)
     store = exp.open_checked(cfg.pipeline.store_uri)
@@ -79,6 +95,33 @@ def plan(values: dict[str, Any] | str, total_rounds: int, segment: int, run_id: 
         log.info("experiment %s: all %d rounds are done (latest checkpoint %s); nothing to do",
                  p["experiment"], p["total"], p["checkpoint"])
     return config_json(cfg), json.dumps(p), bool(p["active"])
+
+
+def release_after_run(store_uri: str, experiment: str, run_id: str = "") -> bool:
+    """The training pipeline's exit handler: free the experiment's lease if this run still holds it.
+
+    A run that ends well frees it in its last task (:func:`finish`); one that fails (a task out of retries, a
+    deleted run) would keep it until it expires (``pipeline.lease_s``, 12 h by default), and every scheduled firing
+    until then would stop at its plan task. The lease is this run's when its holder is ``$CURE_RUN_ID`` (the id the
+    plan task took it under), else ``run_id``; a lease another run holds is left alone (a conditional write).
+    True when released. A store that cannot be reached is logged with the command that frees the lease by hand."""
+    import os
+
+    setup_logging()
+    run_id = os.environ.get("CURE_RUN_ID") or run_id
+    if not store_uri or not run_id:
+        return False
+    try:
+        store = exp.open_checked(store_uri)
+        released = exp.release_lease(store, experiment, run_id)
+    except StoreError as e:
+        log.error("could not free experiment %s's lease in %s (%s): if this run held it, the next run waits until "
+                  "it expires, or run `cure store unlock --store %s --experiment %s`", experiment, store_uri, e,
+                  store_uri, experiment)
+        return False
+    log.info("experiment %s: %s", experiment,
+             f"lease of run {run_id} freed" if released else f"no lease of run {run_id} to free")
+    return released
 
 
 def _plan(text: str | dict[str, Any]) -> dict[str, Any]:
@@ -141,14 +184,14 @@ def init_models(base_model: str, config: str, plan_: str, workspace: str) -> dic
         store.fetch_checkpoint(cfg.pipeline.experiment, p["checkpoint"], start_dir)
         log.info("continuing experiment %s from %s (round %d)", p["experiment"], p["checkpoint"], p["start"] - 1)
     else:
-        steps.init_model(base_model, str(start_dir))
+        stages.init_model(base_model, str(start_dir))
     reference = 0
     if cfg.train.use_kl_loss and cfg.train.reference == "initial":
         ref = Path(workspace) / "reference"
         if p["checkpoint"]:
-            steps.init_model(base_model, str(ref))  # the experiment's initial model, not this run's start
+            stages.init_model(base_model, str(ref))  # the experiment's initial model, not this run's start
         elif not ref.exists():
-            steps._copy_model(start_dir, ref)
+            stages._copy_model(start_dir, ref)
         reference = 1
     return {"resumed": float(bool(p["checkpoint"])), "start_round": float(p["start"]), "reference": float(reference)}
 
@@ -161,7 +204,7 @@ def rollout(config: str, plan_: str, slot: int, shard: int, shards: int, tasks_p
     _log_stage(r, "rollout")
     t0 = time.monotonic()
     out = round_dir(workspace, r) / f"rollouts-{shard:03d}.jsonl"
-    m = steps.rollout(str(model_dir(workspace, r - 1)), tasks_path, cfg, r, str(out), shard=shard, shards=shards)
+    m = stages.rollout(str(model_dir(workspace, r - 1)), tasks_path, cfg, r, str(out), shard=shard, shards=shards)
     name = "rollout" if shards == 1 else f"rollout-{shard:03d}"
     return _stage_metrics(workspace, r, name, m, time.monotonic() - t0)
 
@@ -180,12 +223,8 @@ def merge_rollouts(workspace: str, round_: int, shards: int, out_path: str) -> i
 
 def execute(config: str, plan_: str, slot: int, shards: int, workspace: str, rollouts_out: str,
             executions_out: str) -> dict[str, Any]:
+    """The round's rollout shards merged into ``rollouts_out``, run in the sandbox -> ``executions_out`` (pass tables)."""
     cfg, _, r = _slot(config, plan_, slot)
-    return _execute(cfg, r, shards, workspace, rollouts_out, executions_out)
-
-
-def _execute(cfg: CureConfig, r: int | None, shards: int, workspace: str, rollouts_out: str,
-             executions_out: str) -> dict[str, Any]:
     if r is None:
         for path in (rollouts_out, executions_out):
             write_jsonl(path, [])
@@ -198,32 +237,30 @@ def _execute(cfg: CureConfig, r: int | None, shards: int, workspace: str, rollou
         total = {k: sum(x["metrics"].get(k, 0) for x in parts) for k in parts[0]["metrics"]}
         (round_dir(workspace, r) / "rollout.json").write_text(
             json.dumps({"metrics": total, "seconds": max(x["seconds"] for x in parts)}))
-    m = steps.execute(rollouts_out, cfg, executions_out)
+    m = stages.execute(rollouts_out, cfg, executions_out)
     return _stage_metrics(workspace, r, "execute", m, time.monotonic() - t0)
 
 
-def execute_and_reward(config: str, plan_: str, slot: int, shards: int, workspace: str, rollouts_out: str,
-                       executions_out: str, rewards_out: str) -> dict[str, Any]:
-    """Execute, then reward, in one CPU task (the reward is a few array operations on the pass tables)."""
+def reward(config: str, plan_: str, slot: int, workspace: str, rollouts: str, executions: str,
+           rewards_out: str) -> dict[str, Any]:
+    """CURE rewards from the round's rollouts and pass tables -> ``rewards_out`` (the training examples); the
+    metrics carry the mean rewards before normalisation too (keys ``reward_*``)."""
     cfg, _, r = _slot(config, plan_, slot)
-    m = _execute(cfg, r, shards, workspace, rollouts_out, executions_out)
     if r is None:
         write_jsonl(rewards_out, [])
         return {}
     _log_stage(r, "reward")
     t0 = time.monotonic()
-    rm = {**steps.reward(rollouts_out, executions_out, cfg, rewards_out, seed=r),
-          **raw_reward_means(read_jsonl(executions_out), cfg.reward.post_stage)}
+    rm = {**stages.reward(rollouts, executions, cfg, rewards_out, seed=r),
+          **raw_reward_means(read_jsonl(executions), cfg.reward.post_stage)}
     _stage_metrics(workspace, r, "reward", rm, time.monotonic() - t0)
-    return {**m, **{f"reward_{k}": v for k, v in rm.items()}}
+    return {f"reward_{k}": v for k, v in rm.items()}
 
 
 def raw_reward_means(executions: list[dict[str, Any]], post_stage: bool = False) -> dict[str, float]:
     """Mean rewards before normalisation over the round's tasks: the coder's ground-truth pass rate and the
     tester's Eq. 4 (tasks where it is defined), what the z-normalised training rewards hide."""
     import numpy as np
-
-    from cure.reward import raw_unit_test_rewards
 
     code, test = [], []
     for rec in executions:
@@ -249,7 +286,7 @@ def train(config: str, plan_: str, slot: int, workspace: str, rewards: str, log_
     t0 = time.monotonic()
     ref = Path(workspace) / "reference"
     out = model_dir(workspace, r)
-    m = steps.train(str(model_dir(workspace, r - 1)), rewards, cfg, str(out), str(ref) if ref.is_dir() else None, r, log_dir)
+    m = stages.train(str(model_dir(workspace, r - 1)), rewards, cfg, str(out), str(ref) if ref.is_dir() else None, r, log_dir)
     _stage_metrics(workspace, r, "train", m, time.monotonic() - t0)
     record = round_record(workspace, r)
     store = _leased_store(cfg, p)
@@ -311,9 +348,6 @@ def evaluate(config: str, plan_: str, slot: int, seeds: list[int], benchmarks: d
              report_dir: str, run_name: str = "") -> dict[str, Any]:
     """Evaluate a slot's model when its global round is an evaluation round; upsert the experiment's history in
     the store and rewrite its report (also in ``report_dir``)."""
-    from cure.evaluate import evaluate_benchmarks
-    from cure.tasks import load_tasks
-
     setup_logging()
     cfg, p = load_config(config), _plan(plan_)
     r = _eval_round(p, cfg, slot)
@@ -353,8 +387,6 @@ def write_experiment_report(store: Any, experiment: str, report_dir: str, run_na
                             history: list[dict[str, Any]] | None = None) -> Path | None:
     """The experiment's one report (all runs) from its history in the store (``history`` when the caller has just
     read or written it), into ``report_dir`` and the store."""
-    from cure.report import write_report
-
     history = exp.read_history(store, experiment) if history is None else history
     if not history:
         return None

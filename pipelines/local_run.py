@@ -2,7 +2,7 @@
 
 The same pipeline that runs in a cluster runs here with ``kfp.local.SubprocessRunner(use_venv=False)``: each
 component is a subprocess of this Python environment (container images, GPUs and resource requests are ignored
-locally). The ``demo`` preset uses the offline tiny model (``tiny:0``, built and cached on first use), synthetic
+locally). The ``demo`` preset (``cure/presets/demo.yaml``) uses the offline tiny model (``tiny:0``, built and cached on first use), synthetic
 tasks, the hf engine and the gVisor sandbox. At the end the run folder holds ``history.json`` (one object per
 evaluated round), ``rounds.json`` (one training record per round), the report (``report/report.md``,
 ``report/report.html``, plots), the experiment's store (``store/``) and KFP's outputs (``kfp/``). ``--resume``
@@ -11,7 +11,6 @@ continues the experiment kept there, exactly as a new run in a cluster continues
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -21,88 +20,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cure.config import CureConfig, load_config
+from cure.config import CureConfig, load_config, read_preset
 
 log = logging.getLogger("cure.run")
 
-# Overrides of the paper's defaults that make the method run on a 2-core CPU in minutes (documented in the README).
-_CPU_TINY = [
-    "rollout.engine=hf",
-    "rollout.dtype=float32",
-    "rollout.max_new_tokens=160",
-    "rollout.max_model_len=1024",
-    "execute.isolation=gvisor",
-    "train.engine=torch",
-    "train.gradient_checkpointing=false",
-    "train.bf16=false",
-    "train.prompt_max_len=384",
-    "train.generate_max_len=160",
-    "train.packing_max_len=1024",
-    "train.micro_batch_tokens=1024",
-    "train.layout=pad",
-]
+# The fields of a run preset's ``run:`` section (cure/presets/NAME.yaml): rounds and intervals (compile-time options of
+# the local pipeline) and the pipeline inputs that are not config fields.
+RUN_FIELDS = ("rounds", "eval_every", "save_every", "segment", "base_model", "train_data", "eval_benchmarks",
+              "noise_seeds", "eval_seed")
 
-# Where the reference's defaults would change what the offline tiny model does, its presets keep the previous values
-# (README, "Fidelity to the reference"): the tiny model is trained on its chat template with its own short prompts,
-# and the demo's figures were measured with the training sampler, kept unextracted tests and the plain namespace.
-_TINY_PINNED = [
-    "rollout.prompt_layout=chat_template",
-    "eval.temperature=1.0",
-    "eval.top_p=1.0",
-    "eval.top_k=-1",
-    "eval.unextracted_tests=fail",
-    "eval.exec_namespace=plain",
-]
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "demo": {
-        "rounds": 12,
-        "eval_every": 6,
-        "save_every": 12,
-        "segment": 12,
-        "base_model": "tiny:0",
-        "train_data": "synthetic:train:512:0",
-        "eval_benchmarks": ["synthetic_heldout=synthetic:heldout:64:1"],
-        "noise_seeds": [101, 102, 103],
-        "eval_seed": 101,
-        "set": _CPU_TINY + _TINY_PINNED + [
-            "rollout.batch_size=256",
-            "rollout.p_give_example=0.0",
-            "data.tasks_per_step=32",
-            "train.learning_rate=5e-4",
-            "train.policy_update_steps=2",
-            "train.save_optimizer_state=true",
-            "eval.k_code=8",
-            "eval.k_test=8",
-            "eval.scales=[[4, 4], [8, 8]]",
-        ],
-    },
-    "smoke": {  # one round, few tasks: what CI runs
-        "rounds": 1,
-        "eval_every": 1,
-        "save_every": 1,
-        "segment": 2,
-        "base_model": "tiny:0",
-        "train_data": "synthetic:train:64:0",
-        "eval_benchmarks": ["synthetic_heldout=synthetic:heldout:8:1"],
-        "noise_seeds": [101],
-        "eval_seed": 101,
-        "set": _CPU_TINY + _TINY_PINNED + [
-            "rollout.k_code=4",
-            "rollout.k_test=4",
-            "data.tasks_per_step=4",
-            "train.learning_rate=1e-4",
-            "eval.k_code=4",
-            "eval.k_test=4",
-            "eval.scales=[[4, 4]]",
-        ],
-    },
-}
+def run_presets() -> list[str]:
+    """The presets ``cure run`` can start: the package's preset files with a ``run:`` section (demo, smoke, ...)."""
+    from importlib import resources
+
+    folder = resources.files("cure").joinpath("presets")
+    names = sorted(f.name[: -len(".yaml")] for f in folder.iterdir() if f.name.endswith(".yaml"))
+    return [n for n in names if "run" in read_preset(n)]
 
 
 def pipeline_arguments(cfg: CureConfig, run: dict[str, Any], store_uri: str, experiment: str) -> dict[str, Any]:
     """Pipeline inputs: every config field as ``section__field``, plus the run fields."""
-    from pipelines.params import config_parameters, list_text
+    from .params import config_parameters, list_text
 
     args: dict[str, Any] = {}
     for name, section, field, _, _, _ in config_parameters(cfg):
@@ -120,16 +59,19 @@ def pipeline_arguments(cfg: CureConfig, run: dict[str, Any], store_uri: str, exp
 
 def preset_and_config(preset: str, cfg_file: str | None, overrides: list[str] | None,
                       runner: str) -> tuple[dict[str, Any], CureConfig]:
-    """A preset's settings (a copy, without its config overrides) and the run's config: the preset's overrides, the
-    container runner's, then the user's, which win."""
+    """A preset's ``run:`` settings (a copy) and the run's config: the config file, the preset's sections over it,
+    the container runner's overrides, then the user's, which win."""
     from cure.container_runner import DOCKER_OVERRIDES
     from cure.validate import CliError
 
-    if preset not in PRESETS:
-        raise CliError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    p = dict(PRESETS[preset])
+    known = run_presets()
+    if preset not in known:
+        raise CliError(f"unknown preset {preset!r}; choose one of {', '.join(known)}")
+    p = dict(read_preset(preset)["run"])
+    if sorted(p) != sorted(RUN_FIELDS):
+        raise CliError(f"preset {preset!r}: its run section must set exactly {', '.join(RUN_FIELDS)} (it sets {', '.join(p)})")
     runner_set = DOCKER_OVERRIDES if runner == "docker" else []
-    return p, load_config(cfg_file, list(p.pop("set")) + runner_set + list(overrides or []))
+    return p, load_config(cfg_file, runner_set + list(overrides or []), preset=preset)
 
 
 # What a run creates in its folder: all that --overwrite deletes (anything else there is left alone).
@@ -294,9 +236,8 @@ def _run_locked(preset: str, p: dict[str, Any], cfg: CureConfig, run_dir: Path, 
     from cure.console import RunConsole
     from cure.container_runner import make_runner
     from cure.experiment import break_lease, latest_round, read_history, read_rounds
-    from cure.kfp_compile import import_pipelines
     from cure.report import format_round_table
-    from cure.rounds import write_experiment_report
+    from cure.segment import write_experiment_report
     from cure.store import open_store
 
     _check_experiment_folder(run_dir, experiment, state, resume, overwrite)
@@ -330,9 +271,10 @@ def _run_locked(preset: str, p: dict[str, Any], cfg: CureConfig, run_dir: Path, 
                                       "base_model": p["base_model"]}))
     store = open_store(store_uri)
     break_lease(store, experiment)  # this process holds the folder: a lease left in its store is a dead run's
-    training = import_pipelines()
-    pipeline = training.build_training_pipeline(
-        total, eval_every, save_every, segment=segment, cluster=training.ClusterOptions(gpus=0, store_secret=""),
+    from .training import ClusterOptions, build_training_pipeline
+
+    pipeline = build_training_pipeline(
+        total, eval_every, save_every, segment=segment, cluster=ClusterOptions(gpus=0, store_secret=""),
         base_model=p["base_model"], train_data=p["train_data"], eval_benchmarks=tuple(p["eval_benchmarks"]), cfg=cfg,
         name=f"cure-{preset}",
     )
@@ -371,37 +313,3 @@ def _run_locked(preset: str, p: dict[str, Any], cfg: CureConfig, run_dir: Path, 
     print(f"\nfinished {runs} run(s) in {seconds / 60:.1f} min; report: {run_dir / 'report' / 'report.html'}; "
           f"history: {run_dir / 'history.json'}; log: {run_dir / 'run.log'}")
     return {"history": history, "rounds": round_records, "run_dir": run_dir, "seconds": seconds, "runs": runs}
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="demo: the offline main job; smoke: one tiny round")
-    p.add_argument("--out", help="run folder (default runs/<preset>)")
-    p.add_argument("--rounds", type=int, help="override the preset's number of rounds (with --resume: rounds to add)")
-    p.add_argument("--eval-every", type=int, help="override the preset's evaluation interval (global rounds)")
-    p.add_argument("--segment", type=int, help="rounds per local run (the compiled graph's round slots)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the experiment kept in --out (from its own base model unless --base-model) instead of starting afresh")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start the experiment kept in --out afresh, deleting what an earlier run created there")
-    p.add_argument("--base-model", help="override the preset's starting model (folder, hub name, tiny[:SEED[:STEPS]])")
-    p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"],
-                   help="subprocess: components as local processes; docker: each in its image (make images-local first)")
-    p.add_argument("--pipeline", default="training", choices=["training", "evaluation"],
-                   help="evaluation: the evaluation pipeline on --base-model and the preset's benchmarks "
-                   "(eval.refine_rounds, --coder-model; cure.local_eval)")
-    p.add_argument("--coder-model", default="", help="evaluation pipeline: pairing, the coder that writes the programs")
-    p.add_argument("--coder-engine", default="openai", choices=["hf", "vllm", "openai"],
-                   help="evaluation pipeline: the coder's engine (openai: rollout.api_base_url)")
-    p.add_argument("--seeds", type=int, nargs="+", help="evaluation pipeline: sampling seeds (default: the preset's noise seeds)")
-
-
-def run_cli(args: argparse.Namespace, cfg: CureConfig) -> int:
-    if args.pipeline == "evaluation":
-        from cure.local_eval import run_local_eval
-
-        run_local_eval(args.preset, args.out or f"runs/{args.preset}-evaluation", args.config, args.overrides,
-                       args.base_model, args.coder_model, args.coder_engine, args.seeds, args.runner)
-        return 0
-    run_local(args.preset, args.out or f"runs/{args.preset}", args.config, args.overrides, args.rounds, args.eval_every,
-              args.base_model, resume=args.resume, segment=args.segment, runner=args.runner, overwrite=args.overwrite)
-    return 0
