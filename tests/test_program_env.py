@@ -64,8 +64,10 @@ def test_isolation_none_offers_the_same_packages(caplog):
     from cure.execute import execute_rollouts
 
     # (Importing pandas is not run here: on this machine the host's Python lives where the unprivileged program
-    # user cannot read the standard library modules pandas needs; pods and containers have it under /usr.)
-    found = ("import os, sys\nlib = [p for p in sys.path if os.path.isdir(os.path.join(p, 'pandas'))]\n"
+    # user cannot read the standard library modules pandas needs; pods and containers have it under /usr. For the
+    # same reason the program looks for the folder of links without following them: a checkout under a folder only
+    # root may enter, as a fresh clone in `mktemp -d` is, hides the links' targets from it.)
+    found = ("import os, sys\nlib = [p for p in sys.path if os.path.lexists(os.path.join(p, 'pandas'))]\n"
              "print(len(lib), sorted(os.listdir(lib[0])) if lib else None)")
     names = sorted(p.name for p in gvisor.program_package_paths())
     rec = rollout([NUMPY, found, "import torch\nprint(6, 3)"], [("1 2 3", "6 3")], time_limit_s=1.0)
