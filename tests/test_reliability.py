@@ -402,12 +402,12 @@ def test_a_tampered_rounds_record_fails_once_clearly(tmp_path, capsys):
     out = _fake_experiment(tmp_path)
     store = open_store(f"file://{out / 'store'}")
     exp.upsert_record(store, "local-smoke", exp.ROUNDS, {"round": 1})
-    path = out / "store" / "local-smoke" / "loop.json"
+    path = out / "store" / "local-smoke" / "rounds.json"
     path.write_text(path.read_text().replace("1", "7"))
     t0 = time.monotonic()
     assert main(["run", "--preset", "smoke", "--out", str(out), "--resume", "--rounds", "1"]) == 2
     err = _err(capsys)
-    assert "checksum mismatch" in err and "loop.json" in err and len(err.splitlines()) == 1
+    assert "checksum mismatch" in err and "rounds.json" in err and len(err.splitlines()) == 1
     assert time.monotonic() - t0 < 60 and not (out / "kfp").exists()  # refused before any task
 
 
