@@ -25,10 +25,10 @@ import uuid
 from typing import Any, Literal
 
 from cure.config import CureConfig
-from cure.execute import execute_rollouts
+from cure.execute import execute_rollouts, sandbox_pool
 from cure.sandbox.container import run_shards
 from cure.sandbox.k8s import run_on_cluster, settings_from_config
-from cure.sandbox.pool import Limits, SandboxPool
+from cure.sandbox.pool import SandboxPool
 from cure.store import open_store
 
 BackendName = Literal["local", "container", "kubernetes"]
@@ -57,9 +57,7 @@ class Backend:
     def pool(self) -> SandboxPool:
         """A sandbox pool with the ``execute`` section's isolation and limits (use as a context manager); its jobs
         may ask for what each program printed (``Job.want_output``)."""
-        ec = self.cfg.execute
-        limits = Limits(memory_mb=ec.memory_mb, output_limit=ec.output_limit_bytes, wall_factor=ec.wall_factor)
-        return SandboxPool(ec.isolation, workers=ec.workers, limits=limits)
+        return sandbox_pool(self.cfg.execute)
 
 
 class LocalBackend(Backend):

@@ -152,6 +152,13 @@ def _plan(rollouts: list[dict[str, Any]], default_time_limit: float) -> tuple[li
     return tables, jobs
 
 
+def sandbox_pool(cfg: ExecuteConfig, jobs: int | None = None) -> SandboxPool:
+    """A sandbox pool with the ``execute`` section's isolation, workers and limits (use as a context manager);
+    ``jobs`` caps the number of sandboxes at the work there is."""
+    limits = Limits(memory_mb=cfg.memory_mb, output_limit=cfg.output_limit_bytes, wall_factor=cfg.wall_factor)
+    return SandboxPool(cfg.isolation, workers=cfg.workers, limits=limits, jobs=jobs)
+
+
 def execute_rollouts(rollouts: list[dict[str, Any]], cfg: ExecuteConfig, progress: bool = True) -> list[dict[str, Any]]:
     """Run every program of every rollout record against its tests; return one execution record per task.
 
@@ -161,10 +168,9 @@ def execute_rollouts(rollouts: list[dict[str, Any]], cfg: ExecuteConfig, progres
     check_rollouts(rollouts)
     tables, jobs = _plan(rollouts, default_time_limit=1.0)
     total = sum(len(j.tests) * len(j.key[2]) for j in jobs)  # type: ignore[index]
-    limits = Limits(memory_mb=cfg.memory_mb, output_limit=cfg.output_limit_bytes, wall_factor=cfg.wall_factor)
     report = _Progress(total, enabled=progress)
     if jobs:
-        with SandboxPool(cfg.isolation, workers=cfg.workers, limits=limits, jobs=len(jobs)) as pool:
+        with sandbox_pool(cfg, jobs=len(jobs)) as pool:
             pool.run(jobs, on_done=lambda job: report.add(len(job.tests) * len(job.key[2])))  # type: ignore[index]
     report.close()
     for job in jobs:
