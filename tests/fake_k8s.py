@@ -38,13 +38,14 @@ import subprocess
 import sys
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import kubernetes_validate
 import yaml
+from loopback import LoopbackServer
 
 K8S_VERSION = "1.30.0"
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,7 +230,7 @@ def _selected(obj: dict[str, Any], query: dict[str, list[str]]) -> bool:
     return all(labels.get(k) == v for k, _, v in (t.partition("=") for t in text.split(",") if t))
 
 
-class FakeKubernetes:
+class FakeKubernetes(LoopbackServer):
     def __init__(self, workdir: Path, run_pods: bool = True, pod_security: dict[str, str] | None = None,
                  overlay: str = "standalone", extra_rbac: tuple[dict[str, Any], ...] = KFP_RUNNER_RBAC,
                  controller: Any = None) -> None:
@@ -304,17 +305,7 @@ class FakeKubernetes:
             def do_DELETE(self) -> None:  # noqa: N802
                 self._handle("DELETE")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeKubernetes:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
     @staticmethod
     def token(namespace: str, account: str) -> str:

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from loopback import LoopbackServer
 
 QUANTITY = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d+)?")
 
@@ -143,7 +144,7 @@ def _spec_and_platform(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return spec, {}
 
 
-class FakeKFP:
+class FakeKFP(LoopbackServer):
     """Experiments, runs whose states follow a script per run, recurring runs; every accepted body is kept, every
     refusal in ``refused``."""
 
@@ -230,9 +231,7 @@ class FakeKFP:
                     return self._send(200, job)
                 return self._send(404, {"error": f"no route {path}", "code": 5, "message": f"no route {path}"})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._serve(Handler)
 
     def validate(self, body: dict[str, Any], recurring: bool) -> None:
         spec, platform = _spec_and_platform(body)
@@ -253,11 +252,3 @@ class FakeKFP:
             interval = (trigger.get("periodic_schedule") or {}).get("interval_second")
             if interval is not None and int(interval) < 1:
                 raise ValueError(f"Found invalid period schedule interval {interval}. Set at interval to least 1 second")
-
-    def __enter__(self) -> FakeKFP:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()

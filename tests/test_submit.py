@@ -22,7 +22,7 @@ def package(tmp_path_factory) -> Path:
 
 
 def _submit(fake: FakeKFP, package: Path, *extra: str) -> int:
-    return main(["submit", "--host", fake.host, "--package", str(package), "--poll", "0.05", *extra])
+    return main(["submit", "--host", fake.url, "--package", str(package), "--poll", "0.05", *extra])
 
 
 def test_wait_fails_when_the_run_fails(package, capsys):
@@ -30,7 +30,7 @@ def test_wait_fails_when_the_run_fails(package, capsys):
         rc = _submit(fake, package, "--wait", "--param", "pipeline__store_uri=file:///nonexistent-cure-store")
     assert rc == 1
     out = capsys.readouterr().out
-    assert "FAILED" in out and f"{fake.host}/#/runs/details/run-0" in out
+    assert "FAILED" in out and f"{fake.url}/#/runs/details/run-0" in out
 
 
 @pytest.mark.parametrize("final", ["CANCELED", "SUCCEEDED"])
@@ -138,7 +138,7 @@ def _run_example(fake: FakeKFP, package: Path, mode: str, tmp_path: Path, *param
     import subprocess
     import sys
 
-    env = {**os.environ, "KFP_ENDPOINT": fake.host, "EXPERIMENT": "cure-test", "PACKAGE": str(package), "MODE": mode,
+    env = {**os.environ, "KFP_ENDPOINT": fake.url, "EXPERIMENT": "cure-test", "PACKAGE": str(package), "MODE": mode,
            "STORE": f"file://{tmp_path / 'store'}", "CURE": f"{sys.executable} -m cure_cli",
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
     return subprocess.run(["bash", str(EXAMPLE), *params], env=env, capture_output=True, text=True, timeout=300)
@@ -193,7 +193,7 @@ def test_documented_submit_commands_parse():
 def _client(fake: FakeKFP, token: str | None = None):
     import kfp
 
-    return kfp.Client(host=fake.host, existing_token=token)
+    return kfp.Client(host=fake.url, existing_token=token)
 
 
 def test_fake_kfp_refuses_what_the_api_server_refuses(package, tmp_path):
