@@ -173,6 +173,7 @@ class EvalConfig(_Section):
     framework: Literal["none", "mpsc", "alphacodium", "sstar"] = Field("none", description="Agentic framework after the one-shot sample: MPSC, AlphaCodium or S* (cure.agentic); none = off.")
     framework_iterations: int = Field(2, ge=0, description="eval.framework: repairs per failing test (AlphaCodium), debugging rounds (S*).")
 
+
 class PipelineConfig(_Section):
     rounds: int = Field(120, ge=0, description="Training rounds of the whole experiment, over all runs (reference total_steps=120).")
     eval_every: int = Field(10, ge=1, description="Evaluate every N global rounds, and after the last (reference eval_interval=10).")
@@ -282,6 +283,11 @@ def read_preset(name: str, _children: tuple[str, ...] = ()) -> dict[str, Any]:
     return merged
 
 
+def preset_sections(name: str) -> dict[str, Any]:
+    """A built-in preset's config sections alone (without ``run:``)."""
+    return {k: v for k, v in read_preset(name).items() if k not in PRESET_KEYS}
+
+
 def merge_sections(data: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     """``top``'s sections over ``data``'s, field by field (in place); returns ``data``."""
     for key, value in top.items():
@@ -316,11 +322,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = {}
     if path is not None:
         if str(path).startswith("preset:"):
-            data = {k: v for k, v in read_preset(str(path)[len("preset:"):]).items() if k not in PRESET_KEYS}
+            data = preset_sections(str(path)[len("preset:"):])
         else:
             data = _read_yaml(Path(path))
     if preset is not None:
-        merge_sections(data, {k: v for k, v in read_preset(preset).items() if k not in PRESET_KEYS})
+        merge_sections(data, preset_sections(preset))
     apply_overrides(data, overrides or [])
     try:
         return CureConfig.model_validate(data)
