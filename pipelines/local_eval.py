@@ -21,7 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .local_run import RunLock, pipeline_arguments, preset_and_config, run_environment, run_folder_state
+from .local_run import (
+    RunLock,
+    pipeline_arguments,
+    preset_and_config,
+    remove_run_files,
+    run_environment,
+    run_folder_state,
+)
 
 log = logging.getLogger("cure.run")
 
@@ -49,12 +56,7 @@ def run_local_eval(preset: str, out_dir: str | Path, cfg_file: str | None = None
         if state is not None and state["experiment"] != experiment:
             raise CliError(f"--out {run_dir} holds experiment {state['experiment']!r}, not this evaluation "
                            f"({experiment}); nothing was changed: choose another --out")
-        for name in EVAL_FILES:  # an earlier evaluation in this folder: its results are replaced
-            path = run_dir / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
+        remove_run_files(run_dir, EVAL_FILES)  # an earlier evaluation in this folder: its results are replaced
         (run_dir / "run.json").write_text(json.dumps({"preset": preset, "experiment": experiment,
                                                       "pipeline": "evaluation", "base_model": model}))
         with run_environment():
@@ -72,8 +74,8 @@ def _run_eval(preset: str, p: dict[str, Any], cfg: Any, run_dir: Path, store_uri
     from .training import ClusterOptions, build_eval_pipeline
 
     pipeline = build_eval_pipeline(cluster=ClusterOptions(gpus=0, store_secret=""), base_model=model,
-                                            eval_benchmarks=tuple(p["eval_benchmarks"]), cfg=cfg,
-                                            name=f"cure-{preset}-evaluation")
+                                   eval_benchmarks=tuple(p["eval_benchmarks"]), cfg=cfg,
+                                   name=f"cure-{preset}-evaluation")
     run = {"base_model": model, "eval_benchmarks": list(p["eval_benchmarks"]), "use_latest": False,
            "seeds": list(seeds or p["noise_seeds"]), "coder_model": coder_model or "", "coder_engine": coder_engine}
     arguments = pipeline_arguments(cfg, run, store_uri, experiment)

@@ -80,6 +80,16 @@ RUN_FILES = ("store", "kfp", "workspace", "report", "sandbox", "history.json", "
 LOCK_NAME = ".cure-run.lock"
 
 
+def remove_run_files(run_dir: Path, names: tuple[str, ...]) -> None:
+    """Delete what a run wrote at the top of ``run_dir`` (``names``: files, folders or links), nothing else."""
+    for name in names:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 def check_run_options(rounds: int | None, eval_every: int | None, segment: int | None) -> None:
     """Every numeric option of ``cure run``, before anything is read or written."""
     from cure.validate import CliError
@@ -259,12 +269,8 @@ def _run_locked(preset: str, p: dict[str, Any], cfg: CureConfig, run_dir: Path, 
             p["base_model"] = state["base_model"]
         log.info("resuming experiment %s at round %d of %d", experiment, done, total)
     else:
-        for name in RUN_FILES if overwrite else ():
-            path = run_dir / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
+        if overwrite:
+            remove_run_files(run_dir, RUN_FILES)
         run_dir.mkdir(parents=True, exist_ok=True)
         total = preset_rounds if rounds is None else rounds
     state_file.write_text(json.dumps({"preset": preset, "experiment": experiment, "total_rounds": total,
