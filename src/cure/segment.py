@@ -26,9 +26,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import re
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +72,6 @@ def plan(values: dict[str, Any] | str, total_rounds: int, segment: int, run_id: 
 
     The run takes the experiment's lease (:func:`cure.experiment.take_lease`) under ``run_id`` (default
     ``$CURE_RUN_ID``, else a fresh id): a second run of the same experiment stops here, before any work."""
-    import os
-    import uuid
-
     setup_logging()
     cfg = stages.config_from_pipeline(values)
     cfg.pipeline.rounds = int(total_rounds)
@@ -105,8 +104,6 @@ def release_after_run(store_uri: str, experiment: str, run_id: str = "") -> bool
     until then would stop at its plan task. The lease is this run's when its holder is ``$CURE_RUN_ID`` (the id the
     plan task took it under), else ``run_id``; a lease another run holds is left alone (a conditional write).
     True when released. A store that cannot be reached is logged with the command that frees the lease by hand."""
-    import os
-
     setup_logging()
     run_id = os.environ.get("CURE_RUN_ID") or run_id
     if not store_uri or not run_id:
