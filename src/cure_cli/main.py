@@ -51,10 +51,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    groups: dict[str, list[str]] = {}
-    for name in COMMANDS:
-        head = name.split()[0]
-        groups.setdefault(head, []).append(name)
     lines = [f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items()]
     return argparse.ArgumentParser(
         prog="cure",
