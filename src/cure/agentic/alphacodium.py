@@ -34,12 +34,12 @@ from cure.agentic.common import (
     Outcome,
     Ran,
     Session,
-    code_ask,
     fix_ask,
     public_tests,
     render,
     resample,
     same_output,
+    sample_programs,
     test_ask,
 )
 from cure.prompts import EVAL_SPECIAL_REQUIREMENTS, extract_code, extract_test
@@ -92,8 +92,7 @@ def _candidates_with_notes(session: Session, templates: Any, public: list[dict[s
                   for r in session.sample([Ask("coder", "alphacodium.candidates", solution_user)], k_code)[0]]
     if all(c is None for c in candidates):  # a model that cannot use the notes: the plain one-shot prompt
         session.trace.fell_back("alphacodium: no program from the prompt with notes; candidates from the coder prompt")
-        candidates = [extract_code(r, extraction)[0]
-                      for r in session.sample([code_ask(task, templates, "alphacodium.candidates_plain")], k_code)[0]]
+        candidates = sample_programs(session, templates, "alphacodium.candidates_plain", k_code, extraction)
     return candidates
 
 
@@ -106,8 +105,7 @@ def run(session: Session, templates: Any, k_code: int, k_test: int, iterations: 
     public = public_tests(task)
     if roles:
         session.trace.fell_back("alphacodium: roles only: no reflection or test reasoning; candidates from the coder prompt")
-        candidates = [extract_code(r, extraction)[0]
-                      for r in session.sample([code_ask(task, templates, "alphacodium.candidates")], k_code)[0]]
+        candidates = sample_programs(session, templates, "alphacodium.candidates", k_code, extraction)
     else:
         candidates = _candidates_with_notes(session, templates, public, k_code, extraction)
     ai_tests = [t for t in (extract_test(r, extraction)[0]

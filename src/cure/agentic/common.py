@@ -241,8 +241,13 @@ def roles_only(prompt_dir: str | None) -> bool:
     return bool(prompt_dir)
 
 
+def sample_programs(session: Session, templates: Any, step: str, k: int, extraction: str) -> list[str | None]:
+    """``k`` programs sampled from the coder prompt (:func:`code_ask`), as extracted (None where none was)."""
+    return [extract_code(r, extraction)[0] for r in session.sample([code_ask(session.task, templates, step)], k)[0]]
+
+
 def resample(session: Session, templates: Any, step: str, extraction: str) -> str | None:
     """The repair rule of a roles-only model: a fresh program from the coder's own prompt (the execution feedback
     decides whether it is kept, the model does not see it)."""
     session.trace.fell_back(f"{step}: roles only: repair by a fresh sample from the coder prompt")
-    return extract_code(session.sample([code_ask(session.task, templates, step)])[0][0], extraction)[0]
+    return sample_programs(session, templates, step, 1, extraction)[0]

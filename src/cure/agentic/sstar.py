@@ -30,7 +30,6 @@ from cure.agentic.common import (
     Ask,
     Outcome,
     Session,
-    code_ask,
     extract_answer,
     extract_input,
     fix_ask,
@@ -39,6 +38,7 @@ from cure.agentic.common import (
     render,
     resample,
     same_output,
+    sample_programs,
     test_ask,
 )
 from cure.prompts import extract_code, extract_test
@@ -139,7 +139,7 @@ def run(session: Session, templates: Any, k_code: int, rounds: int = 2, extracti
     inputs and judged outputs from ``k_test`` tests of the tester's own prompt (:func:`compare_on_tests`)."""
     task = session.task
     public = public_tests(task)
-    samples = [extract_code(r, extraction)[0] for r in session.sample([code_ask(task, templates, "sstar.samples")], k_code)[0]]
+    samples = sample_programs(session, templates, "sstar.samples", k_code, extraction)
     debugged: list[str | None] = [debug(session, c, public, rounds, extraction, templates, roles) if c is not None else None
                                   for c in samples]
     live = [c for c in debugged if c is not None]
