@@ -65,7 +65,7 @@ def _package_version() -> str:
         return importlib.metadata.version("cure")
     except importlib.metadata.PackageNotFoundError:
         pass
-    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    pyproject = _ROOT / "pyproject.toml"
     if pyproject.is_file():
         match = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.MULTILINE)
         if match:
