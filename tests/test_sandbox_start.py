@@ -36,7 +36,7 @@ def _flaky_runsc(folder: Path, failures: int) -> Path:
     return count
 
 
-def test_a_start_that_dies_is_retried(tmp_path, monkeypatch, capfd):
+def test_a_start_that_dies_is_retried(tmp_path, monkeypatch, caplog):
     count = _flaky_runsc(tmp_path, failures=2)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     with SandboxPool("gvisor", workers=1, limits=Limits(memory_mb=512)) as pool:
@@ -44,7 +44,7 @@ def test_a_start_that_dies_is_retried(tmp_path, monkeypatch, capfd):
         pool.run([job])
     assert job.status == ["pass"]
     assert count.read_text().strip() == "3"
-    assert "retrying (1/2)" in capfd.readouterr().err
+    assert "retrying (1/2)" in caplog.text
 
 
 def test_a_runsc_that_never_starts_fails_clearly(tmp_path, monkeypatch):

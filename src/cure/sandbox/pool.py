@@ -126,7 +126,7 @@ class _Sandbox:
             except RuntimeError as e:
                 if self.isolation != "gvisor" or attempt == self.START_TRIES:
                     raise
-                print(f"warning: {e}; retrying ({attempt}/{self.START_TRIES - 1})", file=sys.stderr, flush=True)
+                log.warning("%s; retrying (%d/%d)", e, attempt, self.START_TRIES - 1)
                 self.stderr_tail = ""
 
     def _start_once(self) -> None:
